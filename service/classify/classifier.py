@@ -1,0 +1,53 @@
+"""Alert -> severity, title and impact, from ``rules/classify.yaml``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Template, TemplateError
+
+from service.models import Alert
+from service.ruleset.matchers import matches_all
+from service.ruleset.models import ClassifyRule, RuleSet
+
+
+class Classifier:
+    def __init__(self, rules: RuleSet) -> None:
+        self._rules = rules
+        self._compiled = [(tuple(r.matchers), r) for r in rules.classify.rules]
+
+    def rule_for(self, labels: dict[str, str]) -> ClassifyRule | None:
+        for matchers, rule in self._compiled:
+            if matches_all(matchers, labels):
+                return rule
+        return None
+
+    def classify(self, alert: Alert) -> Alert:
+        cls = self._rules.classify
+        rule = self.rule_for(alert.labels)
+        if rule is not None:
+            alert.severity, alert.rule = rule.severity, rule.name
+        else:
+            label_value = alert.labels.get(cls.fallback.label, "").lower()
+            mapped = cls.fallback.map.get(label_value)
+            alert.severity = mapped or cls.default
+            alert.rule = f"fallback:{cls.fallback.label}" if mapped else "default"
+        ctx = {"labels": alert.labels, "annotations": alert.annotations, "severity": alert.severity}
+        title_tpl = (rule.title if rule else None) or cls.default_title
+        alert.title = _render(title_tpl, ctx) or alert.labels.get("alertname", "alert")
+        alert.impact = _render(rule.impact if rule else None, ctx)
+        return alert
+
+    def classify_all(self, alerts: list[Alert]) -> list[Alert]:
+        return [self.classify(a) for a in alerts]
+
+
+def _render(template: Template | None, ctx: dict[str, Any]) -> str:
+    if template is None:
+        return ""
+    try:
+        return template.render(ctx).strip()
+    except TemplateError:
+        # A template that fails on one alert's data must not stop the alert; the
+        # fallback title (the alertname) is still a usable page.
+        return ""

@@ -1,0 +1,68 @@
+"""Service configuration: every knob is an ``INCIDENTD_*`` environment variable.
+
+Secrets (webhook token, Opsgenie key) may also come from files through the
+``*_FILE`` variables, the convention Kubernetes and Docker secrets mounts use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INCIDENTD_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_alerts_topic: str = "alerts"
+    kafka_events_topic: str = "incidents.events"
+    kafka_dlq_topic: str = "alerts.dlq"
+    kafka_group_id: str = "incidentd"
+    kafka_topic_partitions: int = Field(default=3, ge=1)
+    kafka_create_topics: bool = True
+    kafka_max_batch: int = Field(default=1000, ge=1)
+    kafka_publish_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
+    rules_dir: Path = Path("rules")
+
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    webhook_token: SecretStr | None = None
+    webhook_token_file: Path | None = None
+
+    pagers: Annotated[list[str], NoDecode] = ["console"]
+    page_max_attempts: int = Field(default=8, ge=1)
+    page_backoff_initial_seconds: float = Field(default=2.0, gt=0)
+    page_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    page_concurrency: int = Field(default=8, ge=1)
+
+    opsgenie_api_key: SecretStr | None = None
+    opsgenie_api_key_file: Path | None = None
+    opsgenie_api_url: str = "https://api.opsgenie.com"
+    opsgenie_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    event_type_prefix: str = "io.incidentd"
+    event_source: str = "/incidentd"
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_pagers(cls, data: dict[str, object]) -> dict[str, object]:
+        raw = data.get("pagers") if isinstance(data, dict) else None
+        if isinstance(raw, str):
+            data["pagers"] = [p.strip() for p in raw.split(",") if p.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        if self.webhook_token is None and self.webhook_token_file is not None:
+            self.webhook_token = SecretStr(self.webhook_token_file.read_text().strip())
+        if self.opsgenie_api_key is None and self.opsgenie_api_key_file is not None:
+            self.opsgenie_api_key = SecretStr(self.opsgenie_api_key_file.read_text().strip())
+        return self

@@ -1,0 +1,40 @@
+"""CloudEvents 1.0, structured JSON mode, keyed by incident id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from service.store.store import OutboxRecord
+
+CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+
+
+class EventFactory:
+    def __init__(self, topic: str, type_prefix: str, source: str) -> None:
+        self.topic = topic
+        self.prefix = type_prefix.rstrip(".")
+        self.source = source
+
+    def type_name(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    def build(
+        self, suffix: str, incident: dict[str, Any], extra: dict[str, Any], now: datetime
+    ) -> OutboxRecord:
+        # The id is fixed when the event is stored, so a re-publication after a
+        # crash carries the same id and consumers can drop the duplicate.
+        event = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": self.source,
+            "type": self.type_name(suffix),
+            "subject": incident["id"],
+            "time": now.isoformat().replace("+00:00", "Z"),
+            "datacontenttype": "application/json",
+            "data": {**incident, **extra},
+        }
+        value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        return OutboxRecord(self.topic, incident["id"].encode(), value)

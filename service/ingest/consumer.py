@@ -1,0 +1,118 @@
+"""The ``alerts`` topic consumer: batches in, one store transaction and one commit per batch.
+
+Ack policy is explicit: ``NACK_ON_ERROR``. FastStream commits the batch's
+offsets only when the handler returns; on an exception it seeks back so the
+batch is read again. (Its default for Kafka, ``ACK_FIRST``, commits before
+processing and loses alerts on a crash; ``ACK`` commits even after an error.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from service.clock import Clock
+from service.config import Settings
+from service.ingest.deadletter import DeadLetterPublisher
+from service.observability.metrics import Metrics
+from service.pipeline import DeadLetter, Pipeline, Record
+
+log = logging.getLogger(__name__)
+
+# After this many failures of the same batch for a reason that is not the
+# infrastructure, each record is processed alone and the failing ones go to
+# the dead-letter topic: one poison record must not block its partition.
+POISON_ATTEMPTS = 3
+
+
+async def _raw_records(msg: KafkaMessage) -> Any:
+    # Skip FastStream's JSON decoding: bytes that are not JSON must reach the DLQ, not crash.
+    raw = msg.raw_message
+    return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    from aiokafka.errors import KafkaError
+
+    return isinstance(exc, OperationalError | DBAPIError | KafkaError | OSError | TimeoutError)
+
+
+class AlertConsumer:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        pipeline: Pipeline,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+        dead_letters: DeadLetterPublisher,
+        after_batch: Callable[[], None],
+    ) -> None:
+        self._dead_letters = dead_letters
+        self._broker = broker
+        self._pipeline = pipeline
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._after_batch = after_batch
+        self._failures: dict[tuple[tuple[str, int, int], ...], int] = {}
+        self._backoff = 0.2
+        self.subscriber = broker.subscriber(
+            settings.kafka_alerts_topic,
+            batch=True,
+            group_id=settings.kafka_group_id,
+            auto_offset_reset="earliest",
+            max_records=settings.kafka_max_batch,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_records,
+        )
+        self.subscriber(self.handle)
+
+    async def handle(self, body: Any) -> None:
+        records = [Record(r.value, r.topic, r.partition, r.offset, r.timestamp) for r in body]
+        if not records:
+            return
+        self._metrics.batch_size.observe(len(records))
+        ident = tuple(sorted({(r.topic, r.partition, r.offset) for r in records}))[:1]
+        try:
+            if self._failures.get(ident, 0) >= POISON_ATTEMPTS:
+                await self._isolate(records)
+            else:
+                await self._pipeline.process(records, self._clock.now())
+        except Exception as exc:
+            self._failures[ident] = self._failures.get(ident, 0) + 1
+            infra = is_infrastructure_error(exc)
+            if infra:
+                # Not the records' fault: never dead-letter, keep retrying, slower each time.
+                self._failures[ident] = 0
+            log.warning(
+                "batch of %d records failed (%s: %s); it will be read again",
+                len(records),
+                exc.__class__.__name__,
+                exc,
+            )
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, 10.0)
+            raise
+        self._failures.pop(ident, None)
+        self._backoff = 0.2
+        self._after_batch()
+
+    async def _isolate(self, records: list[Record]) -> None:
+        for rec in records:
+            try:
+                await self._pipeline.process([rec], self._clock.now())
+            except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
+                reason = (
+                    f"processing failed after {POISON_ATTEMPTS} attempts: {exc.__class__.__name__}: {exc}"
+                )
+                log.error("dead-lettering %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, reason)
+                await self._dead_letters([DeadLetter(rec, reason)])

@@ -1,0 +1,29 @@
+"""Creates the service's topics when they are missing (embedded mode, fresh clusters)."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from service.config import Settings
+
+
+async def ensure_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            settings.kafka_alerts_topic,
+            settings.kafka_events_topic,
+            settings.kafka_dlq_topic,
+        ]
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            n = settings.kafka_topic_partitions
+            try:
+                await admin.create_topics([NewTopic(t, n, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass  # another replica created it between our list and create
+    finally:
+        await admin.close()

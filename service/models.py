@@ -1,0 +1,112 @@
+"""Domain objects shared by the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(slots=True)
+class Alert:
+    """One alert as it entered the pipeline, normalised from any producer."""
+
+    fingerprint: str
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime | None
+    generator_url: str = ""
+    received_at: datetime | None = None
+    # Filled by the classify stage.
+    severity: str = ""
+    title: str = ""
+    impact: str = ""
+    rule: str = ""
+
+
+@dataclass(slots=True)
+class AlertState:
+    """What an incident remembers of each of its alerts: enough to deduplicate."""
+
+    status: AlertStatus
+    starts_at: datetime
+    severity: str
+    alertname: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "starts_at": self.starts_at.isoformat(),
+            "severity": self.severity,
+            "alertname": self.alertname,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> AlertState:
+        return cls(
+            status=AlertStatus(raw["status"]),
+            starts_at=datetime.fromisoformat(raw["starts_at"]),
+            severity=raw["severity"],
+            alertname=raw["alertname"],
+        )
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    group_key: str
+    group_labels: dict[str, str]
+    title: str
+    impact: str
+    severity: str
+    status: IncidentStatus
+    opened_at: datetime
+    response_due_at: datetime
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    # 1 for the first opening, +1 per reopen: pages are keyed per opening.
+    opening: int = 1
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    is_current: bool = True
+    # Optimistic concurrency: the store refuses a write from a stale copy.
+    version: int = 0
+
+    @property
+    def firing(self) -> list[str]:
+        return [fp for fp, a in self.alerts.items() if a.status is AlertStatus.FIRING]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The public shape of an incident, as every event's ``data`` carries it."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "impact": self.impact,
+            "severity": self.severity,
+            "status": self.status.value,
+            "group_key": self.group_key,
+            "group_labels": self.group_labels,
+            "fingerprints": sorted(self.alerts),
+            "firing_fingerprints": sorted(self.firing),
+            "opening": self.opening,
+            "opened_at": _iso(self.opened_at),
+            "acknowledged_at": _iso(self.acknowledged_at),
+            "resolved_at": _iso(self.resolved_at),
+            "response_due_at": _iso(self.response_due_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -1,0 +1,56 @@
+"""The notifier interface every pager integration implements."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    action: Literal["trigger", "close"]
+    incident: dict[str, Any]
+    opening: int
+    idempotency_key: str
+    message: str
+    description: str
+    priority: str  # P1..P5, from the severity table
+
+    @property
+    def incident_id(self) -> str:
+        return str(self.incident["id"])
+
+
+class PageError(Exception):
+    """A pager call that failed; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Notifier(Protocol):
+    name: str
+
+    async def send(self, request: PageRequest) -> str | None:
+        """Deliver the page; return the pager's reference (request id) if it gives one."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def idempotency_key(incident_id: str, opening: int) -> str:
+    """Stable per incident opening: Opsgenie ``alias``, PagerDuty ``dedup_key``.
+
+    A reopened incident gets a new key, so a trigger is never sent for a key
+    that was already resolved (the pager would otherwise revive or ignore it).
+    """
+    digest = hashlib.sha256(f"incidentd/{incident_id}/{opening}".encode()).hexdigest()
+    return f"incidentd-{digest[:40]}"
+
+
+def retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500 or status == 408

@@ -1,0 +1,34 @@
+"""Pages written to the terminal: the embedded mode's pager."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from service.config import Settings
+from service.notify.base import PageRequest
+
+
+class ConsoleNotifier:
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsoleNotifier:
+        del settings
+        return cls()
+
+    async def send(self, request: PageRequest) -> str | None:
+        stream = self._stream or sys.stdout
+        banner = "PAGE" if request.action == "trigger" else "PAGE CLOSED"
+        stream.write(
+            f"\n=== {banner} {request.priority} {request.incident_id} "
+            f"(key {request.idempotency_key}) ===\n{request.message}\n{request.description}\n"
+        )
+        stream.flush()
+        return None
+
+    async def aclose(self) -> None:
+        return None

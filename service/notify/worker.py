@@ -1,0 +1,243 @@
+"""Durable page delivery: jobs live in the store, retries back off, nothing blocks.
+
+A job per (incident opening, integration, action) is written with the state
+change that caused it. The worker leases due jobs, calls the pager, and records
+the outcome with its ``page.sent`` / ``page.failed`` event in one transaction.
+A crash mid-call means the lease expires and the call is made again, under the
+same idempotency key, so the pager deduplicates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from jinja2 import TemplateError
+
+from service.clock import Clock
+from service.config import Settings
+from service.emit.cloudevents import EventFactory
+from service.models import Incident
+from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
+from service.observability.metrics import Metrics
+from service.ruleset.models import RuleSet
+from service.store.store import PageJob, Store
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+
+
+class PageWorker:
+    def __init__(
+        self,
+        store: Store,
+        notifiers: dict[str, Notifier],
+        rules: RuleSet,
+        events: EventFactory,
+        clock: Clock,
+        metrics: Metrics,
+        settings: Settings,
+        on_events: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._notifiers = notifiers
+        self._rules = rules
+        self._events = events
+        self._clock = clock
+        self._metrics = metrics
+        self._settings = settings
+        self._on_events = on_events
+        self._wake = asyncio.Event()
+        self._in_flight: set[str] = set()
+        self._sem = asyncio.Semaphore(settings.page_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_once()
+                delay = await self._seconds_until_next_due()
+            except Exception:
+                log.exception("page worker: store unavailable, retrying")
+                delay = 5.0
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def _seconds_until_next_due(self) -> float:
+        due = await self._store.next_page_due()
+        if due is None:
+            return 30.0
+        return min(30.0, max(0.05, due - self._clock.now().timestamp()))
+
+    async def run_once(self) -> int:
+        """Start every due job; return how many were started."""
+        jobs = await self._store.claim_due_pages(
+            self._clock.now(),
+            limit=self._settings.page_concurrency * 4,
+            lease_seconds=LEASE_SECONDS,
+            skip_incidents=set(self._in_flight),
+        )
+        for job in jobs:
+            self._in_flight.add(job.incident_id)
+            task = asyncio.create_task(self._guarded(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(jobs)
+
+    async def drain(self) -> None:
+        """Wait for every started job (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _guarded(self, job: PageJob) -> None:
+        try:
+            async with self._sem:
+                await self._process(job)
+        except Exception:
+            # The lease expires and the job runs again; never lose it.
+            log.exception("page job %s failed to record its outcome", job.id)
+        finally:
+            self._in_flight.discard(job.incident_id)
+            self._wake.set()
+
+    async def _process(self, job: PageJob) -> None:
+        inc = await self._store.get_incident(job.incident_id)
+        notifier = self._notifiers.get(job.integration)
+        now = self._clock.now()
+        if inc is None or notifier is None:
+            reason = "incident not found" if inc is None else f"pager {job.integration} not configured"
+            await self._finish(job, "failed", job.attempts, None, reason, [], now)
+            return
+        if job.action == "trigger" and await self._store.later_close_pending(job):
+            # Resolved before anyone could be paged: a page now would be noise.
+            await self._finish(job, "superseded", job.attempts, None, None, [], now)
+            return
+        if job.action == "close" and not await self._store.trigger_was_sent(job):
+            await self._finish(job, "superseded", job.attempts, None, None, [], now)
+            return
+        request = self._request(inc, job)
+        attempt = job.attempts + 1
+        try:
+            reference = await notifier.send(request)
+        except PageError as exc:
+            await self._failed(job, inc, request, attempt, exc.reason, exc.retryable, exc.retry_after)
+            return
+        except Exception as exc:
+            reason = f"{job.integration} notifier error: {exc.__class__.__name__}: {exc}"
+            await self._failed(job, inc, request, attempt, reason, True, None)
+            return
+        now = self._clock.now()
+        part = self._page_part(job, request, attempt, reference=reference)
+        event = self._events.build("page.sent", inc.snapshot(), {"page": part}, now)
+        await self._finish(job, "sent", attempt, None, None, [event], now)
+        self._metrics.pages_sent.labels(job.integration, job.action).inc()
+
+    async def _failed(
+        self,
+        job: PageJob,
+        inc: Incident,
+        request: PageRequest,
+        attempt: int,
+        reason: str,
+        retryable: bool,
+        retry_after: float | None,
+    ) -> None:
+        now = self._clock.now()
+        retrying = retryable and attempt < self._settings.page_max_attempts
+        next_at = now + timedelta(seconds=self._backoff(attempt, retry_after)) if retrying else None
+        part = self._page_part(job, request, attempt, error=reason, retrying=retrying)
+        event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
+        status = "pending" if retrying else "failed"
+        await self._finish(job, status, attempt, next_at, reason, [event], now)
+        self._metrics.pages_failed.labels(job.integration, str(retrying).lower()).inc()
+        log.warning(
+            "page %s for %s via %s failed (attempt %d, %s): %s",
+            job.action,
+            job.incident_id,
+            job.integration,
+            attempt,
+            "will retry" if retrying else "giving up",
+            reason,
+        )
+
+    async def _finish(
+        self,
+        job: PageJob,
+        status: str,
+        attempts: int,
+        next_at: datetime | None,
+        error: str | None,
+        events: list[Any],
+        now: datetime,
+    ) -> None:
+        await self._store.finish_page(
+            job,
+            status=status,
+            attempts=attempts,
+            next_attempt_at=next_at,
+            error=error,
+            events=events,
+            now=now,
+        )
+        if events:
+            self._on_events()
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        s = self._settings
+        base = min(s.page_backoff_max_seconds, s.page_backoff_initial_seconds * 2 ** (attempt - 1))
+        jittered = base * random.uniform(0.8, 1.2)
+        return float(max(jittered, retry_after or 0.0))
+
+    def _request(self, inc: Incident, job: PageJob) -> PageRequest:
+        snapshot = inc.snapshot()
+        template = (
+            self._rules.templates.incident if job.action == "trigger" else self._rules.templates.close_note
+        )
+        ctx = {**snapshot, "alert_count": len(inc.alerts), "commander": None}
+        try:
+            text = template.render(incident=ctx).strip()
+        except TemplateError as exc:
+            log.warning("page template failed for %s: %s", inc.id, exc)
+            text = f"[INCIDENT] {inc.severity}: {inc.title}"
+        message, _, description = text.partition("\n")
+        return PageRequest(
+            action="trigger" if job.action == "trigger" else "close",
+            incident=snapshot,
+            opening=job.opening,
+            idempotency_key=idempotency_key(inc.id, job.opening),
+            message=message,
+            description=description,
+            priority=self._rules.severity(inc.severity).opsgenie_priority,
+        )
+
+    @staticmethod
+    def _page_part(
+        job: PageJob,
+        request: PageRequest,
+        attempt: int,
+        *,
+        reference: str | None = None,
+        error: str | None = None,
+        retrying: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "integration": job.integration,
+            "action": job.action,
+            "opening": job.opening,
+            "idempotency_key": request.idempotency_key,
+            "attempt": attempt,
+            "retrying": retrying,
+            "error": error,
+            "reference": reference,
+        }

@@ -1,0 +1,138 @@
+"""Load and cross-check a rules directory, collecting every problem with its location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from service.ruleset.errors import RuleProblem, RulesError
+from service.ruleset.models import (
+    ClassifyFile,
+    GroupingFile,
+    RuleSet,
+    SeveritiesFile,
+    Templates,
+)
+from service.ruleset.templating import compile_template
+from service.ruleset.yamlpos import LocatedYaml, format_path, load_located
+
+M = TypeVar("M", bound=BaseModel)
+
+TEMPLATE_FILES = {"incident": "incident.md.j2", "close_note": "close.md.j2"}
+
+
+class _Collector:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[RuleProblem] = []
+
+    def name(self, path: Path) -> str:
+        return str(path)
+
+    def add(self, path: Path, location: str, problem: str) -> None:
+        self.problems.append(RuleProblem(self.name(path), location, problem))
+
+    def load(self, filename: str, model: type[M]) -> tuple[M | None, LocatedYaml | None]:
+        path = self.root / filename
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.add(path, "(file)", "file is missing")
+            return None, None
+        except OSError as exc:
+            self.add(path, "(file)", f"cannot read: {exc.strerror}")
+            return None, None
+        try:
+            doc = load_located(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+            self.add(path, where, f"invalid YAML: {exc.problem or exc}")
+            return None, None
+        except yaml.YAMLError as exc:
+            self.add(path, "(file)", f"invalid YAML: {exc}")
+            return None, None
+        if not isinstance(doc.data, dict):
+            self.add(path, "(top level)", "expected a mapping")
+            return None, None
+        try:
+            return model.model_validate(doc.data), doc
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = tuple(p for p in err["loc"] if not _is_pydantic_tag(p))
+                self.add(path, self.where(doc, loc), _message(err))
+            return None, doc
+
+    @staticmethod
+    def where(doc: LocatedYaml, loc: tuple[str | int, ...]) -> str:
+        line = doc.line_of(loc)
+        text = format_path(loc)
+        return f"{text} (line {line})" if line else text
+
+
+def _is_pydantic_tag(part: Any) -> bool:
+    # Union members show up in locations as type names; they mean nothing to a rule author.
+    return isinstance(part, str) and part.startswith("function-")
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def load_rules(root: Path | str) -> RuleSet:
+    """Load ``root``; raise :class:`RulesError` listing every problem found."""
+    root = Path(root)
+    c = _Collector(root)
+    if not root.is_dir():
+        raise RulesError([RuleProblem(str(root), "(directory)", "rules directory does not exist")])
+    sev, _ = c.load("severities.yaml", SeveritiesFile)
+    cls, cls_doc = c.load("classify.yaml", ClassifyFile)
+    grp, _ = c.load("grouping.yaml", GroupingFile)
+    templates = _load_templates(c, root / "templates")
+    if sev and cls and cls_doc:
+        _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
+    if c.problems or not (sev and cls and grp and templates):
+        raise RulesError(c.problems)
+    return RuleSet(
+        severities={s.name: s for s in sev.severities},
+        classify=cls,
+        grouping=grp,
+        templates=templates,
+    )
+
+
+def _check_severity_refs(
+    c: _Collector, path: Path, doc: LocatedYaml, cls: ClassifyFile, known: set[str]
+) -> None:
+    def check(loc: tuple[str | int, ...], name: str) -> None:
+        if name not in known:
+            c.add(
+                path,
+                c.where(doc, loc),
+                f"unknown severity {name!r}; severities.yaml defines {', '.join(sorted(known))}",
+            )
+
+    for i, rule in enumerate(cls.rules):
+        check(("rules", i, "severity"), rule.severity)
+    for label_value, name in cls.fallback.map.items():
+        check(("fallback", "map", label_value), name)
+    check(("default",), cls.default)
+
+
+def _load_templates(c: _Collector, folder: Path) -> Templates | None:
+    compiled: dict[str, Any] = {}
+    for key, filename in TEMPLATE_FILES.items():
+        path = folder / filename
+        try:
+            compiled[key] = compile_template(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            c.add(path, "(file)", "template file is missing")
+        except ValueError as exc:
+            c.add(path, str(exc).split(":", 1)[0], str(exc).split(":", 1)[1].strip())
+    if len(compiled) != len(TEMPLATE_FILES):
+        return None
+    return Templates(**compiled)

@@ -1,0 +1,101 @@
+"""Pydantic models for every rules file; validation here is what ``rules check`` reports."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from service.ruleset.durations import Duration
+from service.ruleset.matchers import Matcher
+from service.ruleset.templating import TemplateField
+
+SEVERITY_NAME = re.compile(r"^SEV-[1-9]$")
+
+
+def _matcher(value: object) -> object:
+    if isinstance(value, str):
+        return Matcher.parse(value)
+    return value
+
+
+MatcherField = Annotated[Matcher, BeforeValidator(_matcher), PlainSerializer(str, return_type=str)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Severity(Strict):
+    name: str = Field(pattern=SEVERITY_NAME.pattern)
+    description: str
+    response_time: Duration
+    follow_up: Duration | None = None
+    opsgenie_priority: str = Field(pattern=r"^P[1-5]$")
+    examples: list[str] = []
+
+    @property
+    def rank(self) -> int:
+        """1 for SEV-1: lower is more severe."""
+        return int(self.name.split("-")[1])
+
+
+class SeveritiesFile(Strict):
+    severities: list[Severity] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SeveritiesFile:
+        names = [s.name for s in self.severities]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"severity defined twice: {', '.join(dupes)}")
+        return self
+
+
+class ClassifyRule(Strict):
+    name: str = Field(min_length=1)
+    matchers: list[MatcherField] = Field(min_length=1)
+    severity: str = Field(pattern=SEVERITY_NAME.pattern)
+    title: TemplateField | None = None
+    impact: TemplateField | None = None
+
+
+class Fallback(Strict):
+    label: str = "severity"
+    map: dict[str, str] = {}
+
+
+class ClassifyFile(Strict):
+    rules: list[ClassifyRule] = []
+    fallback: Fallback = Fallback()
+    default: str = Field(pattern=SEVERITY_NAME.pattern)
+    default_title: TemplateField | None = None
+
+
+class GroupingFile(Strict):
+    group_by: list[str] = Field(min_length=1)
+    reopen_window: Duration = timedelta(minutes=30)
+
+    @property
+    def group_by_all(self) -> bool:
+        # Alertmanager's '...' means "every label": one incident per distinct alert.
+        return self.group_by == ["..."]
+
+
+class Templates(Strict):
+    incident: TemplateField
+    close_note: TemplateField
+
+
+class RuleSet(Strict):
+    """The validated, ready-to-use rules of one directory."""
+
+    severities: dict[str, Severity]
+    classify: ClassifyFile
+    grouping: GroupingFile
+    templates: Templates
+
+    def severity(self, name: str) -> Severity:
+        return self.severities[name]

@@ -1,0 +1,125 @@
+"""Builds every part of the service and runs it; the one place where parts are wired."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from faststream.kafka import KafkaBroker
+
+from service.clock import Clock, SystemClock
+from service.config import Settings
+from service.emit.cloudevents import EventFactory
+from service.emit.relay import OutboxRelay
+from service.ingest.consumer import AlertConsumer
+from service.ingest.deadletter import DeadLetterPublisher
+from service.ingest.topics import ensure_topics
+from service.notify.base import Notifier
+from service.notify.registry import build_notifiers
+from service.notify.worker import PageWorker
+from service.observability.metrics import Metrics
+from service.pipeline import build_pipeline
+from service.ruleset.models import RuleSet
+from service.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RuleSet,
+        clock: Clock | None = None,
+        notifiers: dict[str, Notifier] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.store = Store(settings.database_url)
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            # Group joins on some brokers take seconds; the HTTP path has its own deadline.
+            request_timeout_ms=30000,
+            # Per-message INFO lines would cost more than the processing itself.
+            log_level=logging.DEBUG,
+            graceful_timeout=10.0,
+        )
+        self.events = EventFactory(
+            settings.kafka_events_topic, settings.event_type_prefix, settings.event_source
+        )
+        self.notifiers = notifiers if notifiers is not None else build_notifiers(settings)
+        self.relay = OutboxRelay(self.store, self.broker, self.metrics)
+        self.pages = PageWorker(
+            self.store,
+            self.notifiers,
+            rules,
+            self.events,
+            self.clock,
+            self.metrics,
+            settings,
+            on_events=self.relay.wake,
+        )
+        self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
+        self.pipeline = build_pipeline(
+            rules, self.store, self.events, list(self.notifiers), self.dead_letters, self.metrics
+        )
+        self._gauges = asyncio.Event()
+        self.consumer = AlertConsumer(
+            self.broker,
+            self.pipeline,
+            settings,
+            self.clock,
+            self.metrics,
+            self.dead_letters,
+            after_batch=self._after_batch,
+        )
+
+    def _after_batch(self) -> None:
+        self.relay.wake()
+        self.pages.wake()
+        self._gauges.set()
+
+    async def refresh_gauges(self) -> None:
+        counts = await self.store.open_counts()
+        for name in self.rules.severities:
+            self.metrics.incidents_open.labels(name).set(counts.get(name, 0))
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gauges.wait(), timeout=15)
+            self._gauges.clear()
+            try:
+                await self.refresh_gauges()
+            except Exception as exc:
+                log.warning("cannot refresh incident gauges: %s", exc)
+            await asyncio.sleep(1.0)  # at most one count query a second under load
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        await self.store.start()
+        if self.settings.kafka_create_topics:
+            await ensure_topics(self.settings)
+        await self.broker.start()
+        tasks = [
+            asyncio.create_task(self.relay.run(), name="outbox-relay"),
+            asyncio.create_task(self.pages.run(), name="page-worker"),
+            asyncio.create_task(self._gauge_loop(), name="gauges"),
+        ]
+        # Deliver what a previous run stored but did not get to publish or page.
+        self._after_batch()
+        try:
+            yield self
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.pages.drain()
+            await self.broker.stop()
+            for notifier in self.notifiers.values():
+                await notifier.aclose()
+            await self.store.close()

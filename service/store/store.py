@@ -1,0 +1,297 @@
+"""The state store: incidents, the event outbox and page jobs, on SQLite or PostgreSQL.
+
+Every batch of alerts becomes exactly one transaction; Kafka offsets are
+committed only after it, which is what makes processing at-least-once and the
+side effects idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from service.models import Incident
+from service.store.codec import dump_incident, load_incident
+from service.store.tables import incidents, metadata, outbox, page_jobs
+
+
+class ConcurrentUpdate(Exception):
+    """Another worker changed an incident this batch read; the batch must be redone."""
+
+
+@dataclass(slots=True)
+class OutboxRecord:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class PageJob:
+    id: int
+    incident_id: str
+    integration: str
+    action: str
+    opening: int
+    attempts: int
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True)
+        self.dialect = parsed.get_backend_name()
+
+    async def start(self) -> None:
+        async with self.engine.begin() as conn:
+            if self.dialect == "sqlite":
+                # WAL lets the HTTP readiness probe read while the consumer writes.
+                await conn.execute(text("PRAGMA journal_mode=WAL"))
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def _insert_ignore(self, table: Any) -> Any:
+        ins = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        return ins(table).on_conflict_do_nothing()
+
+    # -- incidents ---------------------------------------------------------
+
+    async def load_current(self, group_keys: Iterable[str]) -> dict[str, Incident]:
+        keys = list(set(group_keys))
+        found: dict[str, Incident] = {}
+        async with self.engine.connect() as conn:
+            for chunk in _chunks(keys, 500):
+                rows = await conn.execute(
+                    select(incidents).where(incidents.c.group_key.in_(chunk), incidents.c.is_current)
+                )
+                for row in rows:
+                    found[row.group_key] = load_incident(row)
+        return found
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(incidents).where(incidents.c.id == incident_id))).first()
+        return load_incident(row) if row else None
+
+    async def open_counts(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(incidents.c.severity, func.count())
+                .where(incidents.c.status == "open")
+                .group_by(incidents.c.severity)
+            )
+            return {sev: n for sev, n in rows}
+
+    async def commit_batch(
+        self,
+        changed: Iterable[Incident],
+        events: Sequence[OutboxRecord],
+        pages: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """Store a batch's incident changes, its events and its page jobs atomically."""
+        async with self.engine.begin() as conn:
+            for inc in changed:
+                await self._write_incident(conn, inc)
+            await self._add_outbox(conn, events, now)
+            if pages:
+                stamp = _ts(now)
+                rows = [
+                    {
+                        **p,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": stamp,
+                        "created_at": stamp,
+                        "updated_at": stamp,
+                    }
+                    for p in pages
+                ]
+                await conn.execute(self._insert_ignore(page_jobs), rows)
+
+    async def _write_incident(self, conn: AsyncConnection, inc: Incident) -> None:
+        values = {
+            "group_key": inc.group_key,
+            "is_current": inc.is_current,
+            "status": inc.status.value,
+            "severity": inc.severity,
+            "opened_at": _ts(inc.opened_at),
+            "data": dump_incident(inc),
+        }
+        if inc.version == 0:
+            await conn.execute(insert(incidents).values(id=inc.id, version=1, **values))
+        else:
+            result = await conn.execute(
+                update(incidents)
+                .where(incidents.c.id == inc.id, incidents.c.version == inc.version)
+                .values(version=inc.version + 1, **values)
+            )
+            if result.rowcount != 1:
+                raise ConcurrentUpdate(inc.id)
+
+    async def _add_outbox(self, conn: AsyncConnection, events: Sequence[OutboxRecord], now: datetime) -> None:
+        if events:
+            stamp = _ts(now)
+            await conn.execute(
+                insert(outbox),
+                [{"topic": e.topic, "key": e.key, "value": e.value, "created_at": stamp} for e in events],
+            )
+
+    # -- outbox ------------------------------------------------------------
+
+    async def fetch_outbox(self, limit: int) -> list[tuple[int, OutboxRecord]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(outbox).order_by(outbox.c.id).limit(limit))
+            return [(r.id, OutboxRecord(r.topic, r.key, r.value)) for r in rows]
+
+    async def delete_outbox(self, ids: Sequence[int]) -> None:
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids), 500):
+                await conn.execute(delete(outbox).where(outbox.c.id.in_(chunk)))
+
+    # -- page jobs -----------------------------------------------------------
+
+    async def claim_due_pages(
+        self, now: datetime, limit: int, lease_seconds: float, skip_incidents: set[str]
+    ) -> list[PageJob]:
+        """Lease the next due job of each incident/integration, oldest first.
+
+        Jobs of one incident run in order (a close never overtakes its trigger),
+        and a lease keeps two replicas from sending the same page at once.
+        """
+        stamp = _ts(now)
+        async with self.engine.begin() as conn:
+            first_pending = (
+                select(func.min(page_jobs.c.id))
+                .where(page_jobs.c.status == "pending")
+                .group_by(page_jobs.c.incident_id, page_jobs.c.integration)
+            )
+            rows = (
+                await conn.execute(
+                    select(page_jobs)
+                    .where(
+                        page_jobs.c.id.in_(first_pending),
+                        page_jobs.c.next_attempt_at <= stamp,
+                        or_(page_jobs.c.lease_until.is_(None), page_jobs.c.lease_until < stamp),
+                    )
+                    .order_by(page_jobs.c.next_attempt_at, page_jobs.c.id)
+                    .limit(limit + len(skip_incidents))
+                )
+            ).all()
+            jobs = [r for r in rows if r.incident_id not in skip_incidents][:limit]
+            claimed: list[PageJob] = []
+            for r in jobs:
+                res = await conn.execute(
+                    update(page_jobs)
+                    .where(
+                        page_jobs.c.id == r.id,
+                        or_(page_jobs.c.lease_until.is_(None), page_jobs.c.lease_until < stamp),
+                    )
+                    .values(lease_until=stamp + lease_seconds)
+                )
+                if res.rowcount == 1:
+                    claimed.append(
+                        PageJob(r.id, r.incident_id, r.integration, r.action, r.opening, r.attempts)
+                    )
+            return claimed
+
+    async def later_close_pending(self, job: PageJob) -> bool:
+        """Has the incident already resolved (a close queued) for this trigger's opening?"""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(page_jobs.c.id).where(
+                        page_jobs.c.incident_id == job.incident_id,
+                        page_jobs.c.integration == job.integration,
+                        page_jobs.c.opening == job.opening,
+                        page_jobs.c.action == "close",
+                        page_jobs.c.status == "pending",
+                    )
+                )
+            ).first()
+            return row is not None
+
+    async def trigger_was_sent(self, job: PageJob) -> bool:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(page_jobs.c.id).where(
+                        page_jobs.c.incident_id == job.incident_id,
+                        page_jobs.c.integration == job.integration,
+                        page_jobs.c.opening == job.opening,
+                        page_jobs.c.action == "trigger",
+                        page_jobs.c.status == "sent",
+                    )
+                )
+            ).first()
+            return row is not None
+
+    async def finish_page(
+        self,
+        job: PageJob,
+        *,
+        status: str,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        error: str | None,
+        events: Sequence[OutboxRecord],
+        now: datetime,
+    ) -> None:
+        """Record a page attempt's outcome and its events in one transaction."""
+        values: dict[str, Any] = {
+            "status": status,
+            "attempts": attempts,
+            "lease_until": None,
+            "last_error": error,
+            "updated_at": _ts(now),
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = _ts(next_attempt_at)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(page_jobs).where(page_jobs.c.id == job.id).values(**values))
+            await self._add_outbox(conn, events, now)
+
+    async def next_page_due(self) -> float | None:
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(func.min(page_jobs.c.next_attempt_at)).where(page_jobs.c.status == "pending")
+                )
+            ).scalar()
+            return float(value) if value is not None else None
+
+    async def page_jobs_for(self, incident_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(page_jobs).where(page_jobs.c.incident_id == incident_id).order_by(page_jobs.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+__all__ = ["ConcurrentUpdate", "OutboxRecord", "PageJob", "Store"]

@@ -1,0 +1,76 @@
+"""The state store's schema. Times that are queried are epoch seconds (portable ordering)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData()
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("group_key", Text, nullable=False),
+    Column("is_current", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("data", Text, nullable=False),
+    # One owner per group: two consumers can never both open an incident for it.
+    Index(
+        "uq_incidents_current_group",
+        "group_key",
+        unique=True,
+        sqlite_where=text("is_current"),
+        postgresql_where=text("is_current"),
+    ),
+    Index("ix_incidents_status_severity", "status", "severity"),
+)
+
+# Transactional outbox: events are stored with the state change that caused them
+# and published afterwards, so a crash between the two loses nothing.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("topic", String(255), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+page_jobs = Table(
+    "page_jobs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("incident_id", String(64), nullable=False),
+    Column("integration", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("opening", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # A page is sent once per (incident opening, integration, action), however
+    # often the alert that caused it is delivered.
+    UniqueConstraint("incident_id", "integration", "action", "opening", name="uq_page_jobs_once"),
+    Index("ix_page_jobs_due", "status", "next_attempt_at"),
+)
