@@ -27,6 +27,26 @@ from service.store.store import Store
 log = logging.getLogger(__name__)
 
 
+class Progress:
+    """Counts Kafka records whose batch is stored (the offset commit follows); awaitable."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self._changed = asyncio.Condition()
+
+    async def add(self, n: int) -> None:
+        async with self._changed:
+            self.records += n
+            self._changed.notify_all()
+
+    async def wait_records(self, n: int, timeout: float = 30.0) -> None:
+        async def _wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.records >= n)
+
+        await asyncio.wait_for(_wait(), timeout)
+
+
 class Runtime:
     def __init__(
         self,
@@ -68,6 +88,7 @@ class Runtime:
             rules, self.store, self.events, list(self.notifiers), self.dead_letters, self.metrics
         )
         self._gauges = asyncio.Event()
+        self.progress = Progress()
         self.consumer = AlertConsumer(
             self.broker,
             self.pipeline,
@@ -78,7 +99,11 @@ class Runtime:
             after_batch=self._after_batch,
         )
 
-    def _after_batch(self) -> None:
+    async def _after_batch(self, records: int) -> None:
+        await self.progress.add(records)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
         self.relay.wake()
         self.pages.wake()
         self._gauges.set()
@@ -111,7 +136,7 @@ class Runtime:
             asyncio.create_task(self._gauge_loop(), name="gauges"),
         ]
         # Deliver what a previous run stored but did not get to publish or page.
-        self._after_batch()
+        self._wake_all()
         try:
             yield self
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import AckPolicy
@@ -52,7 +52,7 @@ class AlertConsumer:
         clock: Clock,
         metrics: Metrics,
         dead_letters: DeadLetterPublisher,
-        after_batch: Callable[[], None],
+        after_batch: Callable[[int], Awaitable[None]],
     ) -> None:
         self._dead_letters = dead_letters
         self._broker = broker
@@ -102,7 +102,7 @@ class AlertConsumer:
             raise
         self._failures.pop(ident, None)
         self._backoff = 0.2
-        self._after_batch()
+        await self._after_batch(len(records))
 
     async def _isolate(self, records: list[Record]) -> None:
         for rec in records:

@@ -1,0 +1,42 @@
+# The two commands that do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench install deps-system clean schema
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incidentd needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: the service on the embedded broker (loopback), SQLite state, console pager.
+run: install
+	$(BIN)/incidentd run --embedded
+
+## Debian packages the end-to-end tests use (real Alertmanager and amtool).
+deps-system:
+	@scripts/ensure-system-deps.sh
+
+lint: install
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy
+
+## make test: everything the CI runs.
+test: install deps-system lint
+	$(BIN)/pytest -q -rs
+
+bench: install
+	$(BIN)/python -m bench.run
+
+schema: install
+	$(BIN)/python -c 'from service.emit.schema import write_schema; write_schema()'
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

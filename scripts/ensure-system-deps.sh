@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests need when they are missing: the real
+# Alertmanager (and amtool) for the end-to-end tests.
+set -euo pipefail
+missing=()
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "incidentd tests need: ${missing[*]} (Debian: sudo apt-get install prometheus-alertmanager)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null

@@ -1,0 +1,105 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.ruleset import RulesError, load_rules
+
+
+@pytest.fixture
+def broken(tmp_path: Path, rules_dir: Path) -> Path:
+    target = tmp_path / "rules"
+    shutil.copytree(rules_dir, target)
+    return target
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    return [str(p) for p in info.value.problems]
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"fixture text {old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_shipped_rules_are_valid(rules_dir: Path) -> None:
+    load_rules(rules_dir)
+
+
+def test_invalid_regex_is_reported_with_file_path_and_line(broken: Path) -> None:
+    _edit(broken / "classify.yaml", 'alertname=~"DebateEngineFailure|AuthBroken"', 'alertname=~"(Auth"')
+    [problem] = _problems(broken)
+    assert problem.startswith(f"{broken / 'classify.yaml'}: rules[1].matchers[0] (line ")
+    assert "invalid regex" in problem
+
+
+def test_unknown_severity_is_reported(broken: Path) -> None:
+    _edit(broken / "classify.yaml", "severity: SEV-3\n", "severity: SEV-7\n")
+    [problem] = _problems(broken)
+    assert "classify.yaml: rules[2].severity (line " in problem
+    assert "unknown severity 'SEV-7'" in problem
+
+
+def test_bad_duration_and_bad_severity_name_are_both_reported(broken: Path) -> None:
+    _edit(broken / "severities.yaml", "response_time: 15m", "response_time: 15 minutes")
+    _edit(broken / "grouping.yaml", "reopen_window: 30m", "reopen_window: 30")
+    problems = _problems(broken)
+    assert any(
+        "severities.yaml: severities[0].response_time (line 6)" in p and "invalid duration" in p
+        for p in problems
+    )
+    assert any("grouping.yaml: reopen_window (line " in p and "needs a unit" in p for p in problems)
+
+
+def test_yaml_syntax_error_names_line_and_column(broken: Path) -> None:
+    (broken / "grouping.yaml").write_text("group_by: [alertname\nreopen_window: 30m\n")
+    [problem] = _problems(broken)
+    assert problem.startswith(f"{broken / 'grouping.yaml'}: line ")
+    assert "invalid YAML" in problem
+
+
+def test_unknown_key_missing_file_and_template_error(broken: Path) -> None:
+    _edit(broken / "grouping.yaml", "group_by:", "group_bye: [x]\ngroup_by:")
+    (broken / "severities.yaml").unlink()
+    (broken / "templates" / "incident.md.j2").write_text("[INCIDENT] {{ incident.severity \n")
+    problems = _problems(broken)
+    assert any("grouping.yaml: group_bye (line 3): Extra inputs are not permitted" in p for p in problems)
+    assert f"{broken / 'severities.yaml'}: (file): file is missing" in problems
+    assert any("incident.md.j2: template line 1:" in p for p in problems)
+
+
+def test_cli_rules_check_exit_codes_and_format(broken: Path, rules_dir: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "service", "rules", "check", str(rules_dir)], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (4 severities" in ok.stdout
+
+    _edit(broken / "classify.yaml", "default: SEV-3", "default: SEV-9")
+    bad = subprocess.run(
+        [sys.executable, "-m", "service", "rules", "check", str(broken)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert f"{broken / 'classify.yaml'}: default (line " in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_run_refuses_to_start_on_broken_rules_without_traceback(broken: Path, tmp_path: Path) -> None:
+    _edit(broken / "classify.yaml", "default: SEV-3", "default: SEV-9")
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"INCIDENTD_RULES_DIR": str(broken), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "rules are invalid, not starting" in proc.stderr
+    assert "classify.yaml: default (line" in proc.stderr
+    assert "Traceback" not in proc.stderr
