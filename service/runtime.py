@@ -140,6 +140,7 @@ class Runtime:
         try:
             yield self
         finally:
+            self.consumer.stop()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

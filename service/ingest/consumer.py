@@ -9,6 +9,7 @@ processing and loses alerts on a crash; ``ACK`` commits even after an error.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,6 +64,7 @@ class AlertConsumer:
         self._after_batch = after_batch
         self._failures: dict[tuple[tuple[str, int, int], ...], int] = {}
         self._backoff = 0.2
+        self._stopping = asyncio.Event()
         self.subscriber = broker.subscriber(
             settings.kafka_alerts_topic,
             batch=True,
@@ -97,12 +99,17 @@ class AlertConsumer:
                 exc.__class__.__name__,
                 exc,
             )
-            await asyncio.sleep(self._backoff)
+            # Back off before the batch is re-read, but let shutdown interrupt the wait.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._backoff)
             self._backoff = min(self._backoff * 2, 10.0)
             raise
         self._failures.pop(ident, None)
         self._backoff = 0.2
         await self._after_batch(len(records))
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def _isolate(self, records: list[Record]) -> None:
         for rec in records:

@@ -5,32 +5,61 @@ share one ``api_key`` dict, and it retries for up to a minute on its own. So
 each notifier builds a fresh Configuration, turns the SDK's retry off (the page
 worker retries durably, with backoff, without blocking other incidents) and
 runs every call in a worker thread, off the event loop.
+
+Two more SDK traps are handled here. Only 429 and 5xx surface from its HTTP layer
+by default; other errors are raised later as exception classes that do not derive
+from ``ApiException`` (and a non-JSON error body raises a bare ``ValueError``), so
+the notifier makes every status >= 400 surface from the HTTP layer, where status,
+headers and body are all kept. And the SDK passes a float timeout to urllib3 as no
+timeout at all (only an ``int`` or a ``(connect, read)`` pair is honoured), so the
+timeout is always given as a pair.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import opsgenie_sdk
 import tenacity
+from opsgenie_sdk.exceptions import get_all_exceptions
 from urllib3.exceptions import HTTPError
 
 from service.config import Settings
 from service.notify.base import PageError, PageRequest, retryable_status
+
+# Opsgenie's documented field limits for a create.
+MESSAGE_LIMIT = 130
+DESCRIPTION_LIMIT = 15000
+TAG_LIMIT = 50
+TAGS_MAX = 20
+DETAILS_LIMIT = 8000  # all keys and values together
+DETAIL_VALUE_LIMIT = 500
+NOTE_LIMIT = 25000
+
+_API_ERRORS: tuple[type[BaseException], ...] = tuple(get_all_exceptions())
 
 
 class OpsgenieNotifier:
     name = "opsgenie"
 
     def __init__(self, api_key: str, api_url: str, timeout: float) -> None:
+        if not api_key.strip():
+            raise ValueError("the Opsgenie API key is empty")
         conf = opsgenie_sdk.Configuration()
         conf.host = api_url.rstrip("/")
-        conf.api_key = {"Authorization": api_key}
+        # Fresh dicts: Configuration() is a shallow copy of a process-wide default,
+        # so writing into its api_key dict would hand this key to every notifier.
+        conf.api_key = {"Authorization": api_key.strip()}
         conf.api_key_prefix = {"Authorization": "GenieKey"}
         conf.retry_enabled = False
         conf.retry_count = 0
-        self._timeout = timeout
+        # Raise every HTTP error where the response is at hand (see the module docstring).
+        conf.retry_http_response = ["4xx", "5xx"]
+        self._timeout = (timeout, timeout)  # (connect, read): a bare float would mean "no timeout"
         self._client = opsgenie_sdk.ApiClient(configuration=conf)
         self._alerts = opsgenie_sdk.AlertApi(api_client=self._client)
 
@@ -61,7 +90,7 @@ class OpsgenieNotifier:
                     identifier=request.idempotency_key,
                     identifier_type="alias",
                     close_alert_payload=opsgenie_sdk.CloseAlertPayload(
-                        source="incidentd", note=request.message
+                        source="incidentd", note=request.message[:NOTE_LIMIT] or None
                     ),
                     _request_timeout=self._timeout,
                 )
@@ -73,47 +102,84 @@ class OpsgenieNotifier:
 
     def _create_payload(self, request: PageRequest) -> Any:
         inc = request.incident
+        first_line = next(iter(request.message.splitlines()), "").strip()
+        message = first_line or f"[INCIDENT] {inc['severity']}: {inc.get('title') or inc['id']}"
+        labels = sorted(inc["group_labels"].items())
+        tags = [inc["severity"], *(f"{k}:{v}" for k, v in labels)]
         return opsgenie_sdk.CreateAlertPayload(
-            message=request.message.splitlines()[0][:130],
+            message=message[:MESSAGE_LIMIT],
             alias=request.idempotency_key,
-            description=request.description[:15000],
+            description=request.description[:DESCRIPTION_LIMIT],
             priority=request.priority,
             source="incidentd",
             entity=inc["id"],
-            tags=[inc["severity"], *(f"{k}:{v}" for k, v in sorted(inc["group_labels"].items()))][:20],
-            details={
-                "incident_id": inc["id"],
-                "severity": inc["severity"],
-                "response_due_at": str(inc["response_due_at"]),
-                **{k: str(v)[:500] for k, v in inc["group_labels"].items()},
-            },
+            tags=[t[:TAG_LIMIT] for t in tags][:TAGS_MAX],
+            details=_details(
+                {
+                    "incident_id": inc["id"],
+                    "severity": inc["severity"],
+                    "response_due_at": str(inc["response_due_at"]),
+                },
+                labels,
+            ),
         )
 
     async def aclose(self) -> None:
-        pool = getattr(self._client, "_pool", None)
-        if pool is not None:
-            await asyncio.to_thread(pool.close)
+        # The SDK's own ``_pool`` is a ThreadPool for async_req calls, never used here;
+        # the connections live in the urllib3 pool manager.
+        await asyncio.to_thread(self._client.rest_client.pool_manager.clear)
+
+
+def _details(fixed: dict[str, str], labels: list[tuple[str, Any]]) -> dict[str, str]:
+    """Fixed keys first, then labels while they fit Opsgenie's total size limit."""
+    details = dict(fixed)
+    used = sum(len(k) + len(v) for k, v in details.items())
+    for key, value in labels:
+        if key in details:
+            continue
+        text = str(value)[:DETAIL_VALUE_LIMIT]
+        if used + len(key) + len(text) > DETAILS_LIMIT:
+            break
+        details[key] = text
+        used += len(key) + len(text)
+    return details
 
 
 def _page_error(exc: BaseException | None) -> PageError:
-    if isinstance(exc, opsgenie_sdk.ApiException):
-        status = int(exc.status or 0)
-        retry_after = _retry_after(exc.headers)
-        reason = f"opsgenie answered HTTP {status}: {_short(exc.body)}"
-        return PageError(reason, retryable=retryable_status(status), retry_after=retry_after)
+    if isinstance(exc, _API_ERRORS):
+        status = int(getattr(exc, "status", 0) or 0)
+        if status == 0:  # raised before any answer, e.g. a TLS failure
+            return PageError(f"opsgenie unreachable: {getattr(exc, 'reason', exc)}", retryable=True)
+        body = _short(getattr(exc, "body", None))
+        reason = f"opsgenie answered HTTP {status}: {body}"
+        return PageError(
+            reason,
+            retryable=retryable_status(status),
+            retry_after=_retry_after(getattr(exc, "headers", None)),
+        )
     if isinstance(exc, HTTPError | OSError):
         return PageError(f"opsgenie unreachable: {exc.__class__.__name__}: {exc}", retryable=True)
     return PageError(f"opsgenie call failed: {exc!r}", retryable=True)
 
 
 def _retry_after(headers: Any) -> float | None:
-    if not headers:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110)."""
+    value = headers.get("Retry-After") if headers is not None and hasattr(headers, "get") else None
+    if value is None:
         return None
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
     try:
-        return float(value) if value is not None else None
+        seconds = float(value)
     except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _short(body: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +65,9 @@ class TopicReader:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
-            await self._consumer.stop()
+            # aiokafka's fetcher leaks a CancelledError from close() when the broker is gone.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer.stop()
 
 
 class EventLog(TopicReader):

@@ -1,0 +1,93 @@
+"""The same pipeline on PostgreSQL: the production store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from service.models import IncidentStatus
+from service.store.store import Store
+from tests.conftest import POSTGRES_URL
+from tests.support.payloads import alert, body, webhook
+from tests.support.service import run_service, test_settings
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A database of its own, dropped afterwards."""
+    url = make_url(POSTGRES_URL)
+    name = f"incidentd_test_{uuid.uuid4().hex[:10]}"
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_pipeline_on_postgres_dedups_resolves_and_pages_once(
+    kafka: str, tmp_path: Path, pg_url: str
+) -> None:
+    settings = test_settings(kafka, tmp_path, database_url=pg_url)
+    async with run_service(settings) as svc:
+        doc = body(webhook(alert("ApiDown", namespace="pg"), alert("ApiDown", namespace="pg", pod="x")))
+        for _ in range(3):
+            assert (await svc.post_webhook(doc)).status_code == 202
+        await svc.events.wait_types({"incident.opened": 1, "page.sent": 1})
+        await svc.runtime.progress.wait_records(3)
+        assert await svc.runtime.store.open_counts() == {"SEV-1": 1}
+        resolved = [
+            alert("ApiDown", status="resolved", namespace="pg"),
+            alert("ApiDown", status="resolved", namespace="pg", pod="x"),
+        ]
+        await svc.post_webhook(body(webhook(*resolved)))
+        await svc.events.wait_types({"incident.resolved": 1, "page.sent": 2})
+        [opened] = svc.events.of_type("incident.opened")
+        inc = await svc.runtime.store.get_incident(opened["data"]["id"])
+        assert inc is not None and inc.status is IncidentStatus.RESOLVED
+        jobs = await svc.runtime.store.page_jobs_for(inc.id)
+        assert [(j["action"], j["status"]) for j in jobs] == [("trigger", "sent"), ("close", "sent")]
+
+
+async def test_one_current_incident_per_group_is_enforced_by_the_database(pg_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from service.models import Incident
+
+    store = Store(pg_url)
+    await store.start()
+    try:
+        now = datetime.now(UTC)
+
+        def make(i: str) -> Incident:
+            return Incident(
+                id=i,
+                group_key='{"alertname":"X"}',
+                group_labels={"alertname": "X"},
+                title="X",
+                impact="",
+                severity="SEV-2",
+                status=IncidentStatus.OPEN,
+                opened_at=now,
+                response_due_at=now + timedelta(minutes=30),
+            )
+
+        await store.commit_batch([make("inc-a")], [], [], now)
+        # A second replica racing on the same group cannot open a second incident.
+        from sqlalchemy.exc import IntegrityError
+
+        with pytest.raises(IntegrityError):
+            await store.commit_batch([make("inc-b")], [], [], now)
+        assert list(await store.load_current(['{"alertname":"X"}'])) == ['{"alertname":"X"}']
+    finally:
+        await store.close()
