@@ -133,6 +133,22 @@ def test_late_and_stale_deliveries_are_duplicates(h: Harness) -> None:
     assert (out.events, out.duplicates) == ([], 1)
 
 
+def test_resolve_with_older_starts_at_still_resolves(h: Harness) -> None:
+    # Alertmanager replaces an alert resolved with an end before its start and sends
+    # the resolve with startsAt == endsAt, older than the firing one we stored.
+    h.feed(alert("ApiDown", namespace="n", starts_at="2026-11-26T10:00:00Z"))
+    out = h.feed(
+        alert(
+            "ApiDown",
+            status="resolved",
+            namespace="n",
+            starts_at="2026-11-26T09:59:00Z",
+            ends_at="2026-11-26T09:59:00Z",
+        )
+    )
+    assert h.types(out) == ["incident.resolved"]
+
+
 def test_resolve_for_never_seen_alert_is_ignored(h: Harness) -> None:
     out = h.feed(alert("ApiDown", status="resolved", namespace="n"))
     assert (out.events, out.pages, out.ignored) == ([], [], 1)

@@ -188,14 +188,18 @@ class Correlator:
 
 
 def _is_duplicate_or_stale(stored: AlertState, alert: Alert) -> bool:
-    if alert.starts_at < stored.starts_at:
-        return True  # an older episode of this alert, delivered late
     if alert.status is stored.status:
         # Same episode re-sent (HA peers, repeat_interval), or a producer that
         # sends no startsAt reporting a still-firing alert again.
         return True
-    # Firing after resolved with the same startsAt is the old firing delivered late.
-    return alert.starts_at == stored.starts_at and stored.status is AlertStatus.RESOLVED
+    if alert.status is AlertStatus.RESOLVED:
+        # Alertmanager keeps one alert per fingerprint, so a resolve is its latest
+        # word even when its startsAt is older than ours (it replaces an alert whose
+        # end was set before its start, e.g. `amtool alert add --end` in the past).
+        return False
+    # Firing after resolved: a new episode only if it started later; the same or an
+    # older startsAt is the old firing delivered late.
+    return alert.starts_at <= stored.starts_at
 
 
 def _alert_part(alert: Alert) -> dict[str, Any]:

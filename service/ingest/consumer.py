@@ -23,6 +23,7 @@ from service.config import Settings
 from service.ingest.deadletter import DeadLetterPublisher
 from service.observability.metrics import Metrics
 from service.pipeline import DeadLetter, Pipeline, Record
+from service.store.store import ConcurrentUpdate
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,12 @@ async def _raw_records(msg: KafkaMessage) -> Any:
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
+    """Failures that are not the records' fault: retried for ever, never dead-lettered."""
     from aiokafka.errors import KafkaError
 
-    return isinstance(exc, OperationalError | DBAPIError | KafkaError | OSError | TimeoutError)
+    # ConcurrentUpdate: another replica won a race on the incident; re-reading fixes it.
+    transient = (OperationalError, DBAPIError, KafkaError, OSError, TimeoutError, ConcurrentUpdate)
+    return isinstance(exc, transient)
 
 
 class AlertConsumer:
