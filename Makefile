@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench install deps-system clean schema
+.PHONY: run test lint bench install deps-system clean schema helm-sync-rules deploy-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incidentd needs Python 3.11+")'
@@ -24,8 +24,8 @@ deps-system:
 	@scripts/ensure-system-deps.sh
 
 lint: install
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service tests bench scripts
+	$(BIN)/ruff format --check service tests bench scripts
 	$(BIN)/mypy
 
 ## make test: everything the CI runs.
@@ -37,6 +37,15 @@ bench: install
 
 schema: install
 	$(BIN)/python -c 'from service.emit.schema import write_schema; write_schema()'
+
+## The Helm chart carries a copy of rules/ (a chart reads only its own files).
+helm-sync-rules:
+	scripts/helm-lint.sh --sync-rules
+
+## Lint and render the chart, validate the compose file (both also run in `make test`).
+deploy-check: install
+	scripts/helm-lint.sh -o /dev/null
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
