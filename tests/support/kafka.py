@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -22,7 +22,7 @@ class TopicReader:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> TopicReader:
+    async def start(self) -> Self:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self._consumer.start()
         partitions = await self._partitions()
@@ -37,7 +37,7 @@ class TopicReader:
         for _ in range(100):
             parts = self._consumer.partitions_for_topic(self.topic)
             if parts:
-                return parts
+                return set(parts)
             await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.05)
         raise AssertionError(f"topic {self.topic} has no partitions")

@@ -85,7 +85,8 @@ async def run_service(
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.http_port, log_level="warning")
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The test runner owns Ctrl-C, not the service under test.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
