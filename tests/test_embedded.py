@@ -1,0 +1,124 @@
+"""`incidentd run --embedded` as a user runs it: a real process, Ctrl-C, nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support.payloads import alert, body, webhook
+from tests.support.service import RULES, free_port
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+
+    async def read_until(self, stream: str, pattern: str, timeout: float = 60) -> re.Match[str]:
+        source = self.proc.stdout if stream == "out" else self.proc.stderr
+        lines = self.out if stream == "out" else self.err
+        assert source is not None
+
+        async def _read() -> re.Match[str]:
+            for line in lines:
+                if m := re.search(pattern, line):
+                    return m
+            while True:
+                raw = await source.readline()
+                if not raw:
+                    raise AssertionError(f"process ended before {pattern!r}; stderr: {''.join(self.err)}")
+                line = raw.decode()
+                lines.append(line)
+                if m := re.search(pattern, line):
+                    return m
+
+        return await asyncio.wait_for(_read(), timeout)
+
+
+async def start(tmp: Path, kafka_port: int, http_port: int) -> Proc:
+    env = {
+        **os.environ,
+        "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "INCIDENTD_HTTP_PORT": str(http_port),
+        "INCIDENTD_RULES_DIR": str(RULES),
+        "INCIDENTD_LOG_LEVEL": "INFO",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        "--embedded",
+        cwd=tmp,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return Proc(proc)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose; only its parent could reap it.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+async def test_two_embedded_copies_side_by_side_page_and_stop_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    copies = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        kafka_port, http_port = free_port(), free_port()
+        copies.append((await start(tmp_path / name, kafka_port, http_port), http_port))
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    brokers: list[int] = []
+    try:
+        for proc, http_port in copies:
+            await proc.read_until("out", r"incidentd is running \(embedded")
+            await proc.read_until("out", rf"POST http://127\.0\.0\.1:{http_port}/api/v1/alerts/alertmanager")
+            await proc.read_until("out", r"Watch: .*incidentd tail incidents\.events")
+            m = await proc.read_until("err", r"embedded broker \(tansu\) listening on .*, pid (\d+)")
+            brokers.append(int(m.group(1)))
+        async with httpx.AsyncClient(timeout=30) as client:
+            for proc, http_port in copies:
+                resp = await client.post(
+                    f"http://127.0.0.1:{http_port}/api/v1/alerts/alertmanager",
+                    content=body(webhook(alert("ApiDown", namespace="aragora"))),
+                )
+                assert resp.status_code == 202
+                await proc.read_until("out", r"=== PAGE P1 inc-")
+                await proc.read_until("out", r"\[INCIDENT\] SEV-1: ApiDown is happening")
+        for (proc, _), cwd in zip(copies, dirs, strict=True):
+            assert (cwd / "var" / "incidentd.db").exists()  # SQLite state under ./var
+            proc.proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(proc.proc.wait(), 60) == 0
+            assert not any("Traceback" in line for line in proc.err)
+        for pid in brokers:
+            assert not alive(pid), f"embedded broker {pid} left running"
+    finally:
+        for proc, _ in copies:
+            if proc.proc.returncode is None:
+                proc.proc.kill()
+                await proc.proc.wait()
+
+
+async def test_embedded_refuses_a_port_in_use_with_a_clear_message(tmp_path: Path) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proc = await start(tmp_path, port, free_port())
+        _, err = await asyncio.wait_for(proc.proc.communicate(), 60)
+        assert proc.proc.returncode == 1
+        assert f"127.0.0.1:{port} is already in use" in err.decode()
+        assert "Traceback" not in err.decode()
+    finally:
+        server.close()
