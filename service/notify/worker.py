@@ -119,11 +119,11 @@ class PageWorker:
             reason = "incident not found" if inc is None else f"pager {job.integration} not configured"
             await self._finish(job, "failed", job.attempts, None, reason, [], now)
             return
-        if job.action == "trigger" and await self._store.later_close_pending(job):
+        if job.action == "trigger" and await self._store.sibling_page_job(job, "close", "pending"):
             # Resolved before anyone could be paged: a page now would be noise.
             await self._finish(job, "superseded", job.attempts, None, None, [], now)
             return
-        if job.action == "close" and not await self._store.trigger_was_sent(job):
+        if job.action == "close" and not await self._store.sibling_page_job(job, "trigger", "sent"):
             await self._finish(job, "superseded", job.attempts, None, None, [], now)
             return
         request = self._request(inc, job)

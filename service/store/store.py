@@ -216,23 +216,12 @@ class Store:
                     )
             return claimed
 
-    async def later_close_pending(self, job: PageJob) -> bool:
-        """Has the incident already resolved (a close queued) for this trigger's opening?"""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(page_jobs.c.id).where(
-                        page_jobs.c.incident_id == job.incident_id,
-                        page_jobs.c.integration == job.integration,
-                        page_jobs.c.opening == job.opening,
-                        page_jobs.c.action == "close",
-                        page_jobs.c.status == "pending",
-                    )
-                )
-            ).first()
-            return row is not None
+    async def sibling_page_job(self, job: PageJob, action: str, status: str) -> bool:
+        """Is there a job for the same incident opening and pager with this action and status?
 
-    async def trigger_was_sent(self, job: PageJob) -> bool:
+        A trigger whose close is already queued need not be sent; a close whose
+        trigger was never sent has nothing to close.
+        """
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -240,8 +229,8 @@ class Store:
                         page_jobs.c.incident_id == job.incident_id,
                         page_jobs.c.integration == job.integration,
                         page_jobs.c.opening == job.opening,
-                        page_jobs.c.action == "trigger",
-                        page_jobs.c.status == "sent",
+                        page_jobs.c.action == action,
+                        page_jobs.c.status == status,
                     )
                 )
             ).first()

@@ -1,0 +1,197 @@
+"""The durable page worker on a real SQLite store, with an injected clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.clock import ManualClock
+from service.config import Settings
+from service.emit.cloudevents import EventFactory
+from service.models import Incident, IncidentStatus
+from service.notify.base import PageError, PageRequest
+from service.notify.worker import PageWorker
+from service.observability.metrics import Metrics
+from service.ruleset import RuleSet
+from service.store.store import Store
+from tests.support.time import T0
+
+
+class Recorder:
+    name = "rec"
+
+    def __init__(self, failures: list[PageError] | None = None) -> None:
+        self.sent: list[PageRequest] = []
+        self.failures = failures or []
+
+    async def send(self, request: PageRequest) -> str | None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(request)
+        return f"ref-{len(self.sent)}"
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    await s.start()
+    yield s
+    await s.close()
+
+
+def incident(inc_id: str = "inc-1") -> Incident:
+    return Incident(
+        id=inc_id,
+        group_key=json.dumps({"alertname": inc_id}),
+        group_labels={"alertname": "ApiDown"},
+        title="ApiDown",
+        impact="",
+        severity="SEV-1",
+        status=IncidentStatus.OPEN,
+        opened_at=T0,
+        response_due_at=T0 + timedelta(minutes=15),
+    )
+
+
+def worker(
+    store: Store, rules: RuleSet, notifier: Recorder, clock: ManualClock, **settings: Any
+) -> PageWorker:
+    values: dict[str, Any] = {"page_backoff_initial_seconds": 10, "page_backoff_max_seconds": 60, **settings}
+    return PageWorker(
+        store,
+        {"rec": notifier},
+        rules,
+        EventFactory("events", "io.incidentd", "/test"),
+        clock,
+        Metrics(),
+        Settings(**values),
+    )
+
+
+async def jobs(store: Store, inc_id: str = "inc-1") -> list[tuple[str, str, int]]:
+    return [(j["action"], j["status"], j["attempts"]) for j in await store.page_jobs_for(inc_id)]
+
+
+async def events(store: Store) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for _, r in await store.fetch_outbox(100)]
+
+
+def job(action: str, opening: int = 1, inc_id: str = "inc-1") -> dict[str, Any]:
+    return {"incident_id": inc_id, "integration": "rec", "action": action, "opening": opening}
+
+
+async def test_trigger_sends_the_runbook_message_with_priority(store: Store, rules: RuleSet) -> None:
+    clock, rec = ManualClock(T0), Recorder()
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    w = worker(store, rules, rec, clock)
+    assert await w.run_once() == 1
+    await w.drain()
+    [req] = rec.sent
+    assert req.message == "[INCIDENT] SEV-1: ApiDown"
+    assert "- Status: Investigating" in req.description
+    assert req.priority == "P1"
+    assert await jobs(store) == [("trigger", "sent", 1)]
+    [sent] = await events(store)
+    assert sent["type"] == "io.incidentd.page.sent"
+    assert sent["data"]["page"]["reference"] == "ref-1"
+
+
+async def test_retry_waits_for_its_backoff_on_the_clock(store: Store, rules: RuleSet) -> None:
+    clock = ManualClock(T0)
+    rec = Recorder([PageError("HTTP 503", retryable=True)])
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    w = worker(store, rules, rec, clock)
+    await w.run_once()
+    await w.drain()
+    assert await jobs(store) == [("trigger", "pending", 1)]
+    assert await w.run_once() == 0  # not due yet
+    clock.advance(timedelta(seconds=7))  # backoff is 10 s +-20 %
+    assert await w.run_once() == 0
+    clock.advance(timedelta(seconds=6))
+    assert await w.run_once() == 1
+    await w.drain()
+    assert await jobs(store) == [("trigger", "sent", 2)]
+    types = [(e["type"].rsplit(".", 2)[-2:], e["data"]["page"]["attempt"]) for e in await events(store)]
+    assert types == [(["page", "failed"], 1), (["page", "sent"], 2)]
+
+
+async def test_retry_after_from_the_pager_is_honoured(store: Store, rules: RuleSet) -> None:
+    clock = ManualClock(T0)
+    rec = Recorder([PageError("HTTP 429", retryable=True, retry_after=45)])
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    w = worker(store, rules, rec, clock)
+    await w.run_once()
+    await w.drain()
+    clock.advance(timedelta(seconds=44))
+    assert await w.run_once() == 0
+    clock.advance(timedelta(seconds=2))
+    assert await w.run_once() == 1
+
+
+async def test_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None:
+    clock = ManualClock(T0)
+    rec = Recorder([PageError("HTTP 500", retryable=True) for _ in range(3)])
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    w = worker(store, rules, rec, clock, page_max_attempts=3)
+    for _ in range(3):
+        await w.run_once()
+        await w.drain()
+        clock.advance(timedelta(minutes=5))
+    assert await w.run_once() == 0
+    assert await jobs(store) == [("trigger", "failed", 3)]
+    last = (await events(store))[-1]
+    assert last["data"]["page"] == {**last["data"]["page"], "retrying": False, "attempt": 3}
+
+
+async def test_incident_resolved_before_its_page_went_out_pages_nobody(store: Store, rules: RuleSet) -> None:
+    clock, rec = ManualClock(T0), Recorder()
+    await store.commit_batch([incident()], [], [job("trigger"), job("close")], T0)
+    w = worker(store, rules, rec, clock)
+    await w.run_once()
+    await w.drain()
+    await w.run_once()
+    await w.drain()
+    assert rec.sent == []
+    assert await jobs(store) == [("trigger", "superseded", 0), ("close", "superseded", 0)]
+
+
+async def test_close_never_overtakes_its_trigger(store: Store, rules: RuleSet) -> None:
+    clock = ManualClock(T0)
+    rec = Recorder([PageError("HTTP 503", retryable=True)])
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    w = worker(store, rules, rec, clock)
+    await w.run_once()
+    await w.drain()
+    # The incident resolves while the trigger waits for its retry: the close is queued
+    # behind it, and the still-unsent trigger is dropped rather than paging late.
+    await store.commit_batch([], [], [job("close")], T0)
+    clock.advance(timedelta(minutes=1))
+    await w.run_once()
+    await w.drain()
+    await w.run_once()
+    await w.drain()
+    assert rec.sent == []
+    assert await jobs(store) == [("trigger", "superseded", 1), ("close", "superseded", 0)]
+
+
+async def test_a_leased_job_is_not_claimed_twice(store: Store, rules: RuleSet) -> None:
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    first = await store.claim_due_pages(T0, limit=10, lease_seconds=120, skip_incidents=set())
+    second = await store.claim_due_pages(T0, limit=10, lease_seconds=120, skip_incidents=set())
+    assert len(first) == 1 and second == []
+    # A replica that died mid-call: its lease runs out and the job is claimed again.
+    third = await store.claim_due_pages(T0 + timedelta(seconds=121), 10, 120, set())
+    assert [j.id for j in third] == [first[0].id]
+
+
+async def test_duplicate_page_jobs_are_ignored_by_the_store(store: Store, rules: RuleSet) -> None:
+    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([], [], [job("trigger")], T0)
+    assert await jobs(store) == [("trigger", "pending", 0)]
