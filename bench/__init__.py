@@ -1,0 +1,1 @@
+"""End-to-end benchmark of incidentd on the bundled broker: ``python -m bench.run``."""

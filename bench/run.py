@@ -1,0 +1,245 @@
+"""Benchmark: raw aiokafka floor, the service pipeline on an alert storm, webhook->page latency.
+
+    .venv/bin/python -m bench.run [--alerts 20000] [--webhooks 200] ...
+
+Everything runs in this process tree: the bundled broker (Tansu) on a free loopback
+port, a real ``service.runtime.Runtime`` with SQLite state in a temporary directory,
+and a recording pager. Every flag has a ``BENCH_*`` environment variable.
+Results are printed as a table and written as JSON (default ``var/bench.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.common import ROOT, RULES, alert_storm, free_port, quiet_logging
+from bench.latency import LatencyResult, run_latency
+from bench.raw import RawResult, run_raw
+from bench.storm import StormResult, run_storm
+from service.embedded.broker import embedded_broker
+from service.ruleset import load_rules
+
+PROFILE = ROOT / "var" / "bench-storm.prof"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=(__doc__ or "").split("\n\n")[0])
+
+    def opt(flag: str, kind: type, default: str, text: str) -> None:
+        env = "BENCH_" + flag.lstrip("-").replace("-", "_").upper()
+        p.add_argument(flag, type=kind, default=kind(_env(env, default)), help=f"{text} [{env}, {default}]")
+
+    opt("--alerts", int, "20000", "alert records in the storm (b)")
+    opt("--raw-messages", int, "0", "records for the raw baseline (a); 0 = as many as --alerts")
+    opt("--distinct", int, "200", "distinct alerts in the storm")
+    opt("--groups", int, "50", "incident groups in the storm")
+    opt("--webhooks", int, "200", "webhooks in the latency run (c), each opening an incident")
+    opt("--rate", float, "20", "webhooks/s offered in (c), below saturation; 0 = one after the other")
+    opt("--partitions", int, "3", "partitions of every topic")
+    opt("--max-batch", int, "1000", "records per poll, raw loop and service")
+    opt("--repeat", int, "3", "runs of (a) and (b), alternating; the median is reported")
+    opt("--only", str, "abc", "which parts to run: any of a, b, c")
+    opt("--json", Path, str(ROOT / "var" / "bench.json"), "where to write the results")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        default=bool(os.environ.get("BENCH_PROFILE")),
+        help="cProfile the first (b) into var/bench-storm.prof, print the top functions [BENCH_PROFILE]",
+    )
+    args = p.parse_args(argv)
+    if not args.only or not set(args.only) <= set("abc"):
+        p.error("--only takes letters among a, b, c")
+    if args.repeat < 1 or args.alerts < 1 or args.webhooks < 1:
+        p.error("--repeat, --alerts and --webhooks must be at least 1")
+    return args
+
+
+async def bench(args: argparse.Namespace) -> Results:
+    rules = load_rules(RULES)
+    storm = alert_storm(args.alerts, args.distinct, args.groups, rules.grouping.group_by)
+    raw_storm = storm
+    if args.raw_messages and args.raw_messages != args.alerts:
+        raw_storm = alert_storm(args.raw_messages, args.distinct, args.groups, rules.grouping.group_by)
+    results = Results()
+    bootstrap = f"127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory(prefix="incidentd-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        async with embedded_broker(bootstrap, tmp / "broker.log"):
+            # (a) and (b) alternate, so that whatever else the machine does hits both alike.
+            for i in range(args.repeat):
+                if "a" in args.only:
+                    results.raw.append(await run_raw(bootstrap, raw_storm, args.partitions, args.max_batch))
+                if "b" in args.only:
+                    profile_to = PROFILE if args.profile and i == 0 else None
+                    result = await run_storm(
+                        bootstrap, tmp, rules, storm, args.partitions, args.max_batch, profile_to=profile_to
+                    )
+                    results.storm.append(result)
+            if "c" in args.only:
+                results.latency = await run_latency(
+                    bootstrap, tmp, rules, args.webhooks, args.rate, args.partitions
+                )
+    return results
+
+
+@dataclass
+class Results:
+    raw: list[RawResult] = field(default_factory=list)
+    storm: list[StormResult] = field(default_factory=list)
+    latency: LatencyResult | None = None
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+T = TypeVar("T", RawResult, StormResult)
+
+
+def _median_run(runs: list[T]) -> T:
+    """The run whose rate is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r.rate)[(len(runs) - 1) // 2]
+
+
+def _spread(runs: list[T]) -> str:
+    if len(runs) < 2:
+        return ""
+    rates = [r.rate for r in runs]
+    return f" (median of {len(runs)}: {_num(min(rates))}-{_num(max(rates))})"
+
+
+def report(args: argparse.Namespace, results: Results, wall: float) -> dict[str, Any]:
+    rows: list[tuple[str, str, str]] = []
+    out: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    raw = _median_run(results.raw) if results.raw else None
+    storm = _median_run(results.storm) if results.storm else None
+    if raw:
+        out["raw"] = {"messages_per_s": round(raw.rate, 1), "runs": [r.as_json() for r in results.raw]}
+        rows.append(
+            (
+                "(a) raw aiokafka: consume, parse, produce, commit/batch",
+                f"{_num(raw.rate)} msg/s",
+                f"{raw.messages} msgs, {raw.batches} batches, {raw.seconds:.2f} s{_spread(results.raw)}",
+            )
+        )
+    if storm:
+        out["storm"] = {"alerts_per_s": round(storm.rate, 1), "runs": [r.as_json() for r in results.storm]}
+        c = storm.counters
+        rows.append(
+            (
+                "(b) service pipeline, alert storm",
+                f"{_num(storm.rate)} alerts/s",
+                f"{storm.alerts} alerts ({storm.distinct} distinct, {storm.groups} groups), "
+                f"{storm.batches} batches, {storm.seconds:.2f} s to commit{_spread(results.storm)}",
+            )
+        )
+        rows.append(
+            (
+                "    checks",
+                "FAILED" if any(r.problems for r in results.storm) else "ok",
+                f"dedup {c['alerts_deduplicated']:.0f}, opened {c['incidents_opened']:.0f}, "
+                f"pages {c['pages_sent']:.0f}, events {c['events_published']:.0f}, "
+                f"last page {storm.first_to_last_page_seconds:.2f} s after first record",
+            )
+        )
+        us = {k.removesuffix("Stage"): v / storm.alerts * 1e6 for k, v in storm.stage_seconds.items()}
+        outside = storm.seconds - sum(storm.stage_seconds.values())
+        rows.append(
+            (
+                "    time per alert in each stage",
+                f"{sum(us.values()):.0f} us",
+                ", ".join(f"{k} {v:.0f}" for k, v in us.items())
+                + f" us; outside the stages {outside / storm.alerts * 1e6:.0f} us",
+            )
+        )
+    if raw and storm and raw.rate > 0:
+        ratio = storm.rate / raw.rate
+        out["ratio_b_over_a"] = round(ratio, 3)
+        pairs = [b.rate / a.rate for a, b in zip(results.raw, results.storm, strict=False) if a.rate > 0]
+        out["ratio_b_over_a_per_run"] = [round(x, 3) for x in pairs]
+        rows.append(("(b)/(a)", f"{ratio:.2f}", "median over median"))
+    lat = results.latency
+    if lat:
+        out["latency"] = lat.as_json()
+        offered = f"{lat.rate:g}/s" if lat.rate > 0 else "serial"
+        pm, am = lat.page_ms, lat.accept_ms
+        tp, ts, tg = lat.to_poll_ms, lat.to_store_ms, lat.to_page_ms
+        rows += [
+            (
+                f"(c) webhook 202 -> page sent ({lat.webhooks} @ {offered})",
+                f"p50 {pm.get('p50', 0):.1f} ms",
+                f"p99 {pm.get('p99', 0):.1f} ms, max {pm.get('max', 0):.1f} ms",
+            ),
+            (
+                "    202 -> polled | -> stored | -> paged",
+                f"p50 {tp.get('p50', 0):.0f}|{ts.get('p50', 0):.0f}|{tg.get('p50', 0):.0f} ms",
+                f"p99 {tp.get('p99', 0):.0f}|{ts.get('p99', 0):.0f}|{tg.get('p99', 0):.0f} ms",
+            ),
+            (
+                "    POST -> 202 (Kafka-acknowledged)",
+                f"p50 {am.get('p50', 0):.1f} ms",
+                f"p99 {am.get('p99', 0):.1f} ms, max {am.get('max', 0):.1f} ms",
+            ),
+        ]
+    problems = [p for r in results.storm for p in r.problems] + (lat.problems if lat else [])
+    out["problems"] = problems
+    out["wall_seconds"] = round(wall, 1)
+
+    w0 = max((len(r[0]) for r in rows), default=0)
+    w1 = max((len(r[1]) for r in rows), default=0)
+    print(f"\nincidentd bench — {os.cpu_count()} CPUs, Python {platform.python_version()}, embedded Tansu")
+    print("-" * (w0 + w1 + 60))
+    for name, value, detail in rows:
+        print(f"{name:<{w0}}  {value:>{w1}}  {detail}")
+    print("-" * (w0 + w1 + 60))
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print(f"total {wall:.1f} s; results in {args.json}")
+    return out
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    print(f"\ncProfile of (b), event-loop thread only ({path}); by own time:")
+    pstats.Stats(str(path)).strip_dirs().sort_stats("tottime").print_stats(top)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_logging()
+    start = time.perf_counter()
+    results = asyncio.run(bench(args))
+    out = report(args, results, time.perf_counter() - start)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if args.profile and results.storm:
+        print_profile(PROFILE)
+    return 1 if out["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
