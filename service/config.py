@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     kafka_create_topics: bool = True
     kafka_max_batch: int = Field(default=1000, ge=1)
     kafka_publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Idle-poll latency: how long the broker may hold an empty fetch, and how long the
+    # batch subscriber waits after one. Lower is faster to react, costlier when idle.
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=0)
+    kafka_batch_timeout_ms: int = Field(default=20, ge=0)
 
     database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
     rules_dir: Path = Path("rules")

@@ -30,7 +30,10 @@ class Alert:
     ends_at: datetime | None
     generator_url: str = ""
     received_at: datetime | None = None
-    # Filled by the classify stage.
+    # Filled by the correlate stage, once per alert.
+    group_key: str = ""
+    group_labels: dict[str, str] = field(default_factory=dict)
+    # Filled by the classify stage (title and impact only for alerts that open an incident).
     severity: str = ""
     title: str = ""
     impact: str = ""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from service.classify.classifier import Classifier
-from service.correlate.correlator import Correlator, Outcome, incident_key
+from service.correlate.correlator import Correlator, Outcome, assign_group
 from service.emit.cloudevents import EventFactory
 from service.ingest.parse import PayloadError, parse
 from service.models import Alert, Incident
@@ -97,7 +97,7 @@ class CorrelateStage:
         self._rules = rules
 
     async def __call__(self, batch: Batch) -> Batch:
-        keys = {incident_key(a, self._rules)[0] for a in batch.alerts}
+        keys = {assign_group(a, self._rules) for a in batch.alerts}
         batch.current = await self._store.load_current(keys) if keys else {}
         batch.outcome = self._correlator.apply(batch.alerts, batch.current, batch.now)
         return batch
@@ -176,11 +176,12 @@ def build_pipeline(
     dead_letters: DeadLetterSink,
     metrics: Metrics,
 ) -> Pipeline:
+    classifier = Classifier(rules)
     return Pipeline(
         [
             ParseStage(metrics),
-            ClassifyStage(Classifier(rules)),
-            CorrelateStage(store, Correlator(rules), rules),
+            ClassifyStage(classifier),
+            CorrelateStage(store, Correlator(rules, describe=classifier.describe), rules),
             PersistStage(store, events, pagers, dead_letters, metrics),
         ]
     )

@@ -57,10 +57,12 @@ def test_explicit_rule_wins_over_severity_label(rules: RuleSet) -> None:
 
 
 def test_title_from_summary_annotation_else_alertname(rules: RuleSet) -> None:
-    with_summary = Classifier(rules).classify(_alert(alertname="ApiDown"))
+    c = Classifier(rules)
+    with_summary = c.describe(c.classify(_alert(alertname="ApiDown")))
     assert with_summary.title == "ApiDown is happening"
+    assert with_summary.impact == "Complete service outage: users cannot use the product"
     bare = parse_document({"labels": {"alertname": "ApiDown", "namespace": "aragora"}}, T0)[0]
-    assert Classifier(rules).classify(bare).title == "ApiDown in aragora"
+    assert c.describe(c.classify(bare)).title == "ApiDown in aragora"
 
 
 def test_runbook_severity_table_is_data(rules: RuleSet) -> None:

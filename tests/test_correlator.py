@@ -16,7 +16,7 @@ from tests.support.time import T0
 class Harness:
     def __init__(self, rules: RuleSet) -> None:
         self.classifier = Classifier(rules)
-        self.correlator = Correlator(rules)
+        self.correlator = Correlator(rules, describe=self.classifier.describe)
         self.current: dict[str, Incident] = {}
         self.now = T0
 
@@ -46,6 +46,7 @@ def test_new_alert_opens_incident_with_response_due_from_severity(h: Harness) ->
     assert h.types(out) == ["incident.opened"]
     [inc] = h.incidents
     assert inc.severity == "SEV-1"
+    assert inc.title == "ApiDown is happening"  # rendered only for the alert that opened it
     assert inc.response_due_at == T0 + timedelta(minutes=15)
     assert [(p.action, p.opening) for p in out.pages] == [("trigger", 1)]
 

@@ -15,6 +15,7 @@ class Classifier:
     def __init__(self, rules: RuleSet) -> None:
         self._rules = rules
         self._compiled = [(tuple(r.matchers), r) for r in rules.classify.rules]
+        self._by_name = {r.name: r for r in rules.classify.rules}
 
     def rule_for(self, labels: dict[str, str]) -> ClassifyRule | None:
         for matchers, rule in self._compiled:
@@ -23,6 +24,7 @@ class Classifier:
         return None
 
     def classify(self, alert: Alert) -> Alert:
+        """Severity and the rule that chose it: cheap, done for every alert."""
         cls = self._rules.classify
         rule = self.rule_for(alert.labels)
         if rule is not None:
@@ -32,6 +34,16 @@ class Classifier:
             mapped = cls.fallback.map.get(label_value)
             alert.severity = mapped or cls.default
             alert.rule = f"fallback:{cls.fallback.label}" if mapped else "default"
+        return alert
+
+    def describe(self, alert: Alert) -> Alert:
+        """Title and impact from the templates: only for alerts that open an incident.
+
+        Rendering costs more than everything else per alert, and in a storm almost
+        every alert is a duplicate whose title nobody reads.
+        """
+        cls = self._rules.classify
+        rule = self._by_name.get(alert.rule)
         ctx = {"labels": alert.labels, "annotations": alert.annotations, "severity": alert.severity}
         title_tpl = (rule.title if rule else None) or cls.default_title
         alert.title = _render(title_tpl, ctx) or alert.labels.get("alertname", "alert")

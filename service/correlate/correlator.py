@@ -8,6 +8,7 @@ and the store writes all of it in one transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -67,20 +68,24 @@ class Outcome:
         self.events.append(event)
 
 
-def incident_key(alert: Alert, rules: RuleSet) -> tuple[str, dict[str, str]]:
-    return group_key(alert.labels, rules.grouping.group_by)
+def assign_group(alert: Alert, rules: RuleSet) -> str:
+    """Set the alert's incident group key (once per alert) and return it."""
+    if not alert.group_key:
+        alert.group_key, alert.group_labels = group_key(alert.labels, rules.grouping.group_by)
+    return alert.group_key
 
 
 class Correlator:
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, describe: Callable[[Alert], Alert] = lambda a: a) -> None:
         self._rules = rules
+        self._describe = describe
 
     def apply(self, alerts: list[Alert], current: dict[str, Incident], now: datetime) -> Outcome:
         """Fold ``alerts`` into ``current`` (group key -> current incident), in order."""
         out = Outcome()
         for alert in alerts:
-            key, group_labels = incident_key(alert, self._rules)
-            self._apply_one(alert, key, group_labels, current, now, out)
+            key = assign_group(alert, self._rules)
+            self._apply_one(alert, key, alert.group_labels, current, now, out)
         return out
 
     def _apply_one(
@@ -131,6 +136,7 @@ class Correlator:
         self, alert: Alert, key: str, group_labels: dict[str, str], now: datetime, out: Outcome
     ) -> Incident:
         sev = self._rules.severity(alert.severity)
+        self._describe(alert)
         inc = Incident(
             id=f"inc-{uuid.uuid4().hex[:20]}",
             group_key=key,

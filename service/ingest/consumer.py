@@ -75,6 +75,8 @@ class AlertConsumer:
             group_id=settings.kafka_group_id,
             auto_offset_reset="earliest",
             max_records=settings.kafka_max_batch,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            batch_timeout_ms=settings.kafka_batch_timeout_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_records,
         )

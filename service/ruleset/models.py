@@ -73,6 +73,14 @@ class ClassifyFile(Strict):
     default: str = Field(pattern=SEVERITY_NAME.pattern)
     default_title: TemplateField | None = None
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> ClassifyFile:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule name used twice: {', '.join(dupes)}")
+        return self
+
 
 class GroupingFile(Strict):
     group_by: list[str] = Field(min_length=1)
