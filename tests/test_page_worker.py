@@ -12,12 +12,12 @@ import pytest
 from service.clock import ManualClock
 from service.config import Settings
 from service.emit.cloudevents import EventFactory
-from service.models import Incident, IncidentStatus
 from service.notify.base import PageError, PageRequest
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
 from service.ruleset import RuleSet
 from service.store.store import Store
+from tests.support.incidents import make_incident
 from tests.support.time import T0
 
 
@@ -46,20 +46,6 @@ async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     await s.close()
 
 
-def incident(inc_id: str = "inc-1") -> Incident:
-    return Incident(
-        id=inc_id,
-        group_key=json.dumps({"alertname": inc_id}),
-        group_labels={"alertname": "ApiDown"},
-        title="ApiDown",
-        impact="",
-        severity="SEV-1",
-        status=IncidentStatus.OPEN,
-        opened_at=T0,
-        response_due_at=T0 + timedelta(minutes=15),
-    )
-
-
 def worker(
     store: Store, rules: RuleSet, notifier: Recorder, clock: ManualClock, **settings: Any
 ) -> PageWorker:
@@ -73,6 +59,13 @@ def worker(
         Metrics(),
         Settings(**values),
     )
+
+
+async def tick(w: PageWorker) -> int:
+    """One scheduler pass, waiting for the jobs it started."""
+    started = await w.run_once()
+    await w.drain()
+    return started
 
 
 async def jobs(store: Store, inc_id: str = "inc-1") -> list[tuple[str, str, int]]:
@@ -89,10 +82,9 @@ def job(action: str, opening: int = 1, inc_id: str = "inc-1") -> dict[str, Any]:
 
 async def test_trigger_sends_the_runbook_message_with_priority(store: Store, rules: RuleSet) -> None:
     clock, rec = ManualClock(T0), Recorder()
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     w = worker(store, rules, rec, clock)
-    assert await w.run_once() == 1
-    await w.drain()
+    assert await tick(w) == 1
     [req] = rec.sent
     assert req.message == "[INCIDENT] SEV-1: ApiDown"
     assert "- Status: Investigating" in req.description
@@ -106,17 +98,15 @@ async def test_trigger_sends_the_runbook_message_with_priority(store: Store, rul
 async def test_retry_waits_for_its_backoff_on_the_clock(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 503", retryable=True)])
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     w = worker(store, rules, rec, clock)
-    await w.run_once()
-    await w.drain()
+    await tick(w)
     assert await jobs(store) == [("trigger", "pending", 1)]
     assert await w.run_once() == 0  # not due yet
     clock.advance(timedelta(seconds=7))  # backoff is 10 s +-20 %
     assert await w.run_once() == 0
     clock.advance(timedelta(seconds=6))
-    assert await w.run_once() == 1
-    await w.drain()
+    assert await tick(w) == 1
     assert await jobs(store) == [("trigger", "sent", 2)]
     types = [(e["type"].rsplit(".", 2)[-2:], e["data"]["page"]["attempt"]) for e in await events(store)]
     assert types == [(["page", "failed"], 1), (["page", "sent"], 2)]
@@ -125,10 +115,9 @@ async def test_retry_waits_for_its_backoff_on_the_clock(store: Store, rules: Rul
 async def test_retry_after_from_the_pager_is_honoured(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 429", retryable=True, retry_after=45)])
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     w = worker(store, rules, rec, clock)
-    await w.run_once()
-    await w.drain()
+    await tick(w)
     clock.advance(timedelta(seconds=44))
     assert await w.run_once() == 0
     clock.advance(timedelta(seconds=2))
@@ -138,11 +127,10 @@ async def test_retry_after_from_the_pager_is_honoured(store: Store, rules: RuleS
 async def test_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 500", retryable=True) for _ in range(3)])
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     w = worker(store, rules, rec, clock, page_max_attempts=3)
     for _ in range(3):
-        await w.run_once()
-        await w.drain()
+        await tick(w)
         clock.advance(timedelta(minutes=5))
     assert await w.run_once() == 0
     assert await jobs(store) == [("trigger", "failed", 3)]
@@ -152,12 +140,10 @@ async def test_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None
 
 async def test_incident_resolved_before_its_page_went_out_pages_nobody(store: Store, rules: RuleSet) -> None:
     clock, rec = ManualClock(T0), Recorder()
-    await store.commit_batch([incident()], [], [job("trigger"), job("close")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger"), job("close")], T0)
     w = worker(store, rules, rec, clock)
-    await w.run_once()
-    await w.drain()
-    await w.run_once()
-    await w.drain()
+    await tick(w)
+    await tick(w)
     assert rec.sent == []
     assert await jobs(store) == [("trigger", "superseded", 0), ("close", "superseded", 0)]
 
@@ -165,24 +151,21 @@ async def test_incident_resolved_before_its_page_went_out_pages_nobody(store: St
 async def test_close_never_overtakes_its_trigger(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 503", retryable=True)])
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     w = worker(store, rules, rec, clock)
-    await w.run_once()
-    await w.drain()
+    await tick(w)
     # The incident resolves while the trigger waits for its retry: the close is queued
     # behind it, and the still-unsent trigger is dropped rather than paging late.
     await store.commit_batch([], [], [job("close")], T0)
     clock.advance(timedelta(minutes=1))
-    await w.run_once()
-    await w.drain()
-    await w.run_once()
-    await w.drain()
+    await tick(w)
+    await tick(w)
     assert rec.sent == []
     assert await jobs(store) == [("trigger", "superseded", 1), ("close", "superseded", 0)]
 
 
 async def test_a_leased_job_is_not_claimed_twice(store: Store, rules: RuleSet) -> None:
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     first = await store.claim_due_pages(T0, limit=10, lease_seconds=120, skip_incidents=set())
     second = await store.claim_due_pages(T0, limit=10, lease_seconds=120, skip_incidents=set())
     assert len(first) == 1 and second == []
@@ -192,6 +175,6 @@ async def test_a_leased_job_is_not_claimed_twice(store: Store, rules: RuleSet) -
 
 
 async def test_duplicate_page_jobs_are_ignored_by_the_store(store: Store, rules: RuleSet) -> None:
-    await store.commit_batch([incident()], [], [job("trigger")], T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
     await store.commit_batch([], [], [job("trigger")], T0)
     assert await jobs(store) == [("trigger", "pending", 0)]

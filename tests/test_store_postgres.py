@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from service.models import IncidentStatus
 from service.store.store import Store
 from tests.conftest import POSTGRES_URL
+from tests.support.incidents import make_incident
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import run_service, test_settings
 
@@ -60,34 +61,20 @@ async def test_pipeline_on_postgres_dedups_resolves_and_pages_once(
 
 
 async def test_one_current_incident_per_group_is_enforced_by_the_database(pg_url: str) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from service.models import Incident
+    from datetime import UTC, datetime
 
     store = Store(pg_url)
     await store.start()
     try:
         now = datetime.now(UTC)
 
-        def make(i: str) -> Incident:
-            return Incident(
-                id=i,
-                group_key='{"alertname":"X"}',
-                group_labels={"alertname": "X"},
-                title="X",
-                impact="",
-                severity="SEV-2",
-                status=IncidentStatus.OPEN,
-                opened_at=now,
-                response_due_at=now + timedelta(minutes=30),
-            )
-
-        await store.commit_batch([make("inc-a")], [], [], now)
+        await store.commit_batch([make_incident("inc-a", "X", "SEV-2", now)], [], [], now)
         # A second replica racing on the same group cannot open a second incident.
         from sqlalchemy.exc import IntegrityError
 
         with pytest.raises(IntegrityError):
-            await store.commit_batch([make("inc-b")], [], [], now)
-        assert list(await store.load_current(['{"alertname":"X"}'])) == ['{"alertname":"X"}']
+            await store.commit_batch([make_incident("inc-b", "X", "SEV-2", now)], [], [], now)
+        key = make_incident(alertname="X").group_key
+        assert list(await store.load_current([key])) == [key]
     finally:
         await store.close()

@@ -24,6 +24,12 @@ def _matcher(value: object) -> object:
 MatcherField = Annotated[Matcher, BeforeValidator(_matcher), PlainSerializer(str, return_type=str)]
 
 
+def _reject_duplicates(names: list[str], problem: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{problem}: {', '.join(dupes)}")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -47,10 +53,7 @@ class SeveritiesFile(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> SeveritiesFile:
-        names = [s.name for s in self.severities]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"severity defined twice: {', '.join(dupes)}")
+        _reject_duplicates([s.name for s in self.severities], "severity defined twice")
         return self
 
 
@@ -75,10 +78,7 @@ class ClassifyFile(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClassifyFile:
-        names = [r.name for r in self.rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"rule name used twice: {', '.join(dupes)}")
+        _reject_duplicates([r.name for r in self.rules], "rule name used twice")
         return self
 
 
