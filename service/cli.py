@@ -19,10 +19,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 rules_app = typer.Typer(no_args_is_help=True, help="Validate the rules in rules/.")
 app.add_typer(rules_app, name="rules")
 
-EMBEDDED_DEFAULTS = {
-    "database_url": "sqlite+aiosqlite:///./var/incidentd.db",
-    "pagers": ["console"],
-}
+
+def embedded_defaults(settings: Settings) -> dict[str, object]:
+    # One database per HTTP port: two embedded copies side by side must not share
+    # state (each would publish and page the other's incidents).
+    return {
+        "database_url": f"sqlite+aiosqlite:///./var/incidentd-{settings.http_port}.db",
+        "pagers": ["console"],
+    }
 
 
 def _fail(message: str) -> typer.Exit:
@@ -75,8 +79,8 @@ def run(
     """Run the service: HTTP ingest, the alerts consumer, paging and event publishing."""
     overrides: dict[str, object] = {}
     if embedded:
-        env = Settings()
-        overrides = {k: v for k, v in EMBEDDED_DEFAULTS.items() if k not in env.model_fields_set}
+        env = _settings()
+        overrides = {k: v for k, v in embedded_defaults(env).items() if k not in env.model_fields_set}
     settings = _settings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(),

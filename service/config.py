@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = "alerts.dlq"
     kafka_group_id: str = "incidentd"
     kafka_topic_partitions: int = Field(default=3, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_create_topics: bool = True
     kafka_max_batch: int = Field(default=1000, ge=1)
     kafka_publish_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -48,6 +48,9 @@ class AlertState:
     starts_at: datetime
     severity: str
     alertname: str
+    # startsAt of the latest episode seen resolved: a late resolve of an older
+    # episode must not close the one firing now.
+    resolved_starts_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,15 +58,18 @@ class AlertState:
             "starts_at": self.starts_at.isoformat(),
             "severity": self.severity,
             "alertname": self.alertname,
+            "resolved_starts_at": self.resolved_starts_at.isoformat() if self.resolved_starts_at else None,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> AlertState:
+        resolved = raw.get("resolved_starts_at")
         return cls(
             status=AlertStatus(raw["status"]),
             starts_at=datetime.fromisoformat(raw["starts_at"]),
             severity=raw["severity"],
             alertname=raw["alertname"],
+            resolved_starts_at=datetime.fromisoformat(resolved) if resolved else None,
         )
 
 
@@ -86,6 +92,20 @@ class Incident:
     is_current: bool = True
     # Optimistic concurrency: the store refuses a write from a stale copy.
     version: int = 0
+
+    # Kept in step by set_alert so "is anything still firing?" is O(1) per resolve.
+    firing_count: int = -1
+
+    def __post_init__(self) -> None:
+        self.firing_count = sum(1 for a in self.alerts.values() if a.status is AlertStatus.FIRING)
+
+    def set_alert(self, fingerprint: str, state: AlertState) -> None:
+        old = self.alerts.get(fingerprint)
+        if old is not None and old.status is AlertStatus.FIRING:
+            self.firing_count -= 1
+        if state.status is AlertStatus.FIRING:
+            self.firing_count += 1
+        self.alerts[fingerprint] = state
 
     @property
     def firing(self) -> list[str]:

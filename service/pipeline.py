@@ -77,7 +77,6 @@ class ParseStage:
                 for alert in alerts:
                     alert.received_at = received
             batch.alerts.extend(alerts)
-        self._metrics.alerts_received.labels("kafka").inc(len(batch.alerts))
         return batch
 
 
@@ -144,6 +143,8 @@ class PersistStage:
         if out.changed or records or pages:
             await self._store.commit_batch(out.changed.values(), records, pages, batch.now)
         m = self._metrics
+        # Counted once the batch is stored, so a batch read again is not counted twice.
+        m.alerts_received.labels("kafka").inc(len(batch.alerts))
         m.alerts_deduplicated.inc(out.duplicates)
         m.alerts_ignored.inc(out.ignored)
         for e in out.events:

@@ -64,6 +64,8 @@ class Runtime:
             settings.kafka_bootstrap_servers,
             # Group joins on some brokers take seconds; the HTTP path has its own deadline.
             request_timeout_ms=30000,
+            # A 202 promises the alert survives a broker failure: wait for all in-sync replicas.
+            acks="all",
             # Per-message INFO lines would cost more than the processing itself.
             log_level=logging.DEBUG,
             graceful_timeout=10.0,

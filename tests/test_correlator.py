@@ -155,10 +155,42 @@ def test_resolve_for_never_seen_alert_is_ignored(h: Harness) -> None:
     assert (out.events, out.pages, out.ignored) == ([], [], 1)
 
 
-def test_storm_in_one_group_gives_one_opened_and_one_merged_update_per_batch(h: Harness) -> None:
-    docs = [alert("SlowResponses", namespace="n", pod=f"p{i}") for i in range(200)]
+def test_storm_in_one_group_merges_updates_in_bounded_events(h: Harness) -> None:
+    docs = [alert("SlowResponses", namespace="n", pod=f"p{i}") for i in range(250)]
     out = h.feed(*docs)
-    assert h.types(out) == ["incident.opened", "incident.updated"]
-    assert len(out.events[1].extra["alerts"]) == 199
-    assert len(out.events[1].incident["fingerprints"]) == 200
+    assert h.types(out) == ["incident.opened", "incident.updated", "incident.updated", "incident.updated"]
+    assert [len(e.extra["alerts"]) for e in out.events[1:]] == [100, 100, 49]
+    # Each merged event's snapshot is the incident as it was when that event closed.
+    assert [len(e.incident["fingerprints"]) for e in out.events] == [1, 101, 201, 250]
     assert len(out.pages) == 1
+
+
+def test_update_then_resolve_in_one_batch_keep_their_own_snapshots(h: Harness) -> None:
+    h.feed(alert("ApiDown", namespace="n", pod="a"))
+    out = h.feed(
+        alert("ApiDown", namespace="n", pod="b"),
+        alert("ApiDown", status="resolved", namespace="n", pod="a"),
+        alert("ApiDown", status="resolved", namespace="n", pod="b"),
+    )
+    assert h.types(out) == ["incident.updated", "incident.resolved"]
+    assert out.events[0].incident["status"] == "open"
+    assert out.events[0].incident["firing_fingerprints"] != []
+    assert out.events[1].incident["status"] == "resolved"
+
+
+def test_late_resolve_of_an_older_episode_does_not_close_the_current_one(h: Harness) -> None:
+    h.feed(alert("ApiDown", namespace="n", starts_at="2026-11-26T10:00:00Z"))
+    old_resolve = alert("ApiDown", status="resolved", namespace="n", starts_at="2026-11-26T10:00:00Z")
+    h.feed(old_resolve)
+    h.feed(alert("ApiDown", namespace="n", starts_at="2026-11-26T11:50:00Z"))  # reopens
+    out = h.feed(old_resolve)  # the first episode's resolve again, from a lagging HA peer
+    assert (out.events, out.pages, out.duplicates) == ([], [], 1)
+    assert h.incidents[0].status is IncidentStatus.OPEN
+
+
+def test_raised_severity_brings_the_response_deadline_forward(h: Harness) -> None:
+    h.feed(alert("Custom", namespace="n", pod="a", severity="warning"))
+    [inc] = h.incidents
+    assert inc.response_due_at == T0 + timedelta(hours=2)
+    h.feed(alert("Custom", namespace="n", pod="b", severity="critical"), at=T0 + timedelta(minutes=10))
+    assert inc.response_due_at == T0 + timedelta(minutes=40)  # SEV-2: 30 min from the raise

@@ -97,8 +97,8 @@ async def test_two_embedded_copies_side_by_side_page_and_stop_cleanly_on_ctrl_c(
                 assert resp.status_code == 202
                 await proc.read_until("out", r"=== PAGE P1 inc-")
                 await proc.read_until("out", r"\[INCIDENT\] SEV-1: ApiDown is happening")
-        for (proc, _), cwd in zip(copies, dirs, strict=True):
-            assert (cwd / "var" / "incidentd.db").exists()  # SQLite state under ./var
+        for (proc, http_port), cwd in zip(copies, dirs, strict=True):
+            assert (cwd / "var" / f"incidentd-{http_port}.db").exists()  # SQLite state under ./var
             proc.proc.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(proc.proc.wait(), 60) == 0
             assert not any("Traceback" in line for line in proc.err)

@@ -16,7 +16,9 @@ from tests.support.service import RunningService, free_port, run_service, test_s
 
 @pytest.fixture(scope="module")
 async def svc(kafka: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    settings = test_settings(kafka, tmp_path_factory.mktemp("http"), webhook_token="s3cret")
+    settings = test_settings(
+        kafka, tmp_path_factory.mktemp("http"), webhook_token="s3cret", http_max_body_bytes=2 * 1024 * 1024
+    )
     async with run_service(settings) as running:
         yield running
 
@@ -61,6 +63,7 @@ async def test_malformed_json_is_400(svc: RunningService) -> None:
             "labels",
         ),
         ({"labels": {"alertname": "A"}}, "not an Alertmanager webhook"),
+        ({**webhook(alert("ApiDown")), "alerts": [{"labels": {"alertname": "Api\ud800"}}]}, "lone surrogate"),
         ([1, 2], "expected a JSON object"),
     ],
 )
@@ -87,6 +90,18 @@ async def test_body_over_limit_is_413_declared_or_streamed(svc: RunningService) 
     # No Content-Length: the limit holds while streaming.
     resp = await svc.client.post(f"{svc.url}/api/v1/alerts/alertmanager", content=chunks(), headers=AUTH)
     assert resp.status_code == 413
+
+
+async def test_group_over_kafka_record_limit_is_413_not_a_503_loop(svc: RunningService) -> None:
+    # Under the 2 MiB body limit, but one group's record would be over Kafka's 1 MiB.
+    doc = webhook(*(alert("ApiDown", namespace="big", pod=f"p{i}") for i in range(2000)))
+    for a in doc["alerts"]:
+        a["annotations"]["description"] = "x" * 500
+    payload = body(doc)
+    assert 1024 * 1024 < len(payload) < 2 * 1024 * 1024
+    resp = await svc.post_webhook(payload, **AUTH)
+    assert resp.status_code == 413
+    assert "record limit" in resp.json()["error"]
 
 
 async def test_health_ready_and_metrics(svc: RunningService) -> None:

@@ -166,12 +166,38 @@ async def test_close_never_overtakes_its_trigger(store: Store, rules: RuleSet) -
 
 async def test_a_leased_job_is_not_claimed_twice(store: Store, rules: RuleSet) -> None:
     await store.commit_batch([make_incident()], [], [job("trigger")], T0)
-    first = await store.claim_due_pages(T0, limit=10, lease_seconds=120, skip_incidents=set())
-    second = await store.claim_due_pages(T0, limit=10, lease_seconds=120, skip_incidents=set())
+    pagers = {"rec"}
+    first = await store.claim_due_pages(T0, 10, 120, set(), pagers)
+    second = await store.claim_due_pages(T0, 10, 120, set(), pagers)
     assert len(first) == 1 and second == []
-    # A replica that died mid-call: its lease runs out and the job is claimed again.
-    third = await store.claim_due_pages(T0 + timedelta(seconds=121), 10, 120, set())
+    # A replica that died mid-call: its lease runs out and the job is claimed again...
+    third = await store.claim_due_pages(T0 + timedelta(seconds=121), 10, 120, set(), pagers)
     assert [j.id for j in third] == [first[0].id]
+    # ...and the first holder, if it was only slow, can no longer record an outcome.
+    assert not await store.finish_page(
+        first[0], status="sent", attempts=1, next_attempt_at=None, error=None, events=[], now=T0
+    )
+    assert await store.finish_page(
+        third[0], status="sent", attempts=1, next_attempt_at=None, error=None, events=[], now=T0
+    )
+    # A finished job is never claimed again, whatever its lease says.
+    assert await store.claim_due_pages(T0 + timedelta(hours=1), 10, 120, set(), pagers) == []
+
+
+async def test_jobs_for_a_pager_this_replica_lacks_are_left_for_others(store: Store, rules: RuleSet) -> None:
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    assert await store.claim_due_pages(T0, 10, 120, set(), {"opsgenie"}) == []
+    assert await jobs(store) == [("trigger", "pending", 0)]
+
+
+async def test_next_due_time_skips_jobs_queued_behind_their_trigger(store: Store, rules: RuleSet) -> None:
+    clock = ManualClock(T0)
+    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    w = worker(store, rules, Recorder([PageError("HTTP 503", retryable=True)]), clock)
+    await tick(w)
+    await store.commit_batch([], [], [job("close")], T0)  # due now, but behind the trigger
+    due = await store.next_page_due({"rec"})
+    assert due is not None and due > T0.timestamp() + 5  # the trigger's backoff, not "now"
 
 
 async def test_duplicate_page_jobs_are_ignored_by_the_store(store: Store, rules: RuleSet) -> None:

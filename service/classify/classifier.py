@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from jinja2 import Template, TemplateError
+from jinja2 import Template
 
 from service.models import Alert
 from service.ruleset.matchers import matches_all
 from service.ruleset.models import ClassifyRule, RuleSet
+
+log = logging.getLogger(__name__)
 
 
 class Classifier:
@@ -59,7 +62,10 @@ def _render(template: Template | None, ctx: dict[str, Any]) -> str:
         return ""
     try:
         return template.render(ctx).strip()
-    except TemplateError:
+    except Exception as exc:  # any error in a user's template, not only Jinja's own
         # A template that fails on one alert's data must not stop the alert; the
         # fallback title (the alertname) is still a usable page.
+        log.warning(
+            "template failed for alert %s: %s: %s", ctx["labels"].get("alertname"), type(exc).__name__, exc
+        )
         return ""

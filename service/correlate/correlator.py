@@ -34,6 +34,11 @@ class PageIntent:
     opening: int
 
 
+# An update event lists at most this many alerts; a storm gives several events
+# rather than one that Kafka refuses (1 MiB) and that blocks the outbox.
+MAX_ALERTS_PER_EVENT = 100
+
+
 @dataclass(slots=True)
 class Outcome:
     changed: dict[str, Incident] = field(default_factory=dict)
@@ -41,31 +46,54 @@ class Outcome:
     pages: list[PageIntent] = field(default_factory=list)
     duplicates: int = 0
     ignored: int = 0
-    # incident id -> its incident.updated event still open for merging in this batch
-    _open_update: dict[str, EventIntent] = field(default_factory=dict)
+    # incident id -> (incident, its incident.updated still open for merging in this batch)
+    _open_update: dict[str, tuple[Incident, EventIntent]] = field(default_factory=dict)
 
     def emit(self, type_: str, inc: Incident, alert: Alert, *reasons: str) -> None:
         """Record an event; consecutive updates of one incident merge into one event.
 
-        A storm adds thousands of alerts to one incident in a batch; one
-        ``incident.updated`` per batch keeps the topic readable and the hot path
-        linear instead of one full snapshot per alert.
+        A storm adds thousands of alerts to one incident in a batch: merging keeps
+        the topic readable, and the merged event's snapshot is taken once, when the
+        merge ends, so the batch stays linear in its alerts.
         """
         part = _alert_part(alert)
         if type_ == "incident.updated":
-            pending = self._open_update.get(inc.id)
-            if pending is not None:
-                pending.incident = inc.snapshot()
+            open_ = self._open_update.get(inc.id)
+            if open_ is not None:
+                pending = open_[1]
                 pending.extra["alerts"].append(part)
                 known = pending.extra["reasons"]
                 known.extend(r for r in reasons if r not in known)
                 return
-            event = EventIntent(type_, inc.snapshot(), {"reasons": list(reasons), "alerts": [part]})
-            self._open_update[inc.id] = event
+            event = EventIntent(type_, {}, {"reasons": list(reasons), "alerts": [part]})
+            self._open_update[inc.id] = (inc, event)
         else:
-            self._open_update.pop(inc.id, None)
             event = EventIntent(type_, inc.snapshot(), {"alerts": [part]})
         self.events.append(event)
+
+    def prepare(self, inc: Incident, type_: str) -> None:
+        """Call before changing ``inc`` for an event of ``type_``.
+
+        An open update that this change will not merge into is snapshotted now,
+        so it shows the incident as it was when that update ended.
+        """
+        open_ = self._open_update.get(inc.id)
+        if open_ is not None and (
+            type_ != "incident.updated" or len(open_[1].extra["alerts"]) >= MAX_ALERTS_PER_EVENT
+        ):
+            self._close_update(inc.id)
+
+    def _close_update(self, incident_id: str) -> None:
+        open_ = self._open_update.pop(incident_id, None)
+        if open_ is not None:
+            inc, event = open_
+            event.incident = inc.snapshot()
+
+    def finish(self) -> Outcome:
+        """Snapshot the updates still open; call once the batch is applied."""
+        for incident_id in list(self._open_update):
+            self._close_update(incident_id)
+        return self
 
 
 def assign_group(alert: Alert, rules: RuleSet) -> str:
@@ -86,7 +114,7 @@ class Correlator:
         for alert in alerts:
             key = assign_group(alert, self._rules)
             self._apply_one(alert, key, alert.group_labels, current, now, out)
-        return out
+        return out.finish()
 
     def _apply_one(
         self,
@@ -122,14 +150,18 @@ class Correlator:
         if inc.status is IncidentStatus.RESOLVED:
             self._reopen(inc, alert, now, out)
             return
-        self._add_to_open(inc, alert, out)
+        self._add_to_open(inc, alert, now, out)
 
-    def _state(self, alert: Alert) -> AlertState:
+    def _state(self, alert: Alert, previous: AlertState | None) -> AlertState:
+        resolved_at = previous.resolved_starts_at if previous else None
+        if alert.status is AlertStatus.RESOLVED and (resolved_at is None or alert.starts_at > resolved_at):
+            resolved_at = alert.starts_at
         return AlertState(
             status=alert.status,
             starts_at=alert.starts_at,
             severity=alert.severity,
             alertname=alert.labels.get("alertname", ""),
+            resolved_starts_at=resolved_at,
         )
 
     def _open(
@@ -147,7 +179,7 @@ class Correlator:
             status=IncidentStatus.OPEN,
             opened_at=now,
             response_due_at=now + sev.response_time,
-            alerts={alert.fingerprint: self._state(alert)},
+            alerts={alert.fingerprint: self._state(alert, None)},
         )
         out.changed[inc.id] = inc
         out.emit("incident.opened", inc, alert)
@@ -155,36 +187,45 @@ class Correlator:
         return inc
 
     def _reopen(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
+        out.prepare(inc, "incident.reopened")
         inc.status = IncidentStatus.OPEN
         inc.resolved_at = None
         inc.acknowledged_at = None
         inc.opening += 1
-        inc.alerts[alert.fingerprint] = self._state(alert)
-        self._raise_severity(inc, alert)
+        inc.set_alert(alert.fingerprint, self._state(alert, inc.alerts.get(alert.fingerprint)))
+        self._raise_severity(inc, alert, now)
         inc.response_due_at = now + self._rules.severity(inc.severity).response_time
         out.changed[inc.id] = inc
         out.emit("incident.reopened", inc, alert)
         out.pages.append(PageIntent(inc.id, "trigger", inc.opening))
 
-    def _add_to_open(self, inc: Incident, alert: Alert, out: Outcome) -> None:
-        inc.alerts[alert.fingerprint] = self._state(alert)
+    def _add_to_open(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
+        out.prepare(inc, "incident.updated")
+        inc.set_alert(alert.fingerprint, self._state(alert, inc.alerts.get(alert.fingerprint)))
         before = inc.severity
-        self._raise_severity(inc, alert)
+        self._raise_severity(inc, alert, now)
         out.changed[inc.id] = inc
         reasons = ["alert_added"]
         if inc.severity != before:
             reasons.append(f"severity_raised:{before}->{inc.severity}")
         out.emit("incident.updated", inc, alert, *reasons)
 
-    def _raise_severity(self, inc: Incident, alert: Alert) -> None:
+    def _raise_severity(self, inc: Incident, alert: Alert, now: datetime) -> None:
         # Severity only rises on its own; lowering it is a human decision.
-        if self._rules.severity(alert.severity).rank < self._rules.severity(inc.severity).rank:
+        new = self._rules.severity(alert.severity)
+        if new.rank < self._rules.severity(inc.severity).rank:
             inc.severity = alert.severity
+            # A SEV-3 that becomes SEV-1 needs a response within SEV-1's time from now,
+            # unless its old deadline is sooner.
+            inc.response_due_at = min(inc.response_due_at, now + new.response_time)
 
     def _resolve_alert(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
-        inc.alerts[alert.fingerprint] = self._state(alert)
+        # Only a firing alert gets here (a resolved one would be a duplicate).
+        last_firing = inc.status is IncidentStatus.OPEN and inc.firing_count == 1
+        out.prepare(inc, "incident.resolved" if last_firing else "incident.updated")
+        inc.set_alert(alert.fingerprint, self._state(alert, inc.alerts.get(alert.fingerprint)))
         out.changed[inc.id] = inc
-        if inc.status is IncidentStatus.OPEN and not inc.firing:
+        if last_firing:
             inc.status = IncidentStatus.RESOLVED
             inc.resolved_at = now
             out.emit("incident.resolved", inc, alert)
@@ -201,8 +242,11 @@ def _is_duplicate_or_stale(stored: AlertState, alert: Alert) -> bool:
     if alert.status is AlertStatus.RESOLVED:
         # Alertmanager keeps one alert per fingerprint, so a resolve is its latest
         # word even when its startsAt is older than ours (it replaces an alert whose
-        # end was set before its start, e.g. `amtool alert add --end` in the past).
-        return False
+        # end was set before its start, e.g. `amtool alert add --end` in the past)...
+        # unless it is the resolve of an episode we already saw resolved, delivered
+        # late (a lagging HA peer): that one must not close the episode firing now.
+        last = stored.resolved_starts_at
+        return last is not None and alert.starts_at <= last
     # Firing after resolved: a new episode only if it started later; the same or an
     # older startsAt is the old firing delivered late.
     return alert.starts_at <= stored.starts_at

@@ -11,6 +11,10 @@ from service.store.store import OutboxRecord
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
+# Kafka's default record limit is 1 MiB; an event over it could never leave the
+# outbox and would hold back every event behind it.
+MAX_EVENT_BYTES = 900_000
+
 
 class EventFactory:
     def __init__(self, topic: str, type_prefix: str, source: str) -> None:
@@ -36,5 +40,13 @@ class EventFactory:
             "datacontenttype": "application/json",
             "data": {**incident, **extra},
         }
-        value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        value = _encode(event)
+        if len(value) > MAX_EVENT_BYTES and extra.get("alerts"):
+            # The incident snapshot is the contract; the alert details can be dropped.
+            event["data"] = {**incident, **extra, "alerts": [], "alerts_omitted": len(extra["alerts"])}
+            value = _encode(event)
         return OutboxRecord(self.topic, incident["id"].encode(), value)
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()

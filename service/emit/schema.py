@@ -57,6 +57,9 @@ class IncidentEventData(_Closed):
     alerts: list[AlertPart] | None = Field(
         default=None, description="incident.*: the alerts that caused this event"
     )
+    alerts_omitted: int | None = Field(
+        default=None, description="how many alerts were left out of `alerts` to keep the event under 1 MiB"
+    )
     reasons: list[str] | None = Field(default=None, description="incident.updated: why")
     page: PagePart | None = Field(default=None, description="page.sent / page.failed")
 

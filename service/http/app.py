@@ -26,6 +26,8 @@ from service.runtime import Runtime
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
+# Kafka's default record limit (1 MiB) less room for the record's own framing.
+MAX_RECORD_BYTES = 1_000_000
 
 
 class _TooLarge(Exception):
@@ -93,6 +95,12 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> Starlette:
         if not alerts:
             return JSONResponse({"status": "accepted", "alerts": 0, "records": 0}, status_code=202)
         records = split_by_group(doc, alerts, group_by)
+        if any(len(value) > MAX_RECORD_BYTES for _, value in records):
+            metrics.alerts_invalid.labels("http", "too_large").inc()
+            return _error(
+                413,
+                f"the alerts of one incident group exceed Kafka's record limit ({MAX_RECORD_BYTES} bytes)",
+            )
         try:
             await asyncio.wait_for(_publish(runtime, records), settings.kafka_publish_timeout_seconds)
         except Exception as exc:

@@ -30,6 +30,18 @@ class AlertIn(BaseModel):
             raise ValueError("labels must include a non-empty 'alertname'")
         return labels
 
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _encodable(cls, values: dict[str, str]) -> dict[str, str]:
+        # JSON allows lone surrogates (\ud800); UTF-8, fingerprints and Kafka do not.
+        for key, value in values.items():
+            try:
+                key.encode()
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"{key!r}: not valid Unicode (lone surrogate)") from None
+        return values
+
 
 class WebhookIn(BaseModel):
     """Alertmanager's webhook body (``version: "4"``)."""

@@ -23,14 +23,22 @@ def split_by_group(
     """One webhook record per incident group, so one consumer owns each incident."""
     if "alerts" not in doc:
         key, _ = group_key(alerts[0].labels, group_by)
-        return [(record_key(key), json.dumps(doc, separators=(",", ":")).encode())]
+        return [(record_key(key), _dump(doc))]
     groups: dict[str, list[Any]] = defaultdict(list)
     for raw_alert, alert in zip(doc["alerts"], alerts, strict=True):
         groups[group_key(alert.labels, group_by)[0]].append(raw_alert)
     return [
-        (record_key(key), json.dumps({**doc, "alerts": items}, separators=(",", ":")).encode())
+        (
+            record_key(key),
+            json.dumps({**doc, "alerts": items}, separators=(",", ":"), ensure_ascii=False).encode(),
+        )
         for key, items in groups.items()
     ]
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    # Not ASCII-escaped: escaping can double a body's size past Kafka's record limit.
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def dead_letter_headers(reason: str, topic: str, partition: int, offset: int) -> dict[str, str]:

@@ -20,9 +20,9 @@ async def ensure_topics(settings: Settings) -> None:
         ]
         missing = [t for t in wanted if t not in existing]
         if missing:
-            n = settings.kafka_topic_partitions
+            n, rf = settings.kafka_topic_partitions, settings.kafka_replication_factor
             try:
-                await admin.create_topics([NewTopic(t, n, 1) for t in missing])
+                await admin.create_topics([NewTopic(t, n, rf) for t in missing])
             except TopicAlreadyExistsError:
                 pass  # another replica created it between our list and create
     finally:

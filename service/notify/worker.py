@@ -16,8 +16,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from jinja2 import TemplateError
-
 from service.clock import Clock
 from service.config import Settings
 from service.emit.cloudevents import EventFactory
@@ -75,18 +73,21 @@ class PageWorker:
                 pass
 
     async def _seconds_until_next_due(self) -> float:
-        due = await self._store.next_page_due()
+        due = await self._store.next_page_due(set(self._notifiers))
         if due is None:
             return 30.0
         return min(30.0, max(0.05, due - self._clock.now().timestamp()))
 
     async def run_once(self) -> int:
         """Start every due job; return how many were started."""
+        # Claim only what can start now: a claimed job waiting for a free slot would
+        # burn its lease, and another replica could take it meanwhile.
         jobs = await self._store.claim_due_pages(
             self._clock.now(),
-            limit=self._settings.page_concurrency * 4,
+            limit=self._settings.page_concurrency - len(self._tasks),
             lease_seconds=LEASE_SECONDS,
             skip_incidents=set(self._in_flight),
+            integrations=set(self._notifiers),
         )
         for job in jobs:
             self._in_flight.add(job.incident_id)
@@ -113,11 +114,12 @@ class PageWorker:
 
     async def _process(self, job: PageJob) -> None:
         inc = await self._store.get_incident(job.incident_id)
-        notifier = self._notifiers.get(job.integration)
+        notifier = self._notifiers[job.integration]  # claims are filtered by our pagers
         now = self._clock.now()
-        if inc is None or notifier is None:
-            reason = "incident not found" if inc is None else f"pager {job.integration} not configured"
-            await self._finish(job, "failed", job.attempts, None, reason, [], now)
+        if inc is None:
+            log.error("page job %s: incident %s not found; giving up", job.id, job.incident_id)
+            self._metrics.pages_failed.labels(job.integration, "false").inc()
+            await self._finish(job, "failed", job.attempts, None, "incident not found", [], now)
             return
         if job.action == "trigger" and await self._store.sibling_page_job(job, "close", "pending"):
             # Resolved before anyone could be paged: a page now would be noise.
@@ -181,7 +183,7 @@ class PageWorker:
         events: list[Any],
         now: datetime,
     ) -> None:
-        await self._store.finish_page(
+        recorded = await self._store.finish_page(
             job,
             status=status,
             attempts=attempts,
@@ -190,7 +192,9 @@ class PageWorker:
             events=events,
             now=now,
         )
-        if events:
+        if not recorded:
+            log.warning("page job %s: lease lost before its outcome (%s) was recorded", job.id, status)
+        elif events:
             self._on_events()
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -207,8 +211,8 @@ class PageWorker:
         ctx = {**snapshot, "alert_count": len(inc.alerts), "commander": None}
         try:
             text = template.render(incident=ctx).strip()
-        except TemplateError as exc:
-            log.warning("page template failed for %s: %s", inc.id, exc)
+        except Exception as exc:  # any error in a user's template, not only Jinja's own
+            log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
             text = f"[INCIDENT] {inc.severity}: {inc.title}"
         message, _, description = text.partition("\n")
         return PageRequest(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -45,6 +46,7 @@ class PageJob:
     action: str
     opening: int
     attempts: int
+    lease: str = ""
 
 
 def _ts(value: datetime) -> float:
@@ -188,28 +190,41 @@ class Store:
 
     # -- page jobs -----------------------------------------------------------
 
-    async def claim_due_pages(
-        self, now: datetime, limit: int, lease_seconds: float, skip_incidents: set[str]
-    ) -> list[PageJob]:
-        """Lease the next due job of each incident/integration, oldest first.
+    def _first_pending(self, integrations: set[str]) -> Any:
+        """The oldest pending job of each incident and pager: jobs of one incident run
+        in order, so a close never overtakes its trigger."""
+        return (
+            select(func.min(page_jobs.c.id))
+            .where(page_jobs.c.status == "pending", page_jobs.c.integration.in_(integrations))
+            .group_by(page_jobs.c.incident_id, page_jobs.c.integration)
+        )
 
-        Jobs of one incident run in order (a close never overtakes its trigger),
-        and a lease keeps two replicas from sending the same page at once.
+    async def claim_due_pages(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        skip_incidents: set[str],
+        integrations: set[str],
+    ) -> list[PageJob]:
+        """Lease up to ``limit`` due jobs, oldest first, for the pagers this replica has.
+
+        The lease keeps two replicas from sending the same page at once; the claim
+        re-checks status and lease in its UPDATE, so a job another replica finished
+        or holds between our read and our write is not taken.
         """
+        if limit <= 0 or not integrations:
+            return []
         stamp = _ts(now)
+        unleased = or_(page_jobs.c.lease_until.is_(None), page_jobs.c.lease_until < stamp)
         async with self._write() as conn:
-            first_pending = (
-                select(func.min(page_jobs.c.id))
-                .where(page_jobs.c.status == "pending")
-                .group_by(page_jobs.c.incident_id, page_jobs.c.integration)
-            )
             rows = (
                 await conn.execute(
                     select(page_jobs)
                     .where(
-                        page_jobs.c.id.in_(first_pending),
+                        page_jobs.c.id.in_(self._first_pending(integrations)),
                         page_jobs.c.next_attempt_at <= stamp,
-                        or_(page_jobs.c.lease_until.is_(None), page_jobs.c.lease_until < stamp),
+                        unleased,
                     )
                     .order_by(page_jobs.c.next_attempt_at, page_jobs.c.id)
                     .limit(limit + len(skip_incidents))
@@ -218,17 +233,15 @@ class Store:
             jobs = [r for r in rows if r.incident_id not in skip_incidents][:limit]
             claimed: list[PageJob] = []
             for r in jobs:
+                owner = uuid.uuid4().hex
                 res = await conn.execute(
                     update(page_jobs)
-                    .where(
-                        page_jobs.c.id == r.id,
-                        or_(page_jobs.c.lease_until.is_(None), page_jobs.c.lease_until < stamp),
-                    )
-                    .values(lease_until=stamp + lease_seconds)
+                    .where(page_jobs.c.id == r.id, page_jobs.c.status == "pending", unleased)
+                    .values(lease_until=stamp + lease_seconds, lease_owner=owner)
                 )
                 if res.rowcount == 1:
                     claimed.append(
-                        PageJob(r.id, r.incident_id, r.integration, r.action, r.opening, r.attempts)
+                        PageJob(r.id, r.incident_id, r.integration, r.action, r.opening, r.attempts, owner)
                     )
             return claimed
 
@@ -262,26 +275,45 @@ class Store:
         error: str | None,
         events: Sequence[OutboxRecord],
         now: datetime,
-    ) -> None:
-        """Record a page attempt's outcome and its events in one transaction."""
+    ) -> bool:
+        """Record a page attempt's outcome and its events in one transaction.
+
+        Returns False when the lease was lost (it expired and another replica took
+        the job): that replica records the outcome, not us.
+        """
         values: dict[str, Any] = {
             "status": status,
             "attempts": attempts,
             "lease_until": None,
+            "lease_owner": None,
             "last_error": error,
             "updated_at": _ts(now),
         }
         if next_attempt_at is not None:
             values["next_attempt_at"] = _ts(next_attempt_at)
         async with self._write() as conn:
-            await conn.execute(update(page_jobs).where(page_jobs.c.id == job.id).values(**values))
+            result = await conn.execute(
+                update(page_jobs)
+                .where(page_jobs.c.id == job.id, page_jobs.c.lease_owner == job.lease)
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return False
             await self._add_outbox(conn, events, now)
+            return True
 
-    async def next_page_due(self) -> float | None:
+    async def next_page_due(self, integrations: set[str]) -> float | None:
+        """When the next claimable job can run (epoch seconds). Only the first pending
+        job of each incident counts, and a leased one from when its lease ends, so a
+        close queued behind a trigger in backoff does not make the worker spin."""
+        if not integrations:
+            return None
+        lease = func.coalesce(page_jobs.c.lease_until, 0.0)
+        runnable_at = case((lease > page_jobs.c.next_attempt_at, lease), else_=page_jobs.c.next_attempt_at)
         async with self.engine.connect() as conn:
             value = (
                 await conn.execute(
-                    select(func.min(page_jobs.c.next_attempt_at)).where(page_jobs.c.status == "pending")
+                    select(func.min(runnable_at)).where(page_jobs.c.id.in_(self._first_pending(integrations)))
                 )
             ).scalar()
             return float(value) if value is not None else None

@@ -66,6 +66,8 @@ page_jobs = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
     Column("lease_until", Float, nullable=True),
+    # Who holds the lease: only the holder may record the outcome.
+    Column("lease_owner", String(32), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
