@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     opsgenie_api_url: str = "https://api.opsgenie.com"
     opsgenie_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_routing_key_file: Path | None = None
+    pagerduty_api_url: str = "https://events.pagerduty.com"
+    pagerduty_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # The URL of a Slack incoming webhook is its credential.
+    slack_webhook_url: SecretStr | None = None
+    slack_webhook_url_file: Path | None = None
+    slack_timeout_seconds: float = Field(default=10.0, gt=0)
+
     event_type_prefix: str = "io.incidentd"
     event_source: str = "/incidentd"
 
@@ -70,4 +80,8 @@ class Settings(BaseSettings):
             self.webhook_token = SecretStr(self.webhook_token_file.read_text().strip())
         if self.opsgenie_api_key is None and self.opsgenie_api_key_file is not None:
             self.opsgenie_api_key = SecretStr(self.opsgenie_api_key_file.read_text().strip())
+        if self.pagerduty_routing_key is None and self.pagerduty_routing_key_file is not None:
+            self.pagerduty_routing_key = SecretStr(self.pagerduty_routing_key_file.read_text().strip())
+        if self.slack_webhook_url is None and self.slack_webhook_url_file is not None:
+            self.slack_webhook_url = SecretStr(self.slack_webhook_url_file.read_text().strip())
         return self
