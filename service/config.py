@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     kafka_alerts_topic: str = "alerts"
     kafka_events_topic: str = "incidents.events"
     kafka_dlq_topic: str = "alerts.dlq"
+    kafka_commands_topic: str = "incidents.commands"
     kafka_group_id: str = "incidentd"
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)

@@ -90,6 +90,9 @@ class Incident:
     opening: int = 1
     alerts: dict[str, AlertState] = field(default_factory=dict)
     is_current: bool = True
+    # Who holds the runbook's roles (IC, Communications, Technical Lead), and who acknowledged.
+    roles: dict[str, str] = field(default_factory=dict)
+    acknowledged_by: str | None = None
     # Optimistic concurrency: the store refuses a write from a stale copy.
     version: int = 0
 
@@ -126,6 +129,8 @@ class Incident:
             "opening": self.opening,
             "opened_at": _iso(self.opened_at),
             "acknowledged_at": _iso(self.acknowledged_at),
+            "acknowledged_by": self.acknowledged_by,
+            "roles": dict(self.roles),
             "resolved_at": _iso(self.resolved_at),
             "response_due_at": _iso(self.response_due_at),
         }

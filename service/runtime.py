@@ -13,6 +13,8 @@ from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.emit.cloudevents import EventFactory
 from service.emit.relay import OutboxRelay
+from service.escalate.commands import CommandHandler
+from service.ingest.commands_consumer import CommandConsumer
 from service.ingest.consumer import AlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
 from service.ingest.topics import ensure_topics
@@ -91,6 +93,10 @@ class Runtime:
         )
         self._gauges = asyncio.Event()
         self.progress = Progress()
+        self.commands = CommandHandler(
+            self.store, self.events, self.clock, list(self.notifiers), on_change=self._wake_all
+        )
+        self.command_consumer = CommandConsumer(self.broker, self.commands, settings, self.dead_letters)
         self.consumer = AlertConsumer(
             self.broker,
             self.pipeline,

@@ -45,8 +45,27 @@ class EventFactory:
             # The incident snapshot is the contract; the alert details can be dropped.
             event["data"] = {**incident, **extra, "alerts": [], "alerts_omitted": len(extra["alerts"])}
             value = _encode(event)
-        return OutboxRecord(self.topic, incident["id"].encode(), value)
+        entry = (incident["id"], suffix, summarise(suffix, incident, extra))
+        return OutboxRecord(self.topic, incident["id"].encode(), value, entry)
 
 
 def _encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> str:
+    """One line for the incident's timeline."""
+    parts = [f"{incident['severity']} {incident['status']}"]
+    if alerts := extra.get("alerts"):
+        parts.append(f"{len(alerts)} alert(s): " + ", ".join(sorted({a["status"] for a in alerts})))
+    if reasons := extra.get("reasons"):
+        parts.append("; ".join(reasons))
+    if page := extra.get("page"):
+        outcome = f"{page['integration']} {page['action']} attempt {page['attempt']}"
+        parts.append(outcome + (f": {page['error']}" if page.get("error") else ""))
+    if command := extra.get("command"):
+        parts.append(
+            f"{command['command']} by {command['by']}"
+            + (f": {command['note']}" if command.get("note") else "")
+        )
+    return " | ".join(parts)

@@ -37,6 +37,15 @@ class PagePart(_Closed):
     reference: str | None = None
 
 
+class CommandPart(_Closed):
+    command: Literal["ack", "resolve", "assign"]
+    by: str
+    note: str | None = None
+    role: str | None = None
+    who: str | None = None
+    source: Literal["api", "kafka"]
+
+
 class IncidentEventData(_Closed):
     """The incident snapshot, plus the part specific to the event type."""
 
@@ -52,6 +61,8 @@ class IncidentEventData(_Closed):
     opening: int = Field(ge=1)
     opened_at: str
     acknowledged_at: str | None
+    acknowledged_by: str | None
+    roles: dict[str, str] = Field(description="runbook roles: IC, Communications, Technical Lead -> who")
     resolved_at: str | None
     response_due_at: str
     alerts: list[AlertPart] | None = Field(
@@ -62,6 +73,9 @@ class IncidentEventData(_Closed):
     )
     reasons: list[str] | None = Field(default=None, description="incident.updated: why")
     page: PagePart | None = Field(default=None, description="page.sent / page.failed")
+    command: CommandPart | None = Field(
+        default=None, description="incident.acknowledged / resolved / updated when a person acted"
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -17,6 +17,7 @@ async def ensure_topics(settings: Settings) -> None:
             settings.kafka_alerts_topic,
             settings.kafka_events_topic,
             settings.kafka_dlq_topic,
+            settings.kafka_commands_topic,
         ]
         missing = [t for t in wanted if t not in existing]
         if missing:

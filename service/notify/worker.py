@@ -208,7 +208,7 @@ class PageWorker:
         template = (
             self._rules.templates.incident if job.action == "trigger" else self._rules.templates.close_note
         )
-        ctx = {**snapshot, "alert_count": len(inc.alerts), "commander": None}
+        ctx = {**snapshot, "alert_count": len(inc.alerts)}
         try:
             text = template.render(incident=ctx).strip()
         except Exception as exc:  # any error in a user's template, not only Jinja's own

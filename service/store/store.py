@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from service.models import Incident
 from service.store.codec import dump_incident, load_incident
-from service.store.tables import incidents, metadata, outbox, page_jobs
+from service.store.tables import incidents, metadata, outbox, page_jobs, timeline
 
 
 class ConcurrentUpdate(Exception):
@@ -36,6 +36,8 @@ class OutboxRecord:
     topic: str
     key: bytes
     value: bytes
+    # The incident timeline entry this event makes (none for records without one).
+    timeline: tuple[str, str, str] | None = None  # (incident id, event type, summary)
 
 
 @dataclass(slots=True)
@@ -171,6 +173,13 @@ class Store:
     async def _add_outbox(self, conn: AsyncConnection, events: Sequence[OutboxRecord], now: datetime) -> None:
         if events:
             stamp = _ts(now)
+            entries = [
+                {"incident_id": e.timeline[0], "type": e.timeline[1], "summary": e.timeline[2], "at": stamp}
+                for e in events
+                if e.timeline
+            ]
+            if entries:
+                await conn.execute(insert(timeline), entries)
             await conn.execute(
                 insert(outbox),
                 [{"topic": e.topic, "key": e.key, "value": e.value, "created_at": stamp} for e in events],
@@ -318,12 +327,40 @@ class Store:
             ).scalar()
             return float(value) if value is not None else None
 
+    async def timeline_for(self, incident_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(timeline.c.at, timeline.c.type, timeline.c.summary)
+                .where(timeline.c.incident_id == incident_id)
+                .order_by(timeline.c.id)
+            )
+            return [{"at": _iso_ts(r.at), "type": r.type, "summary": r.summary} for r in rows]
+
+    async def list_incidents(self, status: str | None, severity: str | None, limit: int) -> list[Incident]:
+        query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
+        if status:
+            query = query.where(incidents.c.status == status)
+        if severity:
+            query = query.where(incidents.c.severity == severity)
+        async with self.engine.connect() as conn:
+            return [load_incident(r) for r in await conn.execute(query)]
+
+    async def save_incident(
+        self, inc: Incident, events: Sequence[OutboxRecord], pages: Sequence[dict[str, Any]], now: datetime
+    ) -> None:
+        """A person's change to one incident, with its events and pages (optimistic)."""
+        await self.commit_batch([inc], events, pages, now)
+
     async def page_jobs_for(self, incident_id: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(page_jobs).where(page_jobs.c.incident_id == incident_id).order_by(page_jobs.c.id)
             )
             return [dict(r._mapping) for r in rows]
+
+
+def _iso_ts(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -76,3 +76,15 @@ page_jobs = Table(
     UniqueConstraint("incident_id", "integration", "action", "opening", name="uq_page_jobs_once"),
     Index("ix_page_jobs_due", "status", "next_attempt_at"),
 )
+
+# What happened to each incident, for the incident API; written with the events.
+timeline = Table(
+    "timeline",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("incident_id", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("summary", Text, nullable=False),
+    Index("ix_timeline_incident", "incident_id", "id"),
+)

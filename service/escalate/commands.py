@@ -1,0 +1,125 @@
+"""What people do to incidents: acknowledge, resolve, assign a runbook role.
+
+The same commands come over HTTP and over the ``incidents.commands`` topic. Each
+is idempotent (a repeat changes nothing), so a command delivered twice is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from service.clock import Clock
+from service.emit.cloudevents import EventFactory
+from service.models import Incident, IncidentStatus
+from service.store.store import ConcurrentUpdate, Store
+
+ROLES = ("IC", "Communications", "Technical Lead")
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Ack(_Command):
+    command: Literal["ack"] = "ack"
+    by: Name = "unknown"
+
+
+class Resolve(_Command):
+    command: Literal["resolve"] = "resolve"
+    by: Name = "unknown"
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class Assign(_Command):
+    command: Literal["assign"] = "assign"
+    role: Literal["IC", "Communications", "Technical Lead"]
+    who: Name
+    by: Name = "unknown"
+
+
+Command = Annotated[Ack | Resolve | Assign, Field(discriminator="command")]
+
+
+class KafkaCommand(BaseModel):
+    """A record on ``incidents.commands``: the command plus the incident it is for."""
+
+    model_config = ConfigDict(extra="forbid")
+    incident_id: Name
+    command: Command
+
+
+class UnknownIncident(Exception):
+    pass
+
+
+class Conflict(Exception):
+    """The command makes no sense in the incident's state (e.g. ack a resolved incident)."""
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        store: Store,
+        events: EventFactory,
+        clock: Clock,
+        pagers: list[str],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._on_change = on_change
+        self._store = store
+        self._events = events
+        self._clock = clock
+        self._pagers = pagers
+
+    async def apply(self, incident_id: str, command: Ack | Resolve | Assign, source: str) -> Incident:
+        # Optimistic: the alert consumer may change the same incident at the same time.
+        for _ in range(5):
+            inc = await self._store.get_incident(incident_id)
+            if inc is None:
+                raise UnknownIncident(incident_id)
+            try:
+                await self._apply(inc, command, source)
+                return inc
+            except ConcurrentUpdate:
+                continue
+        raise Conflict(f"incident {incident_id} kept changing; try again")
+
+    async def _apply(self, inc: Incident, command: Ack | Resolve | Assign, source: str) -> None:
+        now = self._clock.now()
+        part: dict[str, Any] = {"command": command.command, "by": command.by, "source": source}
+        pages: list[dict[str, Any]] = []
+        if isinstance(command, Ack):
+            if inc.status is IncidentStatus.RESOLVED:
+                raise Conflict(f"incident {inc.id} is resolved; it cannot be acknowledged")
+            if inc.acknowledged_at is not None:
+                return
+            inc.acknowledged_at, inc.acknowledged_by = now, command.by
+            suffix = "incident.acknowledged"
+        elif isinstance(command, Resolve):
+            if inc.status is IncidentStatus.RESOLVED:
+                return
+            inc.status, inc.resolved_at = IncidentStatus.RESOLVED, now
+            part["note"] = command.note
+            suffix = "incident.resolved"
+            # Close the pages of this opening; the worker skips pagers that were never paged.
+            pages = [
+                {"incident_id": inc.id, "integration": p, "action": "close", "opening": inc.opening}
+                for p in self._pagers
+            ]
+        else:
+            if inc.roles.get(command.role) == command.who:
+                return
+            inc.roles[command.role] = command.who
+            part.update(role=command.role, who=command.who)
+            suffix = "incident.updated"
+        extra: dict[str, Any] = {"command": part}
+        if suffix == "incident.updated":
+            extra["reasons"] = [f"assigned:{command.role}"]  # type: ignore[union-attr]
+        event = self._events.build(suffix, inc.snapshot(), extra, now)
+        await self._store.save_incident(inc, [event], pages, now)
+        self._on_change()

@@ -1,0 +1,63 @@
+"""The ``incidents.commands`` consumer: ack/resolve/assign as JSON records.
+
+Low volume, so one record at a time; the offset is committed after the command
+is stored (NACK_ON_ERROR), and a command that can never apply goes to the
+dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import ValidationError
+
+from service.config import Settings
+from service.escalate.commands import CommandHandler, Conflict, KafkaCommand, UnknownIncident
+from service.ingest.deadletter import DeadLetterPublisher
+from service.pipeline import DeadLetter, Record
+
+log = logging.getLogger(__name__)
+
+
+async def _raw(msg: KafkaMessage) -> Any:
+    return msg.raw_message
+
+
+class CommandConsumer:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        handler: CommandHandler,
+        settings: Settings,
+        dead_letters: DeadLetterPublisher,
+    ) -> None:
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self.subscriber = broker.subscriber(
+            settings.kafka_commands_topic,
+            # A group of its own: one rebalance never stalls both alerts and commands.
+            group_id=f"{settings.kafka_group_id}.commands",
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw,
+        )
+        self.subscriber(self.handle)
+
+    async def handle(self, body: Any) -> None:
+        record = Record(body.value, body.topic, body.partition, body.offset, body.timestamp)
+        try:
+            cmd = KafkaCommand.model_validate_json(body.value or b"")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(body)"
+            await self._dead_letters([DeadLetter(record, f"invalid command: {where}: {first['msg']}")])
+            return
+        try:
+            await self._handler.apply(cmd.incident_id, cmd.command, "kafka")
+        except UnknownIncident:
+            await self._dead_letters([DeadLetter(record, f"unknown incident {cmd.incident_id}")])
+        except Conflict as exc:
+            await self._dead_letters([DeadLetter(record, f"command refused: {exc}")])
