@@ -56,7 +56,8 @@ def rules_check(path: Path = typer.Argument(Path("rules"), help="rules directory
         raise typer.Exit(code=1) from None
     typer.echo(
         f"{path}: ok ({len(rules.severities)} severities, {len(rules.classify.rules)} classify rules, "
-        f"group_by {rules.grouping.group_by})"
+        f"group_by {rules.grouping.group_by}, {len(rules.escalation.rules)} escalation rules, "
+        f"{len(rules.contacts.roles)} roles)"
     )
 
 

@@ -93,6 +93,10 @@ class Incident:
     # Who holds the runbook's roles (IC, Communications, Technical Lead), and who acknowledged.
     roles: dict[str, str] = field(default_factory=dict)
     acknowledged_by: str | None = None
+    # "<opening>:<escalation rule>" -> when it fired: each escalates once per opening.
+    escalations: dict[str, str] = field(default_factory=dict)
+    # When the current opening began (opened_at, or the reopen time).
+    opening_started_at: datetime | None = None
     # Optimistic concurrency: the store refuses a write from a stale copy.
     version: int = 0
 
@@ -131,6 +135,7 @@ class Incident:
             "acknowledged_at": _iso(self.acknowledged_at),
             "acknowledged_by": self.acknowledged_by,
             "roles": dict(self.roles),
+            "escalations": dict(self.escalations),
             "resolved_at": _iso(self.resolved_at),
             "response_due_at": _iso(self.response_due_at),
         }

@@ -8,6 +8,7 @@ transaction and one offset commit for up to ``kafka_max_batch`` records.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from service.classify.classifier import Classifier
-from service.correlate.correlator import Correlator, Outcome, assign_group
+from service.correlate.correlator import Correlator, Outcome, PageIntent, assign_group
 from service.emit.cloudevents import EventFactory
+from service.escalate.policy import EscalationPolicy
+from service.escalate.stage import EscalateStage
 from service.ingest.parse import PayloadError, parse
 from service.models import Alert, Incident
 from service.observability.metrics import Metrics
@@ -130,18 +133,9 @@ class PersistStage:
         records: list[OutboxRecord] = [
             self._events.build(e.type, e.incident, e.extra, batch.now) for e in out.events
         ]
-        pages: list[dict[str, Any]] = [
-            {
-                "incident_id": p.incident_id,
-                "integration": name,
-                "action": p.action,
-                "opening": p.opening,
-            }
-            for p in out.pages
-            for name in self._pagers
-        ]
-        if out.changed or records or pages:
-            await self._store.commit_batch(out.changed.values(), records, pages, batch.now)
+        pages = [page_row(p, name) for p in out.pages for name in self._pagers]
+        if out.changed or records or pages or out.timers:
+            await self._store.commit_batch(out.changed.values(), records, pages, batch.now, out.timers)
         m = self._metrics
         # Counted once the batch is stored, so a batch read again is not counted twice.
         m.alerts_received.labels("kafka").inc(len(batch.alerts))
@@ -150,12 +144,26 @@ class PersistStage:
         for e in out.events:
             if e.type == "incident.opened":
                 m.incidents_opened.labels(e.incident["severity"]).inc()
+            elif e.type == "incident.escalated":
+                m.escalations.labels(e.extra["escalation"]["kind"]).inc()
         # Wall time, not the injected clock: this measures the machine, not the scenario.
         stored_at = datetime.now(UTC)
         for alert in batch.alerts:
             if alert.received_at is not None:
                 m.processing_latency.observe(max(0.0, (stored_at - alert.received_at).total_seconds()))
         return batch
+
+
+def page_row(p: PageIntent, integration: str) -> dict[str, Any]:
+    return {
+        "incident_id": p.incident_id,
+        "integration": integration,
+        "action": p.action,
+        "opening": p.opening,
+        "target": p.target,
+        "roles": json.dumps(p.roles),
+        "payload": json.dumps(p.payload),
+    }
 
 
 class Pipeline:
@@ -183,6 +191,7 @@ def build_pipeline(
             ParseStage(metrics),
             ClassifyStage(classifier),
             CorrelateStage(store, Correlator(rules, describe=classifier.describe), rules),
+            EscalateStage(EscalationPolicy(rules)),
             PersistStage(store, events, pagers, dead_letters, metrics),
         ]
     )

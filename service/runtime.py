@@ -14,6 +14,7 @@ from service.config import Settings
 from service.emit.cloudevents import EventFactory
 from service.emit.relay import OutboxRelay
 from service.escalate.commands import CommandHandler
+from service.escalate.scheduler import TimerWorker
 from service.ingest.commands_consumer import CommandConsumer
 from service.ingest.consumer import AlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
@@ -87,6 +88,15 @@ class Runtime:
             settings,
             on_events=self.relay.wake,
         )
+        self.timers = TimerWorker(
+            self.store,
+            rules,
+            self.events,
+            self.clock,
+            self.metrics,
+            {name: bool(getattr(n, "comms", False)) for name, n in self.notifiers.items()},
+            on_effects=self._wake_all,
+        )
         self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
         self.pipeline = build_pipeline(
             rules, self.store, self.events, list(self.notifiers), self.dead_letters, self.metrics
@@ -112,6 +122,7 @@ class Runtime:
         self._wake_all()
 
     def _wake_all(self) -> None:
+        self.timers.wake()
         self.relay.wake()
         self.pages.wake()
         self._gauges.set()
@@ -141,6 +152,7 @@ class Runtime:
         tasks = [
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             asyncio.create_task(self.pages.run(), name="page-worker"),
+            asyncio.create_task(self.timers.run(), name="timer-worker"),
             asyncio.create_task(self._gauge_loop(), name="gauges"),
         ]
         # Deliver what a previous run stored but did not get to publish or page.

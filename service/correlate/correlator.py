@@ -30,8 +30,11 @@ class EventIntent:
 @dataclass(slots=True)
 class PageIntent:
     incident_id: str
-    action: str  # "trigger" | "close"
+    action: str  # "trigger" | "close" | "update"
     opening: int
+    target: str = "first"
+    roles: list[str] = field(default_factory=list)
+    payload: dict[str, Any] = field(default_factory=dict)
 
 
 # An update event lists at most this many alerts; a storm gives several events
@@ -44,6 +47,7 @@ class Outcome:
     changed: dict[str, Incident] = field(default_factory=dict)
     events: list[EventIntent] = field(default_factory=list)
     pages: list[PageIntent] = field(default_factory=list)
+    timers: list[Any] = field(default_factory=list)  # escalate.policy.TimerIntent
     duplicates: int = 0
     ignored: int = 0
     # incident id -> (incident, its incident.updated still open for merging in this batch)
@@ -178,6 +182,7 @@ class Correlator:
             severity=alert.severity,
             status=IncidentStatus.OPEN,
             opened_at=now,
+            opening_started_at=now,
             response_due_at=now + sev.response_time,
             alerts={alert.fingerprint: self._state(alert, None)},
         )
@@ -192,6 +197,7 @@ class Correlator:
         inc.resolved_at = None
         inc.acknowledged_at = None
         inc.opening += 1
+        inc.opening_started_at = now
         inc.set_alert(alert.fingerprint, self._state(alert, inc.alerts.get(alert.fingerprint)))
         self._raise_severity(inc, alert, now)
         inc.response_due_at = now + self._rules.severity(inc.severity).response_time

@@ -57,7 +57,9 @@ def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> s
     """One line for the incident's timeline."""
     parts = [f"{incident['severity']} {incident['status']}"]
     if alerts := extra.get("alerts"):
-        parts.append(f"{len(alerts)} alert(s): " + ", ".join(sorted({a["status"] for a in alerts})))
+        parts.append(
+            f"{len(alerts)} alert(s): " + ", ".join(sorted({str(a.get("status", "?")) for a in alerts}))
+        )
     if reasons := extra.get("reasons"):
         parts.append("; ".join(reasons))
     if page := extra.get("page"):

@@ -28,7 +28,10 @@ class AlertPart(_Closed):
 
 class PagePart(_Closed):
     integration: str
-    action: Literal["trigger", "close"]
+    action: Literal["trigger", "close", "update"]
+    target: str = Field(default="first", description="first page, an escalation rule, or reminder:n")
+    roles: list[str] = []
+    unrouted_roles: list[str] = []
     opening: int = Field(ge=1)
     idempotency_key: str
     attempt: int = Field(ge=1)
@@ -44,6 +47,19 @@ class CommandPart(_Closed):
     role: str | None = None
     who: str | None = None
     source: Literal["api", "kafka"]
+
+
+class EscalationPart(_Closed):
+    rule: str
+    kind: Literal["first_page", "time", "condition", "sla", "response_overdue"]
+    roles: list[str]
+    reason: str
+
+
+class CommsPart(_Closed):
+    message: str
+    sequence: int = Field(ge=1)
+    next_update: str
 
 
 class IncidentEventData(_Closed):
@@ -63,6 +79,7 @@ class IncidentEventData(_Closed):
     acknowledged_at: str | None
     acknowledged_by: str | None
     roles: dict[str, str] = Field(description="runbook roles: IC, Communications, Technical Lead -> who")
+    escalations: dict[str, str] = Field(description='"<opening>:<rule>" -> when that escalation fired')
     resolved_at: str | None
     response_due_at: str
     alerts: list[AlertPart] | None = Field(
@@ -73,6 +90,8 @@ class IncidentEventData(_Closed):
     )
     reasons: list[str] | None = Field(default=None, description="incident.updated: why")
     page: PagePart | None = Field(default=None, description="page.sent / page.failed")
+    escalation: EscalationPart | None = Field(default=None, description="incident.escalated")
+    comms: CommsPart | None = Field(default=None, description="comms.update: the [UPDATE] message")
     command: CommandPart | None = Field(
         default=None, description="incident.acknowledged / resolved / updated when a person acted"
     )

@@ -9,13 +9,19 @@ from typing import Any, Literal, Protocol
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:
-    action: Literal["trigger", "close"]
+    """One pager call. ``update`` is an [UPDATE] message for comms channels only."""
+
+    action: Literal["trigger", "close", "update"]
     incident: dict[str, Any]
     opening: int
     idempotency_key: str
     message: str
     description: str
     priority: str  # P1..P5, from the severity table
+    target: str = "first"  # the first page, an escalation rule, or reminder:<n>
+    roles: tuple[str, ...] = ()
+    # This pager's contacts for the roles (contacts.yaml), e.g. Opsgenie responders.
+    responders: tuple[dict[str, str], ...] = ()
 
     @property
     def incident_id(self) -> str:
@@ -34,6 +40,8 @@ class PageError(Exception):
 
 class Notifier(Protocol):
     name: str
+    # True for pagers that carry the runbook's [UPDATE] messages (console, Slack).
+    comms: bool
 
     async def send(self, request: PageRequest) -> str | None:
         """Deliver the page; return the pager's reference (request id) if it gives one."""
@@ -42,13 +50,15 @@ class Notifier(Protocol):
     async def aclose(self) -> None: ...
 
 
-def idempotency_key(incident_id: str, opening: int) -> str:
-    """Stable per incident opening: Opsgenie ``alias``, PagerDuty ``dedup_key``.
+def idempotency_key(incident_id: str, opening: int, target: str = "first") -> str:
+    """Stable per incident opening and page: Opsgenie ``alias``, PagerDuty ``dedup_key``.
 
     A reopened incident gets a new key, so a trigger is never sent for a key
     that was already resolved (the pager would otherwise revive or ignore it).
+    Each escalation is a page of its own, to its own roles.
     """
-    digest = hashlib.sha256(f"incidentd/{incident_id}/{opening}".encode()).hexdigest()
+    name = f"incidentd/{incident_id}/{opening}" + ("" if target == "first" else f"/{target}")
+    digest = hashlib.sha256(name.encode()).hexdigest()
     return f"incidentd-{digest[:40]}"
 
 

@@ -11,6 +11,7 @@ from service.notify.base import PageRequest
 
 class ConsoleNotifier:
     name = "console"
+    comms = True
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
@@ -22,9 +23,10 @@ class ConsoleNotifier:
 
     async def send(self, request: PageRequest) -> str | None:
         stream = self._stream or sys.stdout
-        banner = "PAGE" if request.action == "trigger" else "PAGE CLOSED"
+        banner = {"trigger": "PAGE", "close": "PAGE CLOSED", "update": "UPDATE"}[request.action]
+        to = f" to {', '.join(request.roles)}" if request.roles else ""
         stream.write(
-            f"\n=== {banner} {request.priority} {request.incident_id} "
+            f"\n=== {banner} {request.priority} {request.incident_id}{to} "
             f"(key {request.idempotency_key}) ===\n{request.message}\n{request.description}\n"
         )
         stream.flush()

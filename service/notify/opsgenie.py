@@ -45,6 +45,7 @@ _API_ERRORS: tuple[type[BaseException], ...] = tuple(get_all_exceptions())
 
 class OpsgenieNotifier:
     name = "opsgenie"
+    comms = False
 
     def __init__(self, api_key: str, api_url: str, timeout: float) -> None:
         if not api_key.strip():
@@ -110,6 +111,8 @@ class OpsgenieNotifier:
             message=message[:MESSAGE_LIMIT],
             alias=request.idempotency_key,
             description=request.description[:DESCRIPTION_LIMIT],
+            # The runbook roles this page is for, as contacts.yaml maps them (teams, users...).
+            responders=[dict(r) for r in request.responders] or None,
             priority=request.priority,
             source="incidentd",
             entity=inc["id"],

@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from service.clock import Clock
 from service.config import Settings
@@ -28,6 +28,8 @@ from service.store.store import PageJob, Store
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
+# Pagers that reach people through contacts.yaml; the others reach a channel.
+ROUTED_PAGERS = ("opsgenie", "pagerduty")
 
 
 class PageWorker:
@@ -125,13 +127,22 @@ class PageWorker:
             # Resolved before anyone could be paged: a page now would be noise.
             await self._finish(job, "superseded", job.attempts, None, None, [], now)
             return
-        if job.action == "close" and not await self._store.sibling_page_job(job, "trigger", "sent"):
-            await self._finish(job, "superseded", job.attempts, None, None, [], now)
-            return
-        request = self._request(inc, job)
+        targets = [job.target]
+        if job.action == "close":
+            # Close every page of this opening that went out: the first and each escalation.
+            targets = await self._store.sent_trigger_targets(job)
+            if not targets:
+                await self._finish(job, "superseded", job.attempts, None, None, [], now)
+                return
+        requests = [self._request(inc, job, target) for target in targets]
+        request = requests[0]
         attempt = job.attempts + 1
+        unrouted = self._unrouted(job)
+        if unrouted and attempt == 1:
+            await self._report_unrouted(job, inc, request, unrouted, now)
         try:
-            reference = await notifier.send(request)
+            for request in requests:
+                reference = await notifier.send(request)
         except PageError as exc:
             await self._failed(job, inc, request, attempt, exc.reason, exc.retryable, exc.retry_after)
             return
@@ -203,27 +214,73 @@ class PageWorker:
         jittered = base * random.uniform(0.8, 1.2)
         return float(max(jittered, retry_after or 0.0))
 
-    def _request(self, inc: Incident, job: PageJob) -> PageRequest:
+    def _request(self, inc: Incident, job: PageJob, target: str) -> PageRequest:
         snapshot = inc.snapshot()
-        template = (
-            self._rules.templates.incident if job.action == "trigger" else self._rules.templates.close_note
-        )
-        ctx = {**snapshot, "alert_count": len(inc.alerts)}
-        try:
-            text = template.render(incident=ctx).strip()
-        except Exception as exc:  # any error in a user's template, not only Jinja's own
-            log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
-            text = f"[INCIDENT] {inc.severity}: {inc.title}"
+        if job.action == "update":
+            text = str(job.payload.get("message", ""))
+        else:
+            template = (
+                self._rules.templates.incident
+                if job.action == "trigger"
+                else self._rules.templates.close_note
+            )
+            ctx = {**snapshot, "alert_count": len(inc.alerts), "paged_roles": job.roles}
+            try:
+                text = template.render(incident=ctx).strip()
+            except Exception as exc:  # any error in a user's template, not only Jinja's own
+                log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
+                text = f"[INCIDENT] {inc.severity}: {inc.title}"
         message, _, description = text.partition("\n")
+        action: Literal["trigger", "close", "update"] = (
+            "trigger" if job.action == "trigger" else "close" if job.action == "close" else "update"
+        )
         return PageRequest(
-            action="trigger" if job.action == "trigger" else "close",
+            action=action,
             incident=snapshot,
             opening=job.opening,
-            idempotency_key=idempotency_key(inc.id, job.opening),
+            idempotency_key=idempotency_key(inc.id, job.opening, target),
             message=message,
             description=description,
             priority=self._rules.severity(inc.severity).opsgenie_priority,
+            target=target,
+            roles=tuple(job.roles),
+            responders=tuple(self._responders(job)),
         )
+
+    def _contact(self, role: str, integration: str) -> Any:
+        contact = self._rules.contacts.roles.get(role)
+        return getattr(contact, integration, None) if contact is not None else None
+
+    def _responders(self, job: PageJob) -> list[dict[str, str]]:
+        out: list[dict[str, str]] = []
+        for role in job.roles:
+            contact = self._contact(role, job.integration)
+            if contact is None:
+                continue
+            responder = contact.responder() if hasattr(contact, "responder") else contact.model_dump()
+            if responder not in out:
+                out.append(responder)
+        return out
+
+    def _unrouted(self, job: PageJob) -> list[str]:
+        """Roles this page is for that the pager has no contact for (contacts.yaml)."""
+        if job.integration not in ROUTED_PAGERS:
+            return []
+        return [role for role in job.roles if self._contact(role, job.integration) is None]
+
+    async def _report_unrouted(
+        self, job: PageJob, inc: Incident, request: PageRequest, roles: list[str], now: datetime
+    ) -> None:
+        # Loud, not silent: the page still goes out to the roles that can be reached.
+        reason = f"no {job.integration} contact for role(s) {', '.join(roles)} in contacts.yaml"
+        part = self._page_part(job, request, 1, error=reason)
+        part["unrouted_roles"] = roles
+        event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
+        await self._store.add_events([event], now)
+        self._on_events()
+        for role in roles:
+            self._metrics.escalations_unrouted.labels(job.integration, role).inc()
+        log.error("incident %s: %s", inc.id, reason)
 
     @staticmethod
     def _page_part(
@@ -238,6 +295,8 @@ class PageWorker:
         return {
             "integration": job.integration,
             "action": job.action,
+            "target": request.target,
+            "roles": list(request.roles),
             "opening": job.opening,
             "idempotency_key": request.idempotency_key,
             "attempt": attempt,

@@ -61,6 +61,21 @@ class Metrics:
             ["integration", "retrying"],
             registry=r,
         )
+        self.escalations = Counter(
+            "incidentd_escalations_total",
+            "Escalations fired, by kind (time, condition, sla, response_overdue).",
+            ["kind"],
+            registry=r,
+        )
+        self.escalations_unrouted = Counter(
+            "incidentd_escalations_unrouted_total",
+            "Roles paged through a pager that has no contact for them in contacts.yaml.",
+            ["integration", "role"],
+            registry=r,
+        )
+        self.reminders = Counter(
+            "incidentd_reminders_total", "[UPDATE] follow-up messages sent (comms.update).", registry=r
+        )
         self.events_published = Counter(
             "incidentd_events_published_total", "Incident events published to Kafka.", registry=r
         )

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ValidationError
 from service.ruleset.errors import RuleProblem, RulesError
 from service.ruleset.models import (
     ClassifyFile,
+    ContactsFile,
+    EscalationFile,
     GroupingFile,
     RuleSet,
     SeveritiesFile,
@@ -21,7 +23,7 @@ from service.ruleset.yamlpos import LocatedYaml, format_path, load_located
 
 M = TypeVar("M", bound=BaseModel)
 
-TEMPLATE_FILES = {"incident": "incident.md.j2", "close_note": "close.md.j2"}
+TEMPLATE_FILES = {"incident": "incident.md.j2", "close_note": "close.md.j2", "update": "update.md.j2"}
 
 
 class _Collector:
@@ -92,17 +94,49 @@ def load_rules(root: Path | str) -> RuleSet:
     sev, _ = c.load("severities.yaml", SeveritiesFile)
     cls, cls_doc = c.load("classify.yaml", ClassifyFile)
     grp, _ = c.load("grouping.yaml", GroupingFile)
+    esc, esc_doc = c.load("escalation.yaml", EscalationFile)
+    contacts, _ = c.load("contacts.yaml", ContactsFile)
     templates = _load_templates(c, root / "templates")
     if sev and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
-    if c.problems or not (sev and cls and grp and templates):
+    if esc and esc_doc and contacts and sev:
+        known = set(contacts.roles), {s.name for s in sev.severities}
+        _check_escalation_refs(c, root / "escalation.yaml", esc_doc, esc, *known)
+    if c.problems or not (sev and cls and grp and templates and esc and contacts):
         raise RulesError(c.problems)
     return RuleSet(
         severities={s.name: s for s in sev.severities},
         classify=cls,
         grouping=grp,
         templates=templates,
+        escalation=esc,
+        contacts=contacts,
     )
+
+
+def _check_escalation_refs(
+    c: _Collector, path: Path, doc: LocatedYaml, esc: EscalationFile, roles: set[str], severities: set[str]
+) -> None:
+    """Every role must be in contacts.yaml, every severity in severities.yaml."""
+
+    def role(loc: tuple[str | int, ...], name: str) -> None:
+        if name not in roles:
+            c.add(
+                path,
+                c.where(doc, loc),
+                f"unknown role {name!r}; contacts.yaml defines {', '.join(sorted(roles))}",
+            )
+
+    for i, name in enumerate(esc.first_page):
+        role(("first_page", i), name)
+    for i, name in enumerate(esc.response_overdue):
+        role(("response_overdue", i), name)
+    for i, rule in enumerate(esc.rules):
+        for j, name in enumerate(rule.roles):
+            role(("rules", i, "roles", j), name)
+        for j, name in enumerate(rule.severities):
+            if name not in severities:
+                c.add(path, c.where(doc, ("rules", i, "severities", j)), f"unknown severity {name!r}")
 
 
 def _check_severity_refs(

@@ -92,9 +92,83 @@ class GroupingFile(Strict):
         return self.group_by == ["..."]
 
 
+class EscalationRule(Strict):
+    """One row of the matrix: exactly one trigger (open_for, matchers or response_share)."""
+
+    name: str = Field(min_length=1)
+    roles: list[str] = Field(min_length=1)
+    severities: list[str] = []
+    open_for: Duration | None = None
+    matchers: list[MatcherField] = []
+    response_share: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> EscalationRule:
+        triggers = [self.open_for is not None, bool(self.matchers), self.response_share is not None]
+        if sum(triggers) != 1:
+            raise ValueError("give exactly one of open_for, matchers or response_share")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.open_for is not None:
+            return "time"
+        return "condition" if self.matchers else "sla"
+
+
+class EscalationFile(Strict):
+    first_page: list[str] = Field(min_length=1)
+    response_overdue: list[str] = []
+    rules: list[EscalationRule] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EscalationFile:
+        _reject_duplicates([r.name for r in self.rules], "rule name used twice")
+        return self
+
+
+class OpsgenieContact(Strict):
+    team: str | None = None
+    user: str | None = None
+    escalation: str | None = None
+    schedule: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> OpsgenieContact:
+        if sum(v is not None for v in (self.team, self.user, self.escalation, self.schedule)) != 1:
+            raise ValueError("give exactly one of team, user, escalation or schedule")
+        return self
+
+    def responder(self) -> dict[str, str]:
+        for kind in ("team", "user", "escalation", "schedule"):
+            value = getattr(self, kind)
+            if value is not None:
+                return {"type": kind, ("username" if kind == "user" else "name"): value}
+        raise AssertionError("validated to have one")
+
+
+class PagerDutyContact(Strict):
+    routing_key: str = Field(min_length=1)
+
+
+class SlackContact(Strict):
+    mention: str = Field(min_length=1)
+
+
+class Contact(Strict):
+    opsgenie: OpsgenieContact | None = None
+    pagerduty: PagerDutyContact | None = None
+    slack: SlackContact | None = None
+
+
+class ContactsFile(Strict):
+    roles: dict[str, Contact] = Field(min_length=1)
+
+
 class Templates(Strict):
     incident: TemplateField
     close_note: TemplateField
+    update: TemplateField
 
 
 class RuleSet(Strict):
@@ -104,6 +178,8 @@ class RuleSet(Strict):
     classify: ClassifyFile
     grouping: GroupingFile
     templates: Templates
+    escalation: EscalationFile
+    contacts: ContactsFile
 
     def severity(self, name: str) -> Severity:
         return self.severities[name]

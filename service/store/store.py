@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.escalate.policy import TimerIntent
 from service.models import Incident
 from service.store.codec import dump_incident, load_incident
 from service.store.tables import incidents, metadata, outbox, page_jobs, timeline
+from service.store.tables import timers as timers_table
 
 
 class ConcurrentUpdate(Exception):
@@ -49,6 +52,19 @@ class PageJob:
     opening: int
     attempts: int
     lease: str = ""
+    target: str = "first"
+    roles: list[str] = field(default_factory=list)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TimerJob:
+    id: int
+    incident_id: str
+    opening: int
+    name: str
+    due_at: datetime
+    lease: str
 
 
 def _ts(value: datetime) -> float:
@@ -129,26 +145,136 @@ class Store:
         events: Sequence[OutboxRecord],
         pages: Sequence[dict[str, Any]],
         now: datetime,
+        timers: Sequence[TimerIntent] = (),
     ) -> None:
-        """Store a batch's incident changes, its events and its page jobs atomically."""
+        """Store a batch's incident changes, events, page jobs and timers atomically."""
         async with self._write() as conn:
             for inc in changed:
                 await self._write_incident(conn, inc)
+            await self._add_effects(conn, events, pages, timers, now)
+
+    async def add_events(self, events: Sequence[OutboxRecord], now: datetime) -> None:
+        async with self._write() as conn:
             await self._add_outbox(conn, events, now)
-            if pages:
-                stamp = _ts(now)
-                rows = [
-                    {
-                        **p,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": stamp,
-                        "created_at": stamp,
-                        "updated_at": stamp,
-                    }
-                    for p in pages
-                ]
-                await conn.execute(self._insert_ignore(page_jobs), rows)
+
+    async def _add_effects(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[OutboxRecord],
+        pages: Sequence[dict[str, Any]],
+        timers: Sequence[TimerIntent],
+        now: datetime,
+    ) -> None:
+        await self._add_outbox(conn, events, now)
+        stamp = _ts(now)
+        if pages:
+            rows = [
+                {
+                    "target": "first",
+                    "roles": "[]",
+                    "payload": "{}",
+                    **p,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": stamp,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+                for p in pages
+            ]
+            await conn.execute(self._insert_ignore(page_jobs), rows)
+        if timers:
+            # A timer is scheduled once per (incident opening, name), however often asked.
+            rows = [
+                {
+                    "incident_id": t.incident_id,
+                    "opening": t.opening,
+                    "name": t.name,
+                    "due_at": _ts(t.due_at),
+                    "status": "pending",
+                }
+                for t in timers
+            ]
+            await conn.execute(self._insert_ignore(timers_table), rows)
+
+    # -- timers ----------------------------------------------------------------
+
+    async def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[TimerJob]:
+        stamp = _ts(now)
+        unleased = or_(timers_table.c.lease_until.is_(None), timers_table.c.lease_until < stamp)
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(timers_table)
+                    .where(timers_table.c.status == "pending", timers_table.c.due_at <= stamp, unleased)
+                    .order_by(timers_table.c.due_at, timers_table.c.id)
+                    .limit(limit)
+                )
+            ).all()
+            claimed: list[TimerJob] = []
+            for r in rows:
+                owner = uuid.uuid4().hex
+                res = await conn.execute(
+                    update(timers_table)
+                    .where(timers_table.c.id == r.id, timers_table.c.status == "pending", unleased)
+                    .values(lease_until=stamp + lease_seconds, lease_owner=owner)
+                )
+                if res.rowcount == 1:
+                    due = datetime.fromtimestamp(r.due_at, UTC)
+                    claimed.append(TimerJob(r.id, r.incident_id, r.opening, r.name, due, owner))
+            return claimed
+
+    async def fire_timer(
+        self,
+        timer: TimerJob,
+        *,
+        status: str,
+        incident: Incident | None,
+        events: Sequence[OutboxRecord],
+        pages: Sequence[dict[str, Any]],
+        timers: Sequence[TimerIntent],
+        now: datetime,
+    ) -> bool:
+        """A timer's outcome with everything it causes, in one transaction; False if
+        the lease was lost (another replica fires it)."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(timers_table)
+                .where(timers_table.c.id == timer.id, timers_table.c.lease_owner == timer.lease)
+                .values(status=status, fired_at=_ts(now), lease_until=None, lease_owner=None)
+            )
+            if result.rowcount != 1:
+                return False
+            if incident is not None:
+                await self._write_incident(conn, incident)
+            await self._add_effects(conn, events, pages, timers, now)
+            return True
+
+    async def release_timer(self, timer: TimerJob) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                update(timers_table)
+                .where(timers_table.c.id == timer.id, timers_table.c.lease_owner == timer.lease)
+                .values(lease_until=None, lease_owner=None)
+            )
+
+    async def next_timer_due(self) -> float | None:
+        lease = func.coalesce(timers_table.c.lease_until, 0.0)
+        runnable_at = case((lease > timers_table.c.due_at, lease), else_=timers_table.c.due_at)
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(select(func.min(runnable_at)).where(timers_table.c.status == "pending"))
+            ).scalar()
+            return float(value) if value is not None else None
+
+    async def timers_for(self, incident_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(timers_table)
+                .where(timers_table.c.incident_id == incident_id)
+                .order_by(timers_table.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
 
     async def _write_incident(self, conn: AsyncConnection, inc: Incident) -> None:
         values = {
@@ -250,7 +376,18 @@ class Store:
                 )
                 if res.rowcount == 1:
                     claimed.append(
-                        PageJob(r.id, r.incident_id, r.integration, r.action, r.opening, r.attempts, owner)
+                        PageJob(
+                            r.id,
+                            r.incident_id,
+                            r.integration,
+                            r.action,
+                            r.opening,
+                            r.attempts,
+                            owner,
+                            r.target,
+                            json.loads(r.roles),
+                            json.loads(r.payload),
+                        )
                     )
             return claimed
 
@@ -326,6 +463,22 @@ class Store:
                 )
             ).scalar()
             return float(value) if value is not None else None
+
+    async def sent_trigger_targets(self, job: PageJob) -> list[str]:
+        """The pages of this opening that went out, so a close closes each of them."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(page_jobs.c.target)
+                .where(
+                    page_jobs.c.incident_id == job.incident_id,
+                    page_jobs.c.integration == job.integration,
+                    page_jobs.c.opening == job.opening,
+                    page_jobs.c.action == "trigger",
+                    page_jobs.c.status == "sent",
+                )
+                .order_by(page_jobs.c.id)
+            )
+            return [r.target for r in rows]
 
     async def timeline_for(self, incident_id: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

@@ -62,6 +62,12 @@ page_jobs = Table(
     Column("integration", String(64), nullable=False),
     Column("action", String(16), nullable=False),
     Column("opening", Integer, nullable=False),
+    # "first" for the opening page, an escalation rule's name, or "reminder:<n>".
+    Column("target", String(128), nullable=False, server_default="first"),
+    # JSON list of the runbook roles this page is for.
+    Column("roles", Text, nullable=False, server_default="[]"),
+    # JSON: what the page says when it is not rendered from the incident (reminders).
+    Column("payload", Text, nullable=False, server_default="{}"),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
@@ -71,9 +77,9 @@ page_jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
-    # A page is sent once per (incident opening, integration, action), however
+    # A page is sent once per (incident opening, integration, action, target), however
     # often the alert that caused it is delivered.
-    UniqueConstraint("incident_id", "integration", "action", "opening", name="uq_page_jobs_once"),
+    UniqueConstraint("incident_id", "integration", "action", "opening", "target", name="uq_page_jobs_once"),
     Index("ix_page_jobs_due", "status", "next_attempt_at"),
 )
 
@@ -87,4 +93,21 @@ timeline = Table(
     Column("type", String(64), nullable=False),
     Column("summary", Text, nullable=False),
     Index("ix_timeline_incident", "incident_id", "id"),
+)
+
+# Durable timers: escalations and reminders fire from here, after restarts too.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("incident_id", String(64), nullable=False),
+    Column("opening", Integer, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | fired | skipped
+    Column("lease_until", Float, nullable=True),
+    Column("lease_owner", String(32), nullable=True),
+    Column("fired_at", Float, nullable=True),
+    UniqueConstraint("incident_id", "opening", "name", name="uq_timers_once"),
+    Index("ix_timers_due", "status", "due_at"),
 )

@@ -1,0 +1,63 @@
+"""The escalate stage: first-page roles, condition escalations and the timers an
+incident needs, decided for each batch before it is stored."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from service.correlate.correlator import EventIntent, PageIntent
+from service.escalate.policy import Escalation, EscalationPolicy, escalation_key
+from service.models import Incident, IncidentStatus
+
+if TYPE_CHECKING:
+    from service.pipeline import Batch
+
+
+class EscalateStage:
+    def __init__(self, policy: EscalationPolicy) -> None:
+        self._policy = policy
+
+    async def __call__(self, batch: Batch) -> Batch:
+        out = batch.outcome
+        first_pages = {(p.incident_id, p.opening): p for p in out.pages if p.target == "first"}
+        events: list[EventIntent] = []
+        for event in out.events:
+            events.append(event)
+            inc = out.changed.get(event.incident["id"])
+            if inc is None or inc.status is IncidentStatus.RESOLVED:
+                continue
+            if event.type in ("incident.opened", "incident.reopened"):
+                page = first_pages.get((inc.id, inc.opening))
+                if page is not None and page.action == "trigger":
+                    page.roles = self._policy.first_page_roles
+                out.timers.extend(self._policy.timers(inc))
+                for esc in self._conditions(inc, event):
+                    # Matched at opening: the roles join the first page itself.
+                    if page is not None:
+                        page.roles = _merge(page.roles, esc.roles)
+                    events.append(self._escalated(inc, esc, batch.now))
+            elif event.type == "incident.updated":
+                for esc in self._conditions(inc, event):
+                    out.pages.append(PageIntent(inc.id, "trigger", inc.opening, esc.rule, esc.roles))
+                    events.append(self._escalated(inc, esc, batch.now))
+                if any(r.startswith("severity_raised") for r in event.extra.get("reasons", [])):
+                    out.timers.extend(self._policy.timers(inc))
+        out.events = events
+        return batch
+
+    def _conditions(self, inc: Incident, event: EventIntent) -> list[Escalation]:
+        found: dict[str, Escalation] = {}
+        for alert in event.extra.get("alerts", []):
+            for esc in self._policy.conditions(inc, alert["labels"], alert["annotations"]):
+                found.setdefault(esc.rule, esc)
+        return list(found.values())
+
+    @staticmethod
+    def _escalated(inc: Incident, esc: Escalation, now: datetime) -> EventIntent:
+        inc.escalations[escalation_key(inc, esc.rule)] = now.isoformat()
+        return EventIntent("incident.escalated", inc.snapshot(), {"escalation": esc.part()})
+
+
+def _merge(a: list[str], b: list[str]) -> list[str]:
+    return a + [r for r in b if r not in a]

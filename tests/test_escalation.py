@@ -1,0 +1,210 @@
+"""The runbook's escalation matrix on a simulated clock: no test waits for real minutes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.clock import ManualClock
+from service.config import Settings
+from service.emit.cloudevents import EventFactory
+from service.escalate.commands import Ack, CommandHandler
+from service.escalate.scheduler import TimerWorker
+from service.notify.base import PageRequest
+from service.notify.worker import PageWorker
+from service.observability.metrics import Metrics
+from service.pipeline import DeadLetter, Record, build_pipeline
+from service.ruleset import RuleSet, load_rules
+from service.store.store import Store
+from tests.support.checks import assert_valid_event
+from tests.support.payloads import alert, body, webhook
+from tests.support.service import RULES
+from tests.support.time import T0
+
+
+class Recorder:
+    comms = True
+
+    def __init__(self, name: str = "rec") -> None:
+        self.name = name
+        self.sent: list[PageRequest] = []
+
+    async def send(self, request: PageRequest) -> str | None:
+        self.sent.append(request)
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Scenario:
+    def __init__(self, store: Store, rules: RuleSet, pager: Recorder) -> None:
+        self.store, self.rules, self.pager = store, rules, pager
+        self.clock = ManualClock(T0)
+        self.metrics = Metrics()
+        events = EventFactory("events", "io.incidentd", "/test")
+        self.dead: list[DeadLetter] = []
+
+        async def sink(dead: list[DeadLetter]) -> None:
+            self.dead.extend(dead)
+
+        self.pipeline = build_pipeline(rules, store, events, [pager.name], sink, self.metrics)
+        self.pages = PageWorker(
+            store, {pager.name: pager}, rules, events, self.clock, self.metrics, Settings()
+        )
+        self.timers = TimerWorker(store, rules, events, self.clock, self.metrics, {pager.name: pager.comms})
+        self.commands = CommandHandler(store, events, self.clock, [pager.name])
+        self.offset = 0
+
+    async def alert(self, *alerts: dict[str, Any]) -> None:
+        self.offset += 1
+        await self.pipeline.process(
+            [Record(body(webhook(*alerts)), "alerts", 0, self.offset)], self.clock.now()
+        )
+        await self.settle()
+
+    async def at(self, minutes: float) -> None:
+        self.clock.advance(T0 + timedelta(minutes=minutes) - self.clock.now())
+        await self.settle()
+
+    async def settle(self) -> None:
+        while await self.timers.run_once() or await self.pages.run_once():
+            await self.pages.drain()
+
+    async def events(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for _, r in await self.store.fetch_outbox(10_000)]
+
+    async def of(self, incident: str, suffix: str) -> list[dict[str, Any]]:
+        return [e for e in await self.events() if e["subject"] == incident and e["type"].endswith(suffix)]
+
+    async def incident_id(self, alertname: str) -> str:
+        [opened] = [
+            e
+            for e in await self.events()
+            if e["type"].endswith("incident.opened") and e["data"]["group_labels"]["alertname"] == alertname
+        ]
+        return str(opened["data"]["id"])
+
+    def paged(self, incident: str) -> list[tuple[str, str, tuple[str, ...]]]:
+        return [(p.action, p.target, p.roles) for p in self.pager.sent if p.incident_id == incident]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    await s.start()
+    yield s
+    await s.close()
+
+
+async def test_sev1_through_the_whole_matrix_and_an_ack_that_stops_escalation(
+    store: Store, rules: RuleSet
+) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("ApiDown", namespace="aragora"))
+    inc = await sc.incident_id("ApiDown")
+    assert sc.paged(inc) == [("trigger", "first", ("DevOps",))]
+    assert sc.pager.sent[0].message == "[INCIDENT] SEV-1: ApiDown is happening"
+
+    await sc.alert(alert("DatabaseUnavailable", namespace="aragora"))  # the second incident
+    second = await sc.incident_id("DatabaseUnavailable")
+    await sc.at(10)
+    await sc.commands.apply(second, Ack(by="alice"), "api")
+
+    await sc.at(11.9)
+    assert await sc.of(inc, "incident.escalated") == []
+    await sc.at(12)  # 80 % of SEV-1's 15 min: SLA violation imminent
+    await sc.at(15)  # the response clock runs out
+    await sc.at(29.9)
+    assert await sc.of(inc, "comms.update") == []
+    await sc.at(30)  # SEV-1 open 30 min, and the first [UPDATE]
+    await sc.at(60)
+    await sc.at(61)
+
+    escalated = [e["data"]["escalation"] for e in await sc.of(inc, "incident.escalated")]
+    assert [(e["rule"], e["kind"], e["roles"]) for e in escalated] == [
+        ("sla-violation-imminent", "sla", ["Account Manager"]),
+        ("response_overdue", "response_overdue", ["Engineering Lead"]),
+        ("sev1-unresolved-30m", "time", ["Engineering Lead", "CTO"]),
+    ]
+    assert sc.paged(inc) == [
+        ("trigger", "first", ("DevOps",)),
+        ("trigger", "sla-violation-imminent", ("Account Manager",)),
+        ("trigger", "response_overdue", ("Engineering Lead",)),
+        ("trigger", "sev1-unresolved-30m", ("Engineering Lead", "CTO")),  # due with the update
+        ("update", "reminder:1", ()),
+        ("update", "reminder:2", ()),
+    ]
+    updates = [e["data"]["comms"] for e in await sc.of(inc, "comms.update")]
+    assert [u["sequence"] for u in updates] == [1, 2]
+    assert updates[0]["message"].startswith("[UPDATE] SEV-1: ApiDown is happening\n- Status: Investigating")
+    assert updates[0]["next_update"] == "2026-11-26T13:00:00Z"  # 30 min after the first update
+    assert "- Next update: 2026-11-26T13:00:00Z" in updates[0]["message"]
+
+    # The acknowledged incident escalated to nobody; its updates go on until it resolves.
+    assert await sc.of(second, "incident.escalated") == []
+    assert [p[1] for p in sc.paged(second)] == ["first", "reminder:1", "reminder:2"]
+    for e in await sc.events():
+        assert_valid_event(e)
+
+
+async def test_resolve_stops_reminders_and_closes_every_page(store: Store, rules: RuleSet) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("AuthBroken", namespace="a"))  # SEV-2: 30 min response, 30 min updates
+    inc = await sc.incident_id("AuthBroken")
+    await sc.at(30)
+    await sc.alert(alert("AuthBroken", status="resolved", namespace="a"))
+    await sc.at(120)
+    assert [p[:2] for p in sc.paged(inc)] == [
+        ("trigger", "first"),
+        ("trigger", "sla-violation-imminent"),  # 80 % of 30 min
+        ("trigger", "response_overdue"),
+        ("update", "reminder:1"),
+        ("close", "first"),
+        ("close", "sla-violation-imminent"),
+        ("close", "response_overdue"),
+    ]
+    assert len(await sc.of(inc, "comms.update")) == 1
+
+
+async def test_condition_escalation_reaches_roles_on_the_first_page(store: Store, rules: RuleSet) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("ConnectorDown", namespace="a", data_breach="suspected"))
+    inc = await sc.incident_id("ConnectorDown")
+    assert sc.paged(inc) == [("trigger", "first", ("DevOps", "Security", "Legal"))]
+    [esc] = await sc.of(inc, "incident.escalated")
+    assert esc["data"]["escalation"]["kind"] == "condition"
+    # Customer data affected, learnt from a later alert of the same incident: escalates then.
+    await sc.alert(alert("ConnectorDown", namespace="a", pod="x", customer_data="affected"))
+    assert sc.paged(inc)[-1] == ("trigger", "customer-data-affected", ("Customer Success", "Legal"))
+    await sc.alert(alert("ConnectorDown", namespace="a", pod="y", customer_data="affected"))
+    assert len(await sc.of(inc, "incident.escalated")) == 2  # once per opening
+
+
+async def test_role_without_contact_is_reported_loudly(store: Store, tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(RULES, rules_dir)
+    contacts = rules_dir / "contacts.yaml"
+    contacts.write_text(contacts.read_text().replace("  Legal: {opsgenie: {team: legal}}\n", "  Legal: {}\n"))
+    rules = load_rules(rules_dir)
+    sc = Scenario(store, rules, Recorder("opsgenie"))
+    await sc.alert(alert("ConnectorDown", namespace="a", data_breach="true"))
+    inc = await sc.incident_id("ConnectorDown")
+    [page] = sc.pager.sent
+    assert page.roles == ("DevOps", "Security", "Legal")
+    assert page.responders == ({"type": "team", "name": "devops"}, {"type": "team", "name": "security"})
+    [failed] = await sc.of(inc, "page.failed")
+    assert failed["data"]["page"]["unrouted_roles"] == ["Legal"]
+    assert "no opsgenie contact for role(s) Legal" in failed["data"]["page"]["error"]
+    assert (
+        sc.metrics.registry.get_sample_value(
+            "incidentd_escalations_unrouted_total", {"integration": "opsgenie", "role": "Legal"}
+        )
+        == 1
+    )
+    assert len(await sc.of(inc, "page.sent")) == 1  # the reachable roles were still paged
