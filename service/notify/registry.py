@@ -8,10 +8,12 @@ from service.config import Settings
 from service.notify.base import Notifier
 from service.notify.console import ConsoleNotifier
 from service.notify.opsgenie import OpsgenieNotifier
+from service.notify.slack import SlackNotifier
 
 NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "console": ConsoleNotifier.from_settings,
     "opsgenie": OpsgenieNotifier.from_settings,
+    "slack": SlackNotifier.from_settings,
 }
 
 
