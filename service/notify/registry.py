@@ -8,11 +8,13 @@ from service.config import Settings
 from service.notify.base import Notifier
 from service.notify.console import ConsoleNotifier
 from service.notify.opsgenie import OpsgenieNotifier
+from service.notify.pagerduty import PagerDutyNotifier
 from service.notify.slack import SlackNotifier
 
 NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "console": ConsoleNotifier.from_settings,
     "opsgenie": OpsgenieNotifier.from_settings,
+    "pagerduty": PagerDutyNotifier.from_settings,
     "slack": SlackNotifier.from_settings,
 }
 

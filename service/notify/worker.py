@@ -28,8 +28,9 @@ from service.store.store import PageJob, Store
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
-# Pagers that reach people through contacts.yaml; the others reach a channel.
-ROUTED_PAGERS = ("opsgenie", "pagerduty")
+# Pagers that reach people only through contacts.yaml. (PagerDuty falls back to its
+# default routing key, a real service; console and Slack reach a channel.)
+ROUTED_PAGERS = ("opsgenie",)
 
 
 class PageWorker:

@@ -39,6 +39,7 @@ def test_settings(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
         "kafka_alerts_topic": f"alerts-{uid}",
         "kafka_events_topic": f"incidents.events-{uid}",
         "kafka_dlq_topic": f"alerts.dlq-{uid}",
+        "kafka_commands_topic": f"incidents.commands-{uid}",
         "kafka_group_id": f"incidentd-{uid}",
         "database_url": f"sqlite+aiosqlite:///{tmp / f'state-{uid}.db'}",
         "rules_dir": RULES,
