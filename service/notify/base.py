@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 
@@ -60,6 +63,25 @@ def idempotency_key(incident_id: str, opening: int, target: str = "first") -> st
     name = f"incidentd/{incident_id}/{opening}" + ("" if target == "first" else f"/{target}")
     digest = hashlib.sha256(name.encode()).hexdigest()
     return f"incidentd-{digest[:40]}"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def retryable_status(status: int) -> bool:

@@ -18,9 +18,6 @@ timeout is always given as a pair.
 from __future__ import annotations
 
 import asyncio
-import math
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import opsgenie_sdk
@@ -29,7 +26,7 @@ from opsgenie_sdk.exceptions import get_all_exceptions
 from urllib3.exceptions import HTTPError
 
 from service.config import Settings
-from service.notify.base import PageError, PageRequest, retryable_status
+from service.notify.base import PageError, PageRequest, parse_retry_after, retryable_status
 
 # Opsgenie's documented field limits for a create.
 MESSAGE_LIMIT = 130
@@ -166,23 +163,8 @@ def _page_error(exc: BaseException | None) -> PageError:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110)."""
     value = headers.get("Retry-After") if headers is not None and hasattr(headers, "get") else None
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(str(value))
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(str(value)) if value is not None else None
 
 
 def _short(body: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 
 from service.config import Settings
-from service.notify.base import PageError, PageRequest, retryable_status
+from service.notify.base import PageError, PageRequest, parse_retry_after, retryable_status
 
 SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info", "P5": "info"}
 SUMMARY_LIMIT = 1024
@@ -94,7 +94,7 @@ class PagerDutyNotifier:
         listed = "; ".join(str(e) for e in errors) if isinstance(errors, list) else ""
         detail = listed or body.get("message") or resp.text
         reason = f"pagerduty answered HTTP {resp.status_code}: {str(detail)[:300]}"
-        retry_after = _retry_after(resp.headers.get("retry-after"))
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
         raise PageError(reason, retryable=retryable_status(resp.status_code), retry_after=retry_after)
 
     async def aclose(self) -> None:
@@ -107,11 +107,3 @@ def _json(resp: httpx.Response) -> dict[str, object]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 <= seconds < 86400 else None

@@ -23,15 +23,13 @@ import logging
 import math
 import threading
 from collections import Counter
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from service.config import Settings
-from service.notify.base import PageError, PageRequest, retryable_status
+from service.notify.base import PageError, PageRequest, parse_retry_after, retryable_status
 
 # Slack's documented limits (Block Kit and chat messages).
 TEXT_LIMIT = 40000
@@ -232,19 +230,4 @@ _REDACTOR = _Redactor()
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(value)
