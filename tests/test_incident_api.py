@@ -75,7 +75,11 @@ async def test_ack_assign_resolve_over_http(svc: RunningService) -> None:
     assert types[:1] == ["incident.opened"]
     for expected in ("page.sent", "incident.acknowledged", "incident.updated", "incident.resolved"):
         assert expected in types
-    assert [(p["action"], p["status"]) for p in shown["pages"]] == [("trigger", "sent"), ("close", "sent")]
+    assert [(p["action"], p["status"]) for p in shown["pages"]] == [
+        ("trigger", "sent"),
+        ("ack", "sent"),
+        ("close", "sent"),
+    ]
 
 
 async def test_list_filters_and_errors(svc: RunningService) -> None:

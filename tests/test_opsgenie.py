@@ -120,6 +120,32 @@ async def test_trigger_creates_one_alert_with_genie_key_alias_and_priority(
     assert (created.alias, created.priority, created.status) == (request.idempotency_key, "P1", "open")
 
 
+async def test_ack_acknowledges_the_alert_by_alias(
+    fake: FakeOpsgenie, notifier: OpsgenieNotifier, rules: RuleSet
+) -> None:
+    trigger = page_request(rules)
+    await notifier.send(trigger)
+    ack = PageRequest(
+        action="ack",
+        incident=trigger.incident,
+        opening=trigger.opening,
+        idempotency_key=trigger.idempotency_key,
+        message="[UPDATE] SEV-1: API is down",
+        description="- Status: Acknowledged by alice",
+        priority=trigger.priority,
+    )
+    await notifier.send(ack)
+    [_, acking] = fake.requests
+    assert (acking.endpoint, acking.path) == (
+        "acknowledge",
+        f"/v2/alerts/{trigger.idempotency_key}/acknowledge",
+    )
+    assert acking.query == {"identifierType": ["alias"]}
+    assert acking.body == {"source": "incidentd", "note": "- Status: Acknowledged by alice"}
+    [alert] = fake.alerts
+    assert (alert.status, alert.acknowledged) == ("open", True)
+
+
 async def test_close_posts_to_the_close_endpoint_by_alias(
     fake: FakeOpsgenie, notifier: OpsgenieNotifier, rules: RuleSet
 ) -> None:

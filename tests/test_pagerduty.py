@@ -53,10 +53,13 @@ async def test_trigger_event_shape_and_severity_mapping(fake: FakePagerDuty) -> 
         await pd.aclose()
 
 
-async def test_close_resolves_by_dedup_key(fake: FakePagerDuty) -> None:
+async def test_ack_acknowledges_and_close_resolves_by_dedup_key(fake: FakePagerDuty) -> None:
     pd = PagerDutyNotifier("R0UTING", fake.url, 5)
     try:
         await pd.send(request())
+        await pd.send(request(action="ack"))
+        assert fake.events[-1]["event_action"] == "acknowledge"
+        assert fake.events[-1]["dedup_key"] == fake.events[0]["dedup_key"]
         await pd.send(request(action="close"))
         assert fake.events[-1]["event_action"] == "resolve"
         assert fake.events[-1]["dedup_key"] == fake.events[0]["dedup_key"]

@@ -28,7 +28,7 @@ class AlertPart(_Closed):
 
 class PagePart(_Closed):
     integration: str
-    action: Literal["trigger", "close", "update"]
+    action: Literal["trigger", "ack", "close", "update"]
     target: str = Field(default="first", description="first page, an escalation rule, or reminder:n")
     roles: list[str] = []
     unrouted_roles: list[str] = []

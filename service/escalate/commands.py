@@ -6,6 +6,7 @@ is idempotent (a repeat changes nothing), so a command delivered twice is safe.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -100,6 +101,17 @@ class CommandHandler:
                 return
             inc.acknowledged_at, inc.acknowledged_by = now, command.by
             suffix = "incident.acknowledged"
+            # Acknowledge the pages too (PagerDuty acknowledge, Opsgenie acknowledge).
+            pages = [
+                {
+                    "incident_id": inc.id,
+                    "integration": p,
+                    "action": "ack",
+                    "opening": inc.opening,
+                    "payload": json.dumps({"by": command.by}),
+                }
+                for p in self._pagers
+            ]
         elif isinstance(command, Resolve):
             if inc.status is IncidentStatus.RESOLVED:
                 return

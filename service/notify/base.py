@@ -12,9 +12,10 @@ from typing import Any, Literal, Protocol
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:
-    """One pager call. ``update`` is an [UPDATE] message for comms channels only."""
+    """One pager call. ``ack`` acknowledges a sent page (PagerDuty acknowledge, Opsgenie
+    acknowledge); ``update`` is an [UPDATE] message for comms channels only."""
 
-    action: Literal["trigger", "close", "update"]
+    action: Literal["trigger", "ack", "close", "update"]
     incident: dict[str, Any]
     opening: int
     idempotency_key: str

@@ -8,6 +8,8 @@ from typing import TextIO
 from service.config import Settings
 from service.notify.base import PageRequest
 
+BANNERS = {"trigger": "PAGE", "ack": "PAGE ACKNOWLEDGED", "close": "PAGE CLOSED", "update": "UPDATE"}
+
 
 class ConsoleNotifier:
     name = "console"
@@ -23,7 +25,9 @@ class ConsoleNotifier:
 
     async def send(self, request: PageRequest) -> str | None:
         stream = self._stream or sys.stdout
-        banner = {"trigger": "PAGE", "close": "PAGE CLOSED", "update": "UPDATE"}[request.action]
+        banner = {"trigger": "PAGE", "ack": "PAGE ACKNOWLEDGED", "close": "PAGE CLOSED", "update": "UPDATE"}[
+            request.action
+        ]
         to = f" to {', '.join(request.roles)}" if request.roles else ""
         stream.write(
             f"\n=== {banner} {request.priority} {request.incident_id}{to} "

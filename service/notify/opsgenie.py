@@ -83,6 +83,15 @@ class OpsgenieNotifier:
                     create_alert_payload=self._create_payload(request),
                     _request_timeout=self._timeout,
                 )
+            elif request.action == "ack":
+                result = self._alerts.acknowledge_alert(
+                    identifier=request.idempotency_key,
+                    identifier_type="alias",
+                    acknowledge_alert_payload=opsgenie_sdk.AcknowledgeAlertPayload(
+                        source="incidentd", note=request.description[:NOTE_LIMIT] or None
+                    ),
+                    _request_timeout=self._timeout,
+                )
             else:
                 result = self._alerts.close_alert(
                     identifier=request.idempotency_key,

@@ -54,7 +54,7 @@ class PagerDutyNotifier:
     def _event(self, request: PageRequest, routing_key: str) -> dict[str, object]:
         event: dict[str, object] = {
             "routing_key": routing_key,
-            "event_action": "trigger" if request.action == "trigger" else "resolve",
+            "event_action": {"trigger": "trigger", "ack": "acknowledge"}.get(request.action, "resolve"),
             "dedup_key": request.idempotency_key,
             "client": "incidentd",
         }

@@ -129,8 +129,9 @@ class PageWorker:
             await self._finish(job, "superseded", job.attempts, None, None, [], now)
             return
         targets = [job.target]
-        if job.action == "close":
-            # Close every page of this opening that went out: the first and each escalation.
+        if job.action in ("ack", "close"):
+            # Acknowledge or close every page of this opening that went out: the first and
+            # each escalation.
             targets = await self._store.sent_trigger_targets(job)
             if not targets:
                 await self._finish(job, "superseded", job.attempts, None, None, [], now)
@@ -219,6 +220,9 @@ class PageWorker:
         snapshot = inc.snapshot()
         if job.action == "update":
             text = str(job.payload.get("message", ""))
+        elif job.action == "ack":
+            by = job.payload.get("by", "unknown")
+            text = f"[UPDATE] {inc.severity}: {inc.title}\n- Status: Acknowledged by {by}"
         else:
             template = (
                 self._rules.templates.incident
@@ -232,9 +236,13 @@ class PageWorker:
                 log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
                 text = f"[INCIDENT] {inc.severity}: {inc.title}"
         message, _, description = text.partition("\n")
-        action: Literal["trigger", "close", "update"] = (
-            "trigger" if job.action == "trigger" else "close" if job.action == "close" else "update"
-        )
+        actions: dict[str, Literal["trigger", "ack", "close", "update"]] = {
+            "trigger": "trigger",
+            "ack": "ack",
+            "close": "close",
+            "update": "update",
+        }
+        action = actions[job.action]
         return PageRequest(
             action=action,
             incident=snapshot,

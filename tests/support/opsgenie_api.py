@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-Endpoint = Literal["create", "close"]
+Endpoint = Literal["create", "acknowledge", "close"]
 
 PRIORITIES = frozenset({"P1", "P2", "P3", "P4", "P5"})
 MESSAGE_LIMIT = 130
@@ -91,6 +91,7 @@ class FakeAlert:
     status: Literal["open", "closed"] = "open"
     count: int = 1
     close_note: str | None = None
+    acknowledged: bool = False
 
 
 @dataclass(slots=True)
@@ -300,13 +301,16 @@ class FakeOpsgenie:
                     )
         else:
             if request.query.get("identifierType") != ["alias"]:
-                return 422, _error_body(422, request_id, "this fake only closes by alias")
+                return 422, _error_body(422, request_id, "this fake only acts by alias")
             note = request.body.get("note") if isinstance(request.body, dict) else None
             with self._lock:
                 for alert in self._alerts:
                     if alert.alias == request.identifier and alert.status == "open":
-                        alert.status = "closed"
-                        alert.close_note = note
+                        if request.endpoint == "acknowledge":
+                            alert.acknowledged = True
+                        else:
+                            alert.status = "closed"
+                            alert.close_note = note
         return 202, {"result": "Request will be processed", "took": 0.01, "requestId": request_id}
 
 
@@ -351,6 +355,8 @@ def _route(method: str, path: str) -> tuple[Endpoint | None, str | None]:
         return "create", None
     if method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "alerts"] and parts[3] == "close":
         return "close", unquote(parts[2])
+    if method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "alerts"] and parts[3] == "acknowledge":
+        return "acknowledge", unquote(parts[2])
     return None, None
 
 
