@@ -94,6 +94,7 @@ class CommandHandler:
         now = self._clock.now()
         part: dict[str, Any] = {"command": command.command, "by": command.by, "source": source}
         pages: list[dict[str, Any]] = []
+        reasons: list[str] = []
         if isinstance(command, Ack):
             if inc.status is IncidentStatus.RESOLVED:
                 raise Conflict(f"incident {inc.id} is resolved; it cannot be acknowledged")
@@ -129,9 +130,10 @@ class CommandHandler:
             inc.roles[command.role] = command.who
             part.update(role=command.role, who=command.who)
             suffix = "incident.updated"
+            reasons.append(f"assigned:{command.role}")
         extra: dict[str, Any] = {"command": part}
-        if suffix == "incident.updated":
-            extra["reasons"] = [f"assigned:{command.role}"]  # type: ignore[union-attr]
+        if reasons:
+            extra["reasons"] = reasons
         event = self._events.build(suffix, inc.snapshot(), extra, now)
         await self._store.save_incident(inc, [event], pages, now)
         self._on_change()
