@@ -23,17 +23,17 @@ loop; :meth:`FakeOpsgenie.wait_for` lets async tests await what the server has s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.fake_http import LoopbackServer
 
 Endpoint = Literal["create", "acknowledge", "close"]
 
@@ -101,50 +101,24 @@ class _Rule:
     replies: deque[Reply]
 
 
-class FakeOpsgenie:
+class FakeOpsgenie(LoopbackServer):
     def __init__(self, api_keys: set[str] | None = None) -> None:
         """``api_keys``: the keys the API accepts (401 for others); ``None`` accepts any key."""
+        super().__init__()
         self._api_keys = api_keys
-        self._lock = threading.RLock()
         self._requests: list[RecordedRequest] = []
         self._answers: list[Answered] = []
         self._alerts: list[FakeAlert] = []
         self._rules: list[_Rule] = []
-        self._holds: set[threading.Event] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed: asyncio.Event | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def __aenter__(self) -> FakeOpsgenie:
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        with self._lock:
-            holds = list(self._holds)
-        for hold in holds:  # never leave a handler thread parked on a test's event
-            hold.set()
-        if self._server is not None:
-            await asyncio.to_thread(self._server.shutdown)
-            self._server.server_close()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5)
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "use `async with FakeOpsgenie() as fake`"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.base_url
 
     # -- scripting -------------------------------------------------------------
 
@@ -199,27 +173,7 @@ class FakeOpsgenie:
     def alerts_with(self, alias: str) -> list[FakeAlert]:
         return [a for a in self.alerts if a.alias == alias]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-        """Wait until ``predicate()`` holds; it is re-checked on every request and answer."""
-        changed = self._changed
-        assert changed is not None
-
-        async def _wait() -> None:
-            while True:
-                changed.clear()
-                if predicate():
-                    return
-                await changed.wait()
-
-        await asyncio.wait_for(_wait(), timeout)
-
     # -- request handling (server threads) ---------------------------------------
-
-    def _notify(self) -> None:
-        loop, changed = self._loop, self._changed
-        if loop is not None and changed is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(changed.set)
 
     def _record(self, request: RecordedRequest) -> Reply | None:
         with self._lock:

@@ -8,14 +8,15 @@ PagerDuty's ``errors`` list. Tests script answers and await what it has seen.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.fake_http import LoopbackServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,54 +27,24 @@ class Reply:
     hold: threading.Event | None = None  # answer only once set (20 s at most)
 
 
-class FakePagerDuty:
+class FakePagerDuty(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[dict[str, Any]] = []
         self.open: dict[tuple[str, str], int] = {}  # (routing key, dedup key) -> triggers seen
         self.resolved: set[tuple[str, str]] = set()
         self._replies: deque[tuple[Callable[[dict[str, Any]], bool], Reply]] = deque()
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed: asyncio.Condition | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    async def __aenter__(self) -> FakePagerDuty:
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Condition()
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self._server.shutdown)
-        self._server.server_close()
+        return self.base_url
 
     def script(self, *replies: Reply, when: Callable[[dict[str, Any]], bool] = lambda e: True) -> None:
         with self._lock:
             self._replies.extend((when, r) for r in replies)
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-        assert self._changed is not None
-
-        async def _wait() -> None:
-            assert self._changed is not None
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(_wait(), timeout)
-
-    def _notify(self) -> None:
-        async def _wake() -> None:
-            assert self._changed is not None
-            async with self._changed:
-                self._changed.notify_all()
-
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(_wake(), self._loop)
 
     def answer(self, event: dict[str, Any]) -> Reply:
         with self._lock:
@@ -102,7 +73,7 @@ class FakePagerDuty:
             )
 
 
-def _handler(fake: FakePagerDuty) -> type[BaseHTTPRequestHandler]:
+def _handler_for(fake: FakePagerDuty) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -119,6 +90,8 @@ def _handler(fake: FakePagerDuty) -> type[BaseHTTPRequestHandler]:
             reply = fake.answer(event)
             fake._notify()
             if reply.hold is not None:
+                with fake._lock:
+                    fake._holds.add(reply.hold)
                 reply.hold.wait(20)
             self._send(reply.status, reply.body or {"status": "error"}, reply.headers)
             fake._notify()

@@ -14,7 +14,6 @@ connection), read every request it received, and await what it has seen.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
@@ -22,8 +21,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.fake_http import LoopbackServer
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -73,50 +74,20 @@ class _Rule:
     replies: deque[Reply]
 
 
-class FakeSlackWebhook:
+class FakeSlackWebhook(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         token = secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
         self.hook_path = f"/services/T0INCIDENT/B0INCIDENT/{token}"
-        self._lock = threading.RLock()
         self._requests: list[RecordedRequest] = []
         self._answers: list[Answered] = []
         self._messages: list[dict[str, Any]] = []
         self._rules: list[_Rule] = []
-        self._holds: set[threading.Event] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed: asyncio.Event | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def __aenter__(self) -> FakeSlackWebhook:
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        with self._lock:
-            holds = list(self._holds)
-        for hold in holds:  # never leave a handler thread parked on a test's event
-            hold.set()
-        if self._server is not None:
-            await asyncio.to_thread(self._server.shutdown)
-            self._server.server_close()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5)
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "use `async with FakeSlackWebhook() as slack`"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     @property
     def webhook_url(self) -> str:
@@ -154,27 +125,7 @@ class FakeSlackWebhook:
     def texts(self) -> list[str]:
         return [str(m.get("text", "")) for m in self.messages]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-        """Wait until ``predicate()`` holds; it is re-checked on every request and answer."""
-        changed = self._changed
-        assert changed is not None
-
-        async def _wait() -> None:
-            while True:
-                changed.clear()
-                if predicate():
-                    return
-                await changed.wait()
-
-        await asyncio.wait_for(_wait(), timeout)
-
     # -- request handling (server threads) ---------------------------------------
-
-    def _notify(self) -> None:
-        loop, changed = self._loop, self._changed
-        if loop is not None and changed is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(changed.set)
 
     def _record(self, request: RecordedRequest) -> Reply | None:
         with self._lock:

@@ -1,0 +1,74 @@
+"""What every stand-in API server shares: a loopback ThreadingHTTPServer of its own,
+its lifecycle, and a way for tests to await what it has seen instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+
+class LoopbackServer:
+    """Subclasses give ``_handler()``; handler threads call ``_notify()`` after each event."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._holds: set[threading.Event] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with self._lock:
+            holds = list(self._holds)
+        for hold in holds:  # never leave a handler thread parked on a test's event
+            hold.set()
+        if self._server is not None:
+            await asyncio.to_thread(self._server.shutdown)
+            self._server.server_close()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, f"use `async with {type(self).__name__}() as fake`"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Wait until ``predicate()`` holds; it is re-checked on every request and answer."""
+        changed = self._changed
+        assert changed is not None
+
+        async def _wait() -> None:
+            while True:
+                changed.clear()
+                if predicate():
+                    return
+                await changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+
+    def _notify(self) -> None:
+        loop, changed = self._loop, self._changed
+        if loop is not None and changed is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(changed.set)
