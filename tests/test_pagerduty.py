@@ -69,6 +69,23 @@ async def test_ack_acknowledges_and_close_resolves_by_dedup_key(fake: FakePagerD
         await pd.aclose()
 
 
+async def test_fake_opens_a_new_incident_for_a_resolved_key_as_pagerduty_does(fake: FakePagerDuty) -> None:
+    # Why a reopened incident needs a new dedup_key: PagerDuty does not revive a resolved
+    # incident, a trigger for its key creates (and pages for) a new one.
+    pd = PagerDutyNotifier("R0UTING", fake.url, 5)
+    try:
+        await pd.send(request())
+        await pd.send(request())
+        key = ("R0UTING", idempotency_key("inc-pd", 1))
+        assert fake.created == [key]  # deduplicated while open
+        await pd.send(request(action="close"))
+        await pd.send(request())
+        assert fake.created == [key, key]
+        assert fake.open == {key: 1}
+    finally:
+        await pd.aclose()
+
+
 async def test_each_role_routing_key_gets_the_page(fake: FakePagerDuty) -> None:
     pd = PagerDutyNotifier("DEFAULT", fake.url, 5)
     try:
@@ -118,7 +135,10 @@ async def test_timeout_is_retryable(fake: FakePagerDuty) -> None:
     try:
         with pytest.raises(PageError) as info:
             await pd.send(request())
+        assert not release.is_set()  # the answer was still held when the notifier gave up
         assert info.value.retryable and "timed out" in info.value.reason
+        assert info.value.retry_after is None
+        assert len(fake.events) == 1
     finally:
         release.set()
         await pd.aclose()
@@ -155,14 +175,17 @@ async def test_service_retries_pagerduty_then_resolves_the_same_key(
     async with run_service(settings, notifiers={"pagerduty": pd}) as svc:
         doc = body(webhook(alert("ApiDown", namespace="pd")))
         for _ in range(3):
-            await svc.post_webhook(doc)
+            assert (await svc.post_webhook(doc)).status_code == 202
         await svc.events.wait_types({"page.failed": 1, "page.sent": 1})
         failed = svc.events.of_type("page.failed")[0]["data"]["page"]
         sent = svc.events.of_type("page.sent")[0]["data"]["page"]
         assert (failed["integration"], failed["retrying"], failed["attempt"]) == ("pagerduty", True, 1)
         assert (sent["integration"], sent["attempt"]) == ("pagerduty", 2)
         assert list(fake.open) == [("R0UTING", sent["idempotency_key"])]
-        await svc.post_webhook(body(webhook(alert("ApiDown", status="resolved", namespace="pd"))))
+        assert fake.created == [("R0UTING", sent["idempotency_key"])]  # one PagerDuty incident
+        assert failed["idempotency_key"] == sent["idempotency_key"]
+        resolved = alert("ApiDown", status="resolved", ends_at="2026-11-26T10:05:00Z", namespace="pd")
+        assert (await svc.post_webhook(body(webhook(resolved)))).status_code == 202
         await fake.wait_for(lambda: ("R0UTING", sent["idempotency_key"]) in fake.resolved)
         assert fake.open == {}
         assert [e["event_action"] for e in fake.events] == ["trigger", "trigger", "resolve"]

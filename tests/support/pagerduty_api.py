@@ -2,8 +2,10 @@
 
 Like PagerDuty, it answers 202 ``{"status": "success", "dedup_key": ...}``, keeps one
 open incident per (routing key, dedup key) however often it is triggered, and a
-resolve closes it; an event without a routing key, action or summary is a 400 with
-PagerDuty's ``errors`` list. Tests script answers and await what it has seen.
+resolve closes it. As in PagerDuty, a trigger for a key whose incident was resolved
+does not reopen it: it creates a new incident (and pages again), which ``created``
+shows. An event without a routing key, action or summary is a 400 with PagerDuty's
+``errors`` list. Tests script answers and await what it has seen.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class FakePagerDuty(LoopbackServer):
         self.events: list[dict[str, Any]] = []
         self.open: dict[tuple[str, str], int] = {}  # (routing key, dedup key) -> triggers seen
         self.resolved: set[tuple[str, str]] = set()
+        self.created: list[tuple[str, str]] = []  # one entry per PagerDuty incident opened
         self._replies: deque[tuple[Callable[[dict[str, Any]], bool], Reply]] = deque()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -63,7 +66,9 @@ class FakePagerDuty(LoopbackServer):
                     400, {"status": "invalid event", "message": "Event object is invalid", "errors": problems}
                 )
             key = (event["routing_key"], event["dedup_key"])
-            if event["event_action"] == "trigger" and key not in self.resolved:
+            if event["event_action"] == "trigger":
+                if key not in self.open:
+                    self.created.append(key)  # no open incident for the key: a new one
                 self.open[key] = self.open.get(key, 0) + 1
             elif event["event_action"] == "resolve":
                 self.open.pop(key, None)
