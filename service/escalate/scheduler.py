@@ -10,7 +10,6 @@ after the restart, late but once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +23,7 @@ from service.models import Incident, IncidentStatus
 from service.observability.metrics import Metrics
 from service.pipeline import page_row
 from service.ruleset.models import RuleSet
+from service.scheduling import run_due_work
 from service.store.store import ConcurrentUpdate, Store, TimerJob
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,11 @@ class TimerWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                while await self.run_once():
-                    pass
-                delay = await self._seconds_until_next_due()
-            except Exception:
-                log.exception("timer worker: store unavailable, retrying")
-                delay = 5.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        await run_due_work("timer worker", self._run_all_due, self._seconds_until_next_due, self._wake, log)
+
+    async def _run_all_due(self) -> None:
+        while await self.run_once():
+            pass
 
     async def _seconds_until_next_due(self) -> float:
         due = await self._store.next_timer_due()

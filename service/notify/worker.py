@@ -23,6 +23,7 @@ from service.models import Incident
 from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
 from service.observability.metrics import Metrics
 from service.ruleset.models import RuleSet
+from service.scheduling import run_due_work
 from service.store.store import PageJob, Store
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,7 @@ class PageWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                delay = await self._seconds_until_next_due()
-            except Exception:
-                log.exception("page worker: store unavailable, retrying")
-                delay = 5.0
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+        await run_due_work("page worker", self.run_once, self._seconds_until_next_due, self._wake, log)
 
     async def _seconds_until_next_due(self) -> float:
         due = await self._store.next_page_due(set(self._notifiers))

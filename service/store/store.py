@@ -197,6 +197,22 @@ class Store:
             ]
             await conn.execute(self._insert_ignore(timers_table), rows)
 
+    @staticmethod
+    async def _lease(
+        conn: AsyncConnection, table: Any, row_id: int, stamp: float, seconds: float
+    ) -> str | None:
+        """Lease one pending row of page_jobs or timers; None if another worker holds it or
+        finished it between our read and this write. Returns the owner token that must
+        accompany the outcome."""
+        owner = uuid.uuid4().hex
+        unleased = or_(table.c.lease_until.is_(None), table.c.lease_until < stamp)
+        result = await conn.execute(
+            update(table)
+            .where(table.c.id == row_id, table.c.status == "pending", unleased)
+            .values(lease_until=stamp + seconds, lease_owner=owner)
+        )
+        return owner if result.rowcount == 1 else None
+
     # -- timers ----------------------------------------------------------------
 
     async def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[TimerJob]:
@@ -213,13 +229,8 @@ class Store:
             ).all()
             claimed: list[TimerJob] = []
             for r in rows:
-                owner = uuid.uuid4().hex
-                res = await conn.execute(
-                    update(timers_table)
-                    .where(timers_table.c.id == r.id, timers_table.c.status == "pending", unleased)
-                    .values(lease_until=stamp + lease_seconds, lease_owner=owner)
-                )
-                if res.rowcount == 1:
+                owner = await self._lease(conn, timers_table, r.id, stamp, lease_seconds)
+                if owner is not None:
                     due = datetime.fromtimestamp(r.due_at, UTC)
                     claimed.append(TimerJob(r.id, r.incident_id, r.opening, r.name, due, owner))
             return claimed
@@ -368,13 +379,8 @@ class Store:
             jobs = [r for r in rows if r.incident_id not in skip_incidents][:limit]
             claimed: list[PageJob] = []
             for r in jobs:
-                owner = uuid.uuid4().hex
-                res = await conn.execute(
-                    update(page_jobs)
-                    .where(page_jobs.c.id == r.id, page_jobs.c.status == "pending", unleased)
-                    .values(lease_until=stamp + lease_seconds, lease_owner=owner)
-                )
-                if res.rowcount == 1:
+                owner = await self._lease(conn, page_jobs, r.id, stamp, lease_seconds)
+                if owner is not None:
                     claimed.append(
                         PageJob(
                             r.id,
