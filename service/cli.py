@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -57,7 +58,8 @@ def rules_check(path: Path = typer.Argument(Path("rules"), help="rules directory
     typer.echo(
         f"{path}: ok ({len(rules.severities)} severities, {len(rules.classify.rules)} classify rules, "
         f"group_by {rules.grouping.group_by}, {len(rules.escalation.rules)} escalation rules, "
-        f"{len(rules.contacts.roles)} roles)"
+        f"{len(rules.contacts.roles)} roles, {len(rules.remediation.policies)} remediation policies "
+        f"in mode {rules.remediation.mode})"
     )
 
 
@@ -82,6 +84,10 @@ def run(
     if embedded:
         env = _settings()
         overrides = {k: v for k, v in embedded_defaults(env).items() if k not in env.model_fields_set}
+        if env.remediation_mode == "enforce":
+            # The embedded mode is a demo: it never changes a cluster.
+            typer.echo("incidentd: --embedded caps remediation at dry-run", err=True)
+            overrides["remediation_mode"] = "dry-run"
     settings = _settings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -131,7 +137,6 @@ async def _serve(settings: Settings, rules: object, embedded: bool) -> None:
                 f"cannot start: {exc.__class__.__name__}: {exc} "
                 f"(Kafka at {settings.kafka_bootstrap_servers}, store {settings.database_url})"
             ) from None
-        _banner(settings, embedded)
         config = uvicorn.Config(
             create_app(runtime, manage_runtime=False),
             host=settings.http_host,
@@ -140,6 +145,15 @@ async def _serve(settings: Settings, rules: object, embedded: bool) -> None:
             lifespan="on",
         )
         server = uvicorn.Server(config)
+        startup = server.startup
+
+        async def startup_then_banner(sockets: Any = None) -> None:
+            await startup(sockets)
+            # Only once the port is bound: the banner tells people (and scripts) to post now.
+            if server.started:
+                _banner(settings, embedded)
+
+        server.startup = startup_then_banner  # type: ignore[method-assign]
         try:
             await server.serve()
         except SystemExit:
@@ -156,6 +170,7 @@ def _banner(settings: Settings, embedded: bool) -> None:
 incidentd is running ({mode}).
   Alertmanager webhook:  POST {base}/api/v1/alerts/alertmanager
   Health / metrics:      {base}/healthz  {base}/readyz  {base}/metrics
+  Remediation:           {base}/api/v1/remediation  (mode {settings.remediation_mode}, Kubernetes API: {settings.kube_api_url or "in-cluster/kubeconfig if present"})
   Kafka:                 {settings.kafka_bootstrap_servers}  (in: {settings.kafka_alerts_topic}, out: {settings.kafka_events_topic}, dead letters: {settings.kafka_dlq_topic})
   Try:   curl -XPOST {base}/api/v1/alerts/alertmanager -H 'content-type: application/json' \\
            -d '{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"ApiDown","namespace":"aragora"}}}}]}}'

@@ -7,7 +7,7 @@ Secrets (webhook token, Opsgenie key) may also come from files through the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     slack_webhook_url_file: Path | None = None
     slack_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Kubernetes remediation. The global mode is a ceiling over remediation.yaml's modes;
+    # paused is the kill switch (the API can pause too, and that is stored).
+    remediation_mode: Literal["off", "dry-run", "enforce"] = "dry-run"
+    remediation_paused: bool = False
+    remediation_verify_interval_seconds: float = Field(default=5.0, gt=0)
+    # Which API server: an explicit URL, else in-cluster, else a kubeconfig file.
+    kube_api_url: str | None = None
+    kube_token: SecretStr | None = None
+    kube_token_file: Path | None = None
+    kube_ca_file: Path | None = None
+    kube_config: Path | None = None
+    kube_timeout_seconds: float = Field(default=10.0, gt=0)
+
     event_type_prefix: str = "io.incidentd"
     event_source: str = "/incidentd"
 
@@ -85,4 +98,6 @@ class Settings(BaseSettings):
             self.pagerduty_routing_key = SecretStr(self.pagerduty_routing_key_file.read_text().strip())
         if self.slack_webhook_url is None and self.slack_webhook_url_file is not None:
             self.slack_webhook_url = SecretStr(self.slack_webhook_url_file.read_text().strip())
+        if self.kube_token is None and self.kube_token_file is not None:
+            self.kube_token = SecretStr(self.kube_token_file.read_text().strip())
         return self

@@ -1,6 +1,6 @@
 """The pipeline, assembled in one place (Alertmanager's notify pipeline is the model).
 
-    parse -> classify -> correlate -> persist
+    parse -> classify -> correlate -> escalate -> remediate -> persist
 
 Each stage takes the batch and returns it. A batch is one Kafka poll: one store
 transaction and one offset commit for up to ``kafka_max_batch`` records.
@@ -23,7 +23,10 @@ from service.escalate.stage import EscalateStage
 from service.ingest.parse import PayloadError, parse
 from service.models import Alert, Incident
 from service.observability.metrics import Metrics
+from service.remediate.stage import RemediateStage
 from service.ruleset.models import RuleSet
+from service.ruleset.remediation import Mode
+from service.store.remediations import RemediationStore
 from service.store.store import OutboxRecord, Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ class Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     current: dict[str, Incident] = field(default_factory=dict)
     outcome: Outcome = field(default_factory=Outcome)
+    # Remediation jobs (store rows) the batch asks for; stored with it.
+    remediations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Stage(Protocol):
@@ -134,8 +139,10 @@ class PersistStage:
             self._events.build(e.type, e.incident, e.extra, batch.now) for e in out.events
         ]
         pages = [page_row(p, name) for p in out.pages for name in self._pagers]
-        if out.changed or records or pages or out.timers:
-            await self._store.commit_batch(out.changed.values(), records, pages, batch.now, out.timers)
+        if out.changed or records or pages or out.timers or batch.remediations:
+            await self._store.commit_batch(
+                out.changed.values(), records, pages, batch.now, out.timers, batch.remediations
+            )
         m = self._metrics
         # Counted once the batch is stored, so a batch read again is not counted twice.
         m.alerts_received.labels("kafka").inc(len(batch.alerts))
@@ -146,6 +153,9 @@ class PersistStage:
                 m.incidents_opened.labels(e.incident["severity"]).inc()
             elif e.type == "incident.escalated":
                 m.escalations.labels(e.extra["escalation"]["kind"]).inc()
+            elif e.type == "remediation.skipped":
+                m.remediations.labels(e.extra["remediation"]["action"], "skipped").inc()
+                m.remediations_skipped.labels(e.extra["remediation"]["guardrail"]).inc()
         # Wall time, not the injected clock: this measures the machine, not the scenario.
         stored_at = datetime.now(UTC)
         for alert in batch.alerts:
@@ -184,6 +194,7 @@ def build_pipeline(
     pagers: list[str],
     dead_letters: DeadLetterSink,
     metrics: Metrics,
+    remediation_mode: Mode = "dry-run",
 ) -> Pipeline:
     classifier = Classifier(rules)
     return Pipeline(
@@ -192,6 +203,7 @@ def build_pipeline(
             ClassifyStage(classifier),
             CorrelateStage(store, Correlator(rules, describe=classifier.describe), rules),
             EscalateStage(EscalationPolicy(rules)),
+            RemediateStage(rules, RemediationStore(store), remediation_mode),
             PersistStage(store, events, pagers, dead_letters, metrics),
         ]
     )

@@ -24,7 +24,12 @@ from service.notify.registry import build_notifiers
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
 from service.pipeline import build_pipeline
+from service.remediate.approval import Approvals
+from service.remediate.kube import configured as kube_configured
+from service.remediate.kube import connect as connect_kube
+from service.remediate.worker import RemediationWorker
 from service.ruleset.models import RuleSet
+from service.store.remediations import RemediationStore
 from service.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -98,15 +103,37 @@ class Runtime:
             on_effects=self._wake_all,
         )
         self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
+        self.remediation_jobs = RemediationStore(self.store)
+        self.remediation = RemediationWorker(
+            self.store,
+            self.remediation_jobs,
+            rules,
+            self.events,
+            self.clock,
+            self.metrics,
+            settings,
+            list(self.notifiers),
+            on_effects=self._wake_all,
+        )
+        self.approvals = Approvals(self.remediation_jobs, self.clock, on_change=self.remediation.wake)
         self.pipeline = build_pipeline(
-            rules, self.store, self.events, list(self.notifiers), self.dead_letters, self.metrics
+            rules,
+            self.store,
+            self.events,
+            list(self.notifiers),
+            self.dead_letters,
+            self.metrics,
+            # No API server, no remediation: planning actions that can only be skipped is noise.
+            settings.remediation_mode if kube_configured(settings) else "off",
         )
         self._gauges = asyncio.Event()
         self.progress = Progress()
         self.commands = CommandHandler(
             self.store, self.events, self.clock, list(self.notifiers), on_change=self._wake_all
         )
-        self.command_consumer = CommandConsumer(self.broker, self.commands, settings, self.dead_letters)
+        self.command_consumer = CommandConsumer(
+            self.broker, self.commands, settings, self.dead_letters, self.approvals
+        )
         self.consumer = AlertConsumer(
             self.broker,
             self.pipeline,
@@ -123,6 +150,7 @@ class Runtime:
 
     def _wake_all(self) -> None:
         self.timers.wake()
+        self.remediation.wake()
         self.relay.wake()
         self.pages.wake()
         self._gauges.set()
@@ -146,6 +174,12 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         await self.store.start()
+        await self.remediation_jobs.start()
+        self.remediation.kube = await connect_kube(self.settings)
+        if self.remediation.kube is None and self.rules.remediation.policies:
+            log.warning(
+                "remediation is off: no Kubernetes API configured (INCIDENTD_KUBE_API_URL, in-cluster)"
+            )
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self.broker.start()
@@ -153,6 +187,7 @@ class Runtime:
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             asyncio.create_task(self.pages.run(), name="page-worker"),
             asyncio.create_task(self.timers.run(), name="timer-worker"),
+            asyncio.create_task(self.remediation.run(), name="remediation-worker"),
             asyncio.create_task(self._gauge_loop(), name="gauges"),
         ]
         # Deliver what a previous run stored but did not get to publish or page.
@@ -168,4 +203,6 @@ class Runtime:
             await self.broker.stop()
             for notifier in self.notifiers.values():
                 await notifier.aclose()
+            if self.remediation.kube is not None:
+                await self.remediation.kube.close()
             await self.store.close()

@@ -1,14 +1,22 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from service.embedded.broker import embedded_broker
+from service.remediate.kube import Kube
 from service.ruleset import RuleSet, load_rules
+from tests.support.k8s_api import FakeKubernetes
+from tests.support.remediation import kube_for
 from tests.support.service import RULES, free_port
+from tests.support.time import T0
 
 POSTGRES_URL = os.environ.get(
     "INCIDENTD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -42,3 +50,38 @@ def rules() -> RuleSet:
 @pytest.fixture
 def rules_dir() -> Path:
     return RULES
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A database of its own, dropped afterwards."""
+    url = make_url(POSTGRES_URL)
+    name = f"incidentd_test_{uuid.uuid4().hex[:10]}"
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def k8s() -> AsyncIterator[FakeKubernetes]:
+    """The Kubernetes API stand-in: shop/api rolled out from api:v1 to api:v2 five minutes before T0."""
+    async with FakeKubernetes() as f:
+        f.add_deployment("shop", "api", image="api:v1", replicas=2, created_at=T0 - timedelta(hours=2))
+        f.set_image("shop", "api", "api:v2", at=T0 - timedelta(minutes=5))
+        yield f
+
+
+@pytest.fixture
+async def kube(k8s: FakeKubernetes) -> AsyncIterator[Kube]:
+    """The service's Kubernetes client, talking HTTP to ``k8s``."""
+    k = kube_for(k8s)
+    yield k
+    await k.close()

@@ -15,7 +15,6 @@ from service.config import Settings
 from service.emit.cloudevents import EventFactory
 from service.escalate.commands import Ack, CommandHandler
 from service.escalate.scheduler import TimerWorker
-from service.notify.base import PageRequest
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
 from service.pipeline import DeadLetter, Record, build_pipeline
@@ -23,23 +22,9 @@ from service.ruleset import RuleSet, load_rules
 from service.store.store import Store
 from tests.support.checks import assert_valid_event
 from tests.support.payloads import alert, body, webhook
+from tests.support.recorder import Recorder
 from tests.support.service import RULES
 from tests.support.time import T0
-
-
-class Recorder:
-    comms = True
-
-    def __init__(self, name: str = "rec") -> None:
-        self.name = name
-        self.sent: list[PageRequest] = []
-
-    async def send(self, request: PageRequest) -> str | None:
-        self.sent.append(request)
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Scenario:

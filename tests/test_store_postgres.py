@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from service.models import IncidentStatus
 from service.store.store import Store
-from tests.conftest import POSTGRES_URL
 from tests.support.incidents import make_incident
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import run_service, test_settings
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A database of its own, dropped afterwards."""
-    url = make_url(POSTGRES_URL)
-    name = f"incidentd_test_{uuid.uuid4().hex[:10]}"
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_pipeline_on_postgres_dedups_resolves_and_pages_once(

@@ -62,6 +62,50 @@ class CommsPart(_Closed):
     next_update: str
 
 
+class RemediationTarget(_Closed):
+    kind: Literal["deployment", "node"]
+    name: str
+    namespace: str | None = None
+    pod: str | None = None
+
+
+class RemediationFailure(_Closed):
+    stage: str | None = Field(description="plan, dry_run, apply or verify")
+    reason: str | None
+
+
+class RemediationApproval(_Closed):
+    required: bool
+    due_at: str
+    decision: Literal["approved", "denied"] | None = None
+    by: str | None = None
+
+
+class RemediationPart(_Closed):
+    id: str = Field(
+        pattern=r"^rem-[0-9a-f]{20}$", description="stable per incident opening, policy and target"
+    )
+    policy: str
+    action: Literal["rollback", "scale", "restart", "delete_pods", "drain_node"]
+    mode: Literal["off", "dry-run", "enforce"]
+    target: RemediationTarget | None = Field(description="null when no valid target could be named")
+    inputs: dict[str, Any] = Field(description="the alert, the labels that named the target, the parameters")
+    plan: dict[str, Any] | None = Field(
+        default=None, description="what the action will do, fixed before it runs"
+    )
+    dry_run: dict[str, Any] | None = Field(default=None, description="the server-side dry run's result")
+    result: dict[str, Any] | None = Field(default=None, description="what the enforced action changed")
+    verification: str | None = Field(default=None, description="what recovery checks found")
+    guardrail: str | None = Field(
+        default=None,
+        description="remediation.skipped: mode, kill_switch, target, allowlist, precondition, bounds, "
+        "cooldown, rate_limit, budget, hold, approval, recovered, cluster, rules",
+    )
+    reason: str | None = None
+    failure: RemediationFailure | None = None
+    approval: RemediationApproval | None = None
+
+
 class IncidentEventData(_Closed):
     """The incident snapshot, plus the part specific to the event type."""
 
@@ -95,6 +139,7 @@ class IncidentEventData(_Closed):
     command: CommandPart | None = Field(
         default=None, description="incident.acknowledged / resolved / updated when a person acted"
     )
+    remediation: RemediationPart | None = Field(default=None, description="remediation.*")
 
 
 def json_schema() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from service.clock import Clock
 from service.emit.cloudevents import EventFactory
 from service.models import Incident, IncidentStatus
+from service.remediate.approval import Approve, Deny
 from service.store.store import ConcurrentUpdate, Store
 
 ROLES = ("IC", "Communications", "Technical Lead")
@@ -44,6 +45,8 @@ class Assign(_Command):
 
 
 Command = Annotated[Ack | Resolve | Assign, Field(discriminator="command")]
+# What ``incidents.commands`` carries: the incident commands and remediation decisions.
+AnyCommand = Annotated[Ack | Resolve | Assign | Approve | Deny, Field(discriminator="command")]
 
 
 class KafkaCommand(BaseModel):
@@ -51,7 +54,7 @@ class KafkaCommand(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     incident_id: Name
-    command: Command
+    command: AnyCommand
 
 
 class UnknownIncident(Exception):

@@ -56,17 +56,15 @@ class TimerWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        await run_due_work("timer worker", self._run_all_due, self._seconds_until_next_due, self._wake, log)
-
-    async def _run_all_due(self) -> None:
-        while await self.run_once():
-            pass
-
-    async def _seconds_until_next_due(self) -> float:
-        due = await self._store.next_timer_due()
-        if due is None:
-            return 30.0
-        return min(30.0, max(0.05, due - self._clock.now().timestamp()))
+        await run_due_work(
+            "timer worker",
+            self.run_once,
+            self._store.next_timer_due,
+            self._clock,
+            self._wake,
+            log,
+            until_idle=True,
+        )
 
     async def run_once(self, limit: int = 100) -> int:
         """Fire every due timer (up to ``limit``); return how many were handled."""

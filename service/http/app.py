@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.http.incidents import incident_routes
+from service.http.remediation import remediation_routes
 from service.ingest.parse import PayloadError, decode, parse_document
 from service.ingest.records import split_by_group
 from service.runtime import Runtime
@@ -155,6 +156,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *incident_routes(runtime, authorised),
+            *remediation_routes(runtime, authorised),
         ],
         lifespan=lifespan,
     )

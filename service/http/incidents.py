@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -11,15 +10,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.escalate.commands import Command, Conflict, UnknownIncident
+from service.http.bodies import error, invalid, json_object
 from service.runtime import Runtime
 
 _COMMAND = TypeAdapter(Command)
-MAX_COMMAND_BYTES = 64 * 1024
 STATUSES = ("open", "resolved")
-
-
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
 
 
 def incident_routes(runtime: Runtime, authorised: Any) -> list[Route]:
@@ -27,7 +22,7 @@ def incident_routes(runtime: Runtime, authorised: Any) -> list[Route]:
 
     async def list_incidents(request: Request) -> Response:
         if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
+            return error(401, "missing or wrong bearer token")
         status = request.query_params.get("status")
         severity = request.query_params.get("severity")
         limit_raw = request.query_params.get("limit", "100")
@@ -39,17 +34,17 @@ def incident_routes(runtime: Runtime, authorised: Any) -> list[Route]:
         if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
             problems.append("limit must be an integer from 1 to 1000")
         if problems:
-            return _error(422, "; ".join(problems))
+            return error(422, "; ".join(problems))
         found = await runtime.store.list_incidents(status, severity, int(limit_raw))
         return JSONResponse({"incidents": [inc.snapshot() for inc in found]})
 
     async def show(request: Request) -> Response:
         if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
+            return error(401, "missing or wrong bearer token")
         incident_id = request.path_params["incident_id"]
         inc = await runtime.store.get_incident(incident_id)
         if inc is None:
-            return _error(404, f"no incident {incident_id}")
+            return error(404, f"no incident {incident_id}")
         pages = [
             {k: job[k] for k in ("integration", "action", "opening", "status", "attempts", "last_error")}
             for job in await runtime.store.page_jobs_for(incident_id)
@@ -59,35 +54,27 @@ def incident_routes(runtime: Runtime, authorised: Any) -> list[Route]:
                 "incident": inc.snapshot(),
                 "timeline": await runtime.store.timeline_for(incident_id),
                 "pages": pages,
+                "remediations": await runtime.remediation_jobs.list(incident_id),
             }
         )
 
     def command_endpoint(name: str) -> Any:
         async def endpoint(request: Request) -> Response:
             if not authorised(request):
-                return _error(401, "missing or wrong bearer token")
-            raw = await request.body()
-            if len(raw) > MAX_COMMAND_BYTES:
-                return _error(413, f"body larger than {MAX_COMMAND_BYTES} bytes")
-            try:
-                body = json.loads(raw) if raw.strip() else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                return _error(400, f"body is not valid JSON: {exc}")
-            if not isinstance(body, dict):
-                return _error(422, "expected a JSON object")
+                return error(401, "missing or wrong bearer token")
+            body = await json_object(request)
+            if isinstance(body, Response):
+                return body
             try:
                 command = _COMMAND.validate_python({**body, "command": name})
             except ValidationError as exc:
-                details = [
-                    {"loc": ".".join(str(p) for p in e["loc"][1:]), "msg": e["msg"]} for e in exc.errors()
-                ]
-                return _error(422, "invalid command", details=details)
+                return invalid(exc, skip=1)
             try:
                 inc = await runtime.commands.apply(request.path_params["incident_id"], command, "api")
             except UnknownIncident as exc:
-                return _error(404, f"no incident {exc}")
+                return error(404, f"no incident {exc}")
             except Conflict as exc:
-                return _error(409, str(exc))
+                return error(409, str(exc))
             return JSONResponse({"incident": inc.snapshot()})
 
         return endpoint

@@ -1,4 +1,5 @@
-"""The ``incidents.commands`` consumer: ack/resolve/assign as JSON records.
+"""The ``incidents.commands`` consumer: ack/resolve/assign and remediation
+approve/deny as JSON records.
 
 Low volume, so one record at a time; the offset is committed after the command
 is stored (NACK_ON_ERROR), and a command that can never apply goes to the
@@ -18,6 +19,8 @@ from service.config import Settings
 from service.escalate.commands import CommandHandler, Conflict, KafkaCommand, UnknownIncident
 from service.ingest.deadletter import DeadLetterPublisher
 from service.pipeline import DeadLetter, Record
+from service.remediate.approval import Approvals, Approve, Deny
+from service.store.remediations import Decision
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,10 @@ class CommandConsumer:
         handler: CommandHandler,
         settings: Settings,
         dead_letters: DeadLetterPublisher,
+        approvals: Approvals,
     ) -> None:
         self._handler = handler
+        self._approvals = approvals
         self._dead_letters = dead_letters
         self.subscriber = broker.subscriber(
             settings.kafka_commands_topic,
@@ -54,6 +59,12 @@ class CommandConsumer:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "(body)"
             await self._dead_letters([DeadLetter(record, f"invalid command: {where}: {first['msg']}")])
+            return
+        if isinstance(cmd.command, Approve | Deny):
+            try:
+                await self._approvals.decide(cmd.command, cmd.incident_id)
+            except Decision as exc:
+                await self._dead_letters([DeadLetter(record, f"command refused: {exc.message}")])
             return
         try:
             await self._handler.apply(cmd.incident_id, cmd.command, "kafka")

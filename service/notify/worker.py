@@ -63,13 +63,10 @@ class PageWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        await run_due_work("page worker", self.run_once, self._seconds_until_next_due, self._wake, log)
+        await run_due_work("page worker", self.run_once, self._next_due, self._clock, self._wake, log)
 
-    async def _seconds_until_next_due(self) -> float:
-        due = await self._store.next_page_due(set(self._notifiers))
-        if due is None:
-            return 30.0
-        return min(30.0, max(0.05, due - self._clock.now().timestamp()))
+    async def _next_due(self) -> float | None:
+        return await self._store.next_page_due(set(self._notifiers))
 
     async def run_once(self) -> int:
         """Start every due job; return how many were started."""
@@ -208,7 +205,8 @@ class PageWorker:
 
     def _request(self, inc: Incident, job: PageJob, target: str) -> PageRequest:
         snapshot = inc.snapshot()
-        if job.action == "update":
+        if job.action == "update" or "message" in job.payload:
+            # Reminders and remediation hand-overs carry their own text.
             text = str(job.payload.get("message", ""))
         elif job.action == "ack":
             by = job.payload.get("by", "unknown")

@@ -76,6 +76,21 @@ class Metrics:
         self.reminders = Counter(
             "incidentd_reminders_total", "[UPDATE] follow-up messages sent (comms.update).", registry=r
         )
+        self.remediations = Counter(
+            "incidentd_remediations_total",
+            "Remediation events, by action and outcome (planned, started, succeeded, failed, skipped).",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.remediations_skipped = Counter(
+            "incidentd_remediation_skipped_total",
+            "Remediations a guardrail stopped, by guardrail.",
+            ["guardrail"],
+            registry=r,
+        )
+        self.remediation_paused = Gauge(
+            "incidentd_remediation_paused", "1 while the remediation kill switch is on.", registry=r
+        )
         self.events_published = Counter(
             "incidentd_events_published_total", "Incident events published to Kafka.", registry=r
         )

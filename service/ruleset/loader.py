@@ -18,6 +18,7 @@ from service.ruleset.models import (
     SeveritiesFile,
     Templates,
 )
+from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import compile_template
 from service.ruleset.yamlpos import LocatedYaml, format_path, load_located
 
@@ -37,11 +38,15 @@ class _Collector:
     def add(self, path: Path, location: str, problem: str) -> None:
         self.problems.append(RuleProblem(self.name(path), location, problem))
 
-    def load(self, filename: str, model: type[M]) -> tuple[M | None, LocatedYaml | None]:
+    def load(
+        self, filename: str, model: type[M], *, optional: bool = False
+    ) -> tuple[M | None, LocatedYaml | None]:
         path = self.root / filename
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
+            if optional:
+                return model(), None
             self.add(path, "(file)", "file is missing")
             return None, None
         except OSError as exc:
@@ -60,11 +65,17 @@ class _Collector:
         if not isinstance(doc.data, dict):
             self.add(path, "(top level)", "expected a mapping")
             return None, None
+        return self.validate(path, doc, model, doc.data, ())
+
+    def validate(
+        self, path: Path, doc: LocatedYaml, model: type[M], data: Any, at: tuple[str | int, ...]
+    ) -> tuple[M | None, LocatedYaml]:
+        """Validate ``data`` (found at ``at`` inside ``doc``), reporting problems located."""
         try:
-            return model.model_validate(doc.data), doc
+            return model.model_validate(data), doc
         except ValidationError as exc:
             for err in exc.errors():
-                loc = tuple(p for p in err["loc"] if not _is_pydantic_tag(p))
+                loc = at + tuple(p for p in err["loc"] if not _is_pydantic_tag(p))
                 self.add(path, self.where(doc, loc), _message(err))
             return None, doc
 
@@ -96,13 +107,19 @@ def load_rules(root: Path | str) -> RuleSet:
     grp, _ = c.load("grouping.yaml", GroupingFile)
     esc, esc_doc = c.load("escalation.yaml", EscalationFile)
     contacts, _ = c.load("contacts.yaml", ContactsFile)
+    # Optional: a rules directory without it has no remediation at all.
+    remediation, rem_doc = c.load("remediation.yaml", RemediationFile, optional=True)
     templates = _load_templates(c, root / "templates")
     if sev and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
     if esc and esc_doc and contacts and sev:
         known = set(contacts.roles), {s.name for s in sev.severities}
         _check_escalation_refs(c, root / "escalation.yaml", esc_doc, esc, *known)
-    if c.problems or not (sev and cls and grp and templates and esc and contacts):
+    params: dict[str, Any] = {}
+    if remediation and rem_doc and contacts and sev:
+        known = set(contacts.roles), {s.name for s in sev.severities}
+        params = check_remediation(c, root / "remediation.yaml", rem_doc, remediation, *known)
+    if c.problems or not (sev and cls and grp and templates and esc and contacts and remediation):
         raise RulesError(c.problems)
     return RuleSet(
         severities={s.name: s for s in sev.severities},
@@ -111,7 +128,68 @@ def load_rules(root: Path | str) -> RuleSet:
         templates=templates,
         escalation=esc,
         contacts=contacts,
+        remediation=remediation,
+        remediation_params=params,
     )
+
+
+def check_remediation(
+    c: _Collector,
+    path: Path,
+    doc: LocatedYaml,
+    rem: RemediationFile,
+    roles: set[str],
+    severities: set[str],
+) -> dict[str, Any]:
+    """Actions exist, their parameters validate against the action's own model, and every
+    role, severity and target label makes sense for the action."""
+    # Imported here: the actions bring in the Kubernetes client, which only this check needs.
+    from service.remediate.actions.registry import ACTIONS
+
+    for i, role in enumerate(rem.page_roles):
+        if role not in roles:
+            c.add(
+                path,
+                c.where(doc, ("page_roles", i)),
+                f"unknown role {role!r}; contacts.yaml defines {', '.join(sorted(roles))}",
+            )
+    params: dict[str, Any] = {}
+    for i, policy in enumerate(rem.policies):
+        at: tuple[str | int, ...] = ("policies", i)
+        action = ACTIONS.get(policy.action)
+        if action is None:
+            c.add(
+                path,
+                c.where(doc, (*at, "action")),
+                f"unknown action {policy.action!r}; one of {', '.join(ACTIONS)}",
+            )
+            continue
+        parsed, _ = c.validate(path, doc, action.params_model, policy.params, (*at, "params"))
+        if parsed is not None:
+            params[policy.name] = parsed
+        named: list[tuple[tuple[str | int, ...], str]] = [
+            (("severities", j), n) for j, n in enumerate(policy.severities)
+        ]
+        if policy.approval:
+            named += [(("approval", "severities", j), n) for j, n in enumerate(policy.approval.severities)]
+        for where, name in named:
+            if name not in severities:
+                c.add(path, c.where(doc, (*at, *where)), f"unknown severity {name!r}")
+        fields = {"node"} if action.target_kind == "node" else {"namespace", "deployment", "pod"}
+        for field in policy.target_labels:
+            if field not in fields:
+                c.add(
+                    path,
+                    c.where(doc, (*at, "target_labels", field)),
+                    f"{policy.action} targets {'/'.join(sorted(fields))}, not {field}",
+                )
+        if policy.preconditions.changed_within is not None and action.target_kind != "deployment":
+            c.add(
+                path,
+                c.where(doc, (*at, "preconditions", "changed_within")),
+                f"only for deployment actions, not {policy.action}",
+            )
+    return params
 
 
 def _check_escalation_refs(

@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import Field, model_validator
 
+from service.ruleset.base import SEVERITY_NAME, MatcherField, Strict, reject_duplicates
 from service.ruleset.durations import Duration
-from service.ruleset.matchers import Matcher
+from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import TemplateField
-
-SEVERITY_NAME = re.compile(r"^SEV-[1-9]$")
-
-
-def _matcher(value: object) -> object:
-    if isinstance(value, str):
-        return Matcher.parse(value)
-    return value
-
-
-MatcherField = Annotated[Matcher, BeforeValidator(_matcher), PlainSerializer(str, return_type=str)]
-
-
-def _reject_duplicates(names: list[str], problem: str) -> None:
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"{problem}: {', '.join(dupes)}")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 class Severity(Strict):
@@ -53,7 +32,7 @@ class SeveritiesFile(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> SeveritiesFile:
-        _reject_duplicates([s.name for s in self.severities], "severity defined twice")
+        reject_duplicates([s.name for s in self.severities], "severity defined twice")
         return self
 
 
@@ -78,7 +57,7 @@ class ClassifyFile(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClassifyFile:
-        _reject_duplicates([r.name for r in self.rules], "rule name used twice")
+        reject_duplicates([r.name for r in self.rules], "rule name used twice")
         return self
 
 
@@ -123,7 +102,7 @@ class EscalationFile(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> EscalationFile:
-        _reject_duplicates([r.name for r in self.rules], "rule name used twice")
+        reject_duplicates([r.name for r in self.rules], "rule name used twice")
         return self
 
 
@@ -180,6 +159,9 @@ class RuleSet(Strict):
     templates: Templates
     escalation: EscalationFile
     contacts: ContactsFile
+    remediation: RemediationFile = RemediationFile()
+    # Policy name -> its action's validated parameters (the action's own pydantic model).
+    remediation_params: dict[str, Any] = {}
 
     def severity(self, name: str) -> Severity:
         return self.severities[name]

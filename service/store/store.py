@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service.escalate.policy import TimerIntent
 from service.models import Incident
 from service.store.codec import dump_incident, load_incident
-from service.store.tables import incidents, metadata, outbox, page_jobs, timeline
+from service.store.tables import incidents, metadata, outbox, page_jobs, remediations, timeline
 from service.store.tables import timers as timers_table
 
 
@@ -146,12 +146,22 @@ class Store:
         pages: Sequence[dict[str, Any]],
         now: datetime,
         timers: Sequence[TimerIntent] = (),
+        remediation_jobs: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Store a batch's incident changes, events, page jobs and timers atomically."""
+        """Store a batch's incident changes, events, page jobs, timers and remediation
+        jobs atomically."""
         async with self._write() as conn:
             for inc in changed:
                 await self._write_incident(conn, inc)
             await self._add_effects(conn, events, pages, timers, now)
+            if remediation_jobs:
+                stamp = _ts(now)
+                rows = [
+                    {"attempts": 0, "next_attempt_at": stamp, "created_at": stamp, "updated_at": stamp, **r}
+                    for r in remediation_jobs
+                ]
+                # One job per (incident opening, policy, target), however often asked.
+                await conn.execute(self._insert_ignore(remediations), rows)
 
     async def add_events(self, events: Sequence[OutboxRecord], now: datetime) -> None:
         async with self._write() as conn:
@@ -199,16 +209,16 @@ class Store:
 
     @staticmethod
     async def _lease(
-        conn: AsyncConnection, table: Any, row_id: int, stamp: float, seconds: float
+        conn: AsyncConnection, table: Any, row_id: int, stamp: float, seconds: float, active: Any = None
     ) -> str | None:
-        """Lease one pending row of page_jobs or timers; None if another worker holds it or
-        finished it between our read and this write. Returns the owner token that must
-        accompany the outcome."""
+        """Lease one pending (or ``active``) row of page_jobs, timers or remediations; None
+        if another worker holds it or finished it between our read and this write.
+        Returns the owner token that must accompany the outcome."""
         owner = uuid.uuid4().hex
         unleased = or_(table.c.lease_until.is_(None), table.c.lease_until < stamp)
         result = await conn.execute(
             update(table)
-            .where(table.c.id == row_id, table.c.status == "pending", unleased)
+            .where(table.c.id == row_id, table.c.status == "pending" if active is None else active, unleased)
             .values(lease_until=stamp + seconds, lease_owner=owner)
         )
         return owner if result.rowcount == 1 else None

@@ -111,3 +111,79 @@ timers = Table(
     UniqueConstraint("incident_id", "opening", "name", name="uq_timers_once"),
     Index("ix_timers_due", "status", "due_at"),
 )
+
+# Remediation jobs: one per (incident opening, policy, target), however often the alert
+# that asked for it arrives. The plan is stored before any change is made.
+remediations = Table(
+    "remediations",
+    metadata,
+    # Derived from the unique key below, so a redelivered alert names the same job.
+    Column("id", String(40), primary_key=True),
+    Column("incident_id", String(64), nullable=False),
+    Column("opening", Integer, nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("policy", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target_key", String(600), nullable=False),
+    Column("target", Text, nullable=False),
+    # JSON: the alert, the labels that named the target, the parameters.
+    Column("inputs", Text, nullable=False),
+    Column("mode", String(16), nullable=False),
+    # pending | awaiting_approval | acting | verifying | succeeded | failed | skipped
+    Column("status", String(24), nullable=False),
+    Column("guardrail", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("plan", Text, nullable=True),
+    Column("dry_run", Text, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("approval_due_at", Float, nullable=True),
+    Column("decision", String(16), nullable=True),  # approved | denied
+    Column("decided_by", String(200), nullable=True),
+    # Set when an enforce action reserves its slot: cooldowns and budgets count these.
+    Column("started_at", Float, nullable=True),
+    Column("verify_due_at", Float, nullable=True),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_until", Float, nullable=True),
+    Column("lease_owner", String(32), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "opening", "policy", "target_key", name="uq_remediations_once"),
+    Index("ix_remediations_due", "status", "next_attempt_at"),
+    Index("ix_remediations_target_started", "target_key", "started_at"),
+    Index("ix_remediations_policy_started", "policy", "started_at"),
+    Index("ix_remediations_started", "started_at"),
+)
+
+# One actor per target: the job that holds a target's row may act on it.
+remediation_locks = Table(
+    "remediation_locks",
+    metadata,
+    Column("target_key", String(600), primary_key=True),
+    Column("remediation_id", String(40), nullable=False),
+    Column("until", Float, nullable=False),
+)
+
+# Targets automation no longer touches (an action did not bring recovery) until a
+# person resumes them.
+remediation_holds = Table(
+    "remediation_holds",
+    metadata,
+    Column("target_key", String(600), primary_key=True),
+    Column("remediation_id", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("since", Float, nullable=False),
+)
+
+# One row: the kill switch, and the row every budget check locks so that replicas
+# count and reserve one at a time.
+remediation_control = Table(
+    "remediation_control",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_by", String(200), nullable=True),
+    Column("paused_at", Float, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("reservations", BigInteger, nullable=False, default=0),
+)

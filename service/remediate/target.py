@@ -1,0 +1,90 @@
+"""What an action acts on, taken from an alert's labels and nothing else.
+
+A target is refused (never widened) when a label is missing, is not a valid
+Kubernetes name, or falls outside the allowlist: the lesson of Google's Diskerase
+outage, where an empty target set meant "everything".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from service.ruleset.remediation import Allowlist, Policy, TargetField
+
+# DNS-1123 subdomain, the rule for deployment, pod and node names; namespaces are
+# DNS-1123 labels. Checked before any value reaches a URL.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+TargetKind = Literal["deployment", "node"]
+
+
+class Refused(Exception):
+    """The action must not run; ``guardrail`` names the check that stopped it."""
+
+    def __init__(self, guardrail: str, reason: str) -> None:
+        super().__init__(reason)
+        self.guardrail = guardrail
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: TargetKind
+    name: str
+    namespace: str | None = None
+    # A deployment action narrowed to one of its pods (delete_pods).
+    pod: str | None = None
+
+    @property
+    def key(self) -> str:
+        """One key per Kubernetes object: cooldowns, holds and the lock are per key."""
+        if self.kind == "node":
+            return f"node/{self.name}"
+        return f"deployment/{self.namespace}/{self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "pod": self.pod}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Target:
+        return cls(raw["kind"], raw["name"], raw.get("namespace"), raw.get("pod"))
+
+
+def resolve_target(
+    kind: TargetKind,
+    policy: Policy,
+    labels: Mapping[str, str],
+    allowlist: Allowlist,
+    *,
+    with_pod: bool = False,
+) -> Target:
+    """The target named by ``labels`` under ``policy``'s label mapping, or Refused."""
+
+    def label(field: TargetField, pattern: re.Pattern[str], *, required: bool = True) -> str | None:
+        name = policy.label_for(field)
+        value = labels.get(name, "")
+        if not value:
+            if required:
+                raise Refused("target", f"alert has no {name!r} label to name the {field}")
+            return None
+        if len(value) > 253 or not pattern.match(value):
+            raise Refused("target", f"label {name}={value!r} is not a valid Kubernetes {field} name")
+        return value
+
+    if kind == "node":
+        node = label("node", _SUBDOMAIN)
+        assert node is not None
+        if not allowlist.allows_node(node):
+            raise Refused("allowlist", f"node {node!r} is not in the allowlist")
+        return Target("node", node)
+    namespace = label("namespace", _LABEL)
+    deployment = label("deployment", _SUBDOMAIN)
+    assert namespace is not None and deployment is not None
+    if not allowlist.allows_workload(namespace, deployment):
+        raise Refused("allowlist", f"deployment {namespace}/{deployment} is not in the allowlist")
+    pod = label("pod", _SUBDOMAIN, required=False) if with_pod else None
+    return Target("deployment", deployment, namespace, pod)
