@@ -373,7 +373,15 @@ def _mount_of(docs: list[dict[str, Any]], env_path: str) -> dict[str, Any]:
 @helm_timeout
 def test_chart_lints_and_renders_with_default_values(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in rendered)
-    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
 
 
 @helm_timeout
@@ -463,6 +471,12 @@ def _break_k8s_field(chart: Path) -> None:
     path.write_text(path.read_text().replace("path: /readyz", "pth: /readyz"))
 
 
+def _unknown_remediation_action(chart: Path) -> None:
+    _edit_remediation(
+        chart, lambda r: r["policies"].append({**r["policies"][0], "name": "x", "action": "nuke"})
+    )
+
+
 @helm_timeout
 @pytest.mark.parametrize(
     ("values", "breakage", "expected"),
@@ -472,6 +486,9 @@ def _break_k8s_field(chart: Path) -> None:
         ({"database": {"existingSecret": "", "key": "url"}}, None, "database.existingSecret"),
         (None, _break_template, "nosuchfunc"),
         (None, _break_k8s_field, "'pth' was unexpected"),
+        ({"remediation": {"mode": "on"}}, None, "/remediation/mode"),
+        ({"serviceAccount": {"create": False}}, None, "remediation.rbac.create"),
+        (None, _unknown_remediation_action, "no RBAC"),
     ],
     ids=[
         "opsgenie-without-secret",
@@ -479,6 +496,9 @@ def _break_k8s_field(chart: Path) -> None:
         "no-database-secret",
         "template-error",
         "unknown-k8s-field",
+        "bad-remediation-mode",
+        "remediation-rbac-for-the-default-service-account",
+        "remediation-action-without-rbac",
     ],
 )
 def test_chart_check_fails_on_broken_input(
@@ -511,6 +531,196 @@ def test_chart_metadata_follows_the_package() -> None:
     values = _yaml(CHART / "values.yaml")
     assert set(values["pagers"]) <= set(NOTIFIERS)
     assert values["replicaCount"] == 2
+
+
+# --------------------------------------------------------------------------- remediation RBAC
+
+# What each remediation action needs from the API server: (apiGroup, resource) -> verbs. The
+# deployment actions act inside an allowlisted namespace (a Role there); drain_node acts on nodes
+# and on pods in any namespace (a ClusterRole).
+NAMESPACED_PERMISSIONS: dict[str, dict[tuple[str, str], set[str]]] = {
+    "rollback": {("apps", "deployments"): {"get", "patch"}, ("apps", "replicasets"): {"list"}},
+    "scale": {("apps", "deployments/scale"): {"get", "patch"}, ("apps", "deployments"): {"get"}},
+    "restart": {("apps", "deployments"): {"get", "patch"}},
+    "delete_pods": {("apps", "deployments"): {"get"}, ("", "pods"): {"list", "delete"}},
+}
+CLUSTER_PERMISSIONS: dict[str, dict[tuple[str, str], set[str]]] = {
+    "drain_node": {
+        ("", "nodes"): {"get", "patch"},
+        ("", "pods"): {"list"},
+        ("", "pods/eviction"): {"create"},
+    },
+}
+RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+# Resources a Role may limit to the allowlisted deployment names, and verbs that ignore resourceNames.
+BY_NAME = {("apps", "deployments"), ("apps", "deployments/scale")}
+UNNAMED_VERBS = {"list", "watch", "create", "deletecollection"}
+
+
+def _remediation(rules_dir: Path = RULES) -> dict[str, Any]:
+    doc = _yaml(rules_dir / "remediation.yaml")
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _edit_remediation(chart: Path, edit: Any) -> None:
+    path = chart / "rules" / "remediation.yaml"
+    doc = _yaml(path)
+    edit(doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _needed(
+    policies: list[dict[str, Any]], permissions: dict[str, dict[tuple[str, str], set[str]]]
+) -> dict[tuple[str, str], set[str]]:
+    """The union of the permissions of the actions the policies use."""
+    needed: dict[tuple[str, str], set[str]] = {}
+    for policy in policies:
+        for key, verbs in permissions.get(policy["action"], {}).items():
+            needed.setdefault(key, set()).update(verbs)
+    return needed
+
+
+def _granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+def _rbac(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """Objects of one kind by namespace ("" for cluster-scoped ones)."""
+    found = [d for d in docs if d["kind"] == kind]
+    by_namespace = {d["metadata"].get("namespace", ""): d for d in found}
+    assert len(by_namespace) == len(found), f"two {kind}s in one namespace"
+    return by_namespace
+
+
+def _assert_binding(docs: list[dict[str, Any]], binding: dict[str, Any], role: dict[str, Any]) -> None:
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": role["kind"],
+        "name": role["metadata"]["name"],
+    }
+    account = _one(docs, "ServiceAccount")
+    assert (
+        _one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        == (account["metadata"]["name"])
+    )
+    # helm-lint.sh renders into the namespace "incidentd" (--namespace default).
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "incidentd"}
+    ]
+
+
+def _assert_token_mounted(docs: list[dict[str, Any]], mounted: bool) -> None:
+    assert _one(docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is mounted
+    assert _one(docs, "ServiceAccount")["automountServiceAccountToken"] is mounted
+
+
+def _assert_roles_match(docs: list[dict[str, Any]], remediation: dict[str, Any]) -> None:
+    """One Role (and RoleBinding) per allowlisted namespace, granting exactly what the policies need."""
+    needed = _needed(remediation["policies"], NAMESPACED_PERMISSIONS)
+    assert needed, "the policies use no deployment action"
+    allowlisted: dict[str, list[str]] = remediation["allowlist"]["namespaces"]
+    roles, bindings = _rbac(docs, "Role"), _rbac(docs, "RoleBinding")
+    assert set(roles) == set(bindings) == set(allowlisted)
+    for namespace, names in allowlisted.items():
+        role = roles[namespace]
+        assert _granted(role) == needed, f"Role in {namespace}"
+        globbed = any(c in name for name in names for c in "*?")
+        for rule in role["rules"]:
+            keys = {(g, r) for g in rule["apiGroups"] for r in rule["resources"]}
+            if keys <= BY_NAME and not globbed and not set(rule["verbs"]) & UNNAMED_VERBS:
+                assert sorted(rule["resourceNames"]) == sorted(names), rule
+            else:
+                assert "resourceNames" not in rule, rule
+        _assert_binding(docs, bindings[namespace], role)
+
+
+@helm_timeout
+def test_default_chart_grants_exactly_what_the_remediation_policies_need(
+    rendered: list[dict[str, Any]],
+) -> None:
+    remediation = _remediation()
+    assert remediation["allowlist"]["namespaces"] == {"aragora": ["aragora-api"]}
+    assert remediation["allowlist"]["nodes"] == []
+    _assert_roles_match(rendered, remediation)
+    role = _rbac(rendered, "Role")["aragora"]
+    named = [r for r in role["rules"] if set(r["resources"]) & {"deployments", "deployments/scale"}]
+    assert named and all(r["resourceNames"] == ["aragora-api"] for r in named)
+
+    # drain_node is a policy, but no node is allowlisted: nothing cluster-wide.
+    assert any(p["action"] == "drain_node" for p in remediation["policies"])
+    assert {d["kind"] for d in rendered} & {"ClusterRole", "ClusterRoleBinding"} == set()
+
+    _assert_token_mounted(rendered, True)
+    env = {e["name"]: e.get("value") for e in _container(rendered)["env"]}
+    assert env["INCIDENTD_REMEDIATION_MODE"] == "dry-run"
+
+
+@helm_timeout
+def test_chart_grants_node_drains_cluster_wide_when_nodes_are_allowlisted(
+    helm_venv: Path, tmp_path: Path
+) -> None:
+    chart = tmp_path / "incidentd"
+    shutil.copytree(CHART, chart)
+
+    def allow(remediation: dict[str, Any]) -> None:
+        remediation["allowlist"]["nodes"] = ["worker-*"]
+        remediation["allowlist"]["namespaces"]["payments"] = ["payments-*"]
+
+    _edit_remediation(chart, allow)
+    result, docs, _ = _helm(tmp_path, chart=chart, values={"remediation": {"mode": "enforce"}})
+    assert result.returncode == 0, result.stderr
+
+    remediation = _remediation(chart / "rules")
+    _assert_roles_match(docs, remediation)
+    assert all("resourceNames" not in r for r in _rbac(docs, "Role")["payments"]["rules"])
+
+    (cluster_role,) = _rbac(docs, "ClusterRole").values()
+    needed = _needed(remediation["policies"], CLUSTER_PERMISSIONS)
+    assert needed == {
+        ("", "nodes"): {"get", "patch"},
+        ("", "pods"): {"list"},
+        ("", "pods/eviction"): {"create"},
+    }
+    assert _granted(cluster_role) == needed
+    assert all("resourceNames" not in r for r in cluster_role["rules"])
+    (cluster_binding,) = _rbac(docs, "ClusterRoleBinding").values()
+    _assert_binding(docs, cluster_binding, cluster_role)
+
+    _assert_token_mounted(docs, True)
+    env = {e["name"]: e.get("value") for e in _container(docs)["env"]}
+    assert env["INCIDENTD_REMEDIATION_MODE"] == "enforce"
+
+
+def _no_policies(chart: Path) -> None:
+    _edit_remediation(chart, lambda r: r.update(policies=[]))
+
+
+@helm_timeout
+@pytest.mark.parametrize(
+    ("values", "breakage"),
+    [({"remediation": {"rbac": {"create": False}}}, None), (None, _no_policies)],
+    ids=["rbac-create-false", "no-policies"],
+)
+def test_chart_renders_no_remediation_rbac(
+    helm_venv: Path, tmp_path: Path, values: dict[str, Any] | None, breakage: Any
+) -> None:
+    chart = tmp_path / "incidentd"
+    shutil.copytree(CHART, chart)
+    # Nodes allowlisted too, so that a ClusterRole would render if anything did.
+    _edit_remediation(chart, lambda r: r["allowlist"].update(nodes=["worker-*"]))
+    if breakage is not None:
+        breakage(chart)
+    result, docs, _ = _helm(tmp_path, chart=chart, values=values)
+    assert result.returncode == 0, result.stderr
+    assert {d["kind"] for d in docs} & RBAC_KINDS == set()
+    _assert_token_mounted(docs, False)
 
 
 # --------------------------------------------------------------------------- INCIDENTD_* names

@@ -69,7 +69,146 @@ and mounted back at a/b.yaml through the volume's items (see deployment.yaml).
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}
+{{- if and (include "incidentd.remediation.rbacEnabled" .) (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "remediation.rbac.create: set serviceAccount.create or serviceAccount.name; the chart does not grant remediation rights to the namespace's default ServiceAccount" }}
+{{- end }}
 {{- if not (.Files.Glob "rules/**") }}
 {{- fail "the chart has no rules/ files: copy the repository's rules/ into the chart" }}
 {{- end }}
+{{- end }}
+
+{{/*
+Remediation RBAC. The Kubernetes permissions each remediation action needs (rules/remediation.yaml,
+service/remediate/actions). "namespaced" actions act on a deployment (or its pods) in an
+allowlisted namespace; "cluster" actions act on nodes, whose pods may be in any namespace.
+*/}}
+{{- define "incidentd.remediation.permissions" -}}
+namespaced:
+  rollback:
+    - {group: apps, resource: deployments, verbs: [get, patch]}
+    - {group: apps, resource: replicasets, verbs: [list]}
+  scale:
+    - {group: apps, resource: deployments/scale, verbs: [get, patch]}
+    - {group: apps, resource: deployments, verbs: [get]}
+  restart:
+    - {group: apps, resource: deployments, verbs: [get, patch]}
+  delete_pods:
+    - {group: apps, resource: deployments, verbs: [get]}
+    - {group: "", resource: pods, verbs: [list, delete]}
+cluster:
+  drain_node:
+    - {group: "", resource: nodes, verbs: [get, patch]}
+    - {group: "", resource: pods, verbs: [list]}
+    - {group: "", resource: pods/eviction, verbs: [create]}
+{{- end }}
+
+{{/*
+What remediation RBAC to render, from the chart's copy of rules/remediation.yaml, as YAML:
+  namespaces: {NAMESPACE: [PolicyRule...]}   a Role + RoleBinding in each
+  cluster: [PolicyRule...]                   a ClusterRole + ClusterRoleBinding (drain_node)
+  enabled: true when any of them renders
+Verbs are the union over the actions the policies use, one rule per (apiGroup, resource).
+Deployments (and their scale subresource) are limited to the allowlisted names unless the list
+has a glob; verbs that ignore resourceNames (list, watch, create, deletecollection) never are.
+*/}}
+{{- define "incidentd.remediation.plan" -}}
+{{- $plan := dict "enabled" false "namespaces" dict "cluster" list }}
+{{- if .Values.remediation.rbac.create }}
+{{- $file := .Files.Get "rules/remediation.yaml" | fromYaml | default dict }}
+{{- if hasKey $file "Error" }}
+{{- fail (printf "rules/remediation.yaml is not valid YAML: %v" $file.Error) }}
+{{- end }}
+{{- $permissions := include "incidentd.remediation.permissions" . | fromYaml }}
+{{- $allowlist := $file.allowlist | default dict }}
+{{- /* "group|resource" -> verbs, for namespaced and cluster actions */}}
+{{- $namespaced := dict }}
+{{- $cluster := dict }}
+{{- range $file.policies | default list }}
+{{- $action := .action | toString }}
+{{- $scope := "" }}
+{{- $needs := list }}
+{{- if hasKey $permissions.namespaced $action }}
+{{- $scope = $namespaced }}
+{{- $needs = get $permissions.namespaced $action }}
+{{- else if hasKey $permissions.cluster $action }}
+{{- $scope = $cluster }}
+{{- $needs = get $permissions.cluster $action }}
+{{- else }}
+{{- fail (printf "rules/remediation.yaml: policy %v uses action %q, for which the chart has no RBAC (see incidentd.remediation.permissions in _helpers.tpl)" .name $action) }}
+{{- end }}
+{{- range $needs }}
+{{- $key := printf "%s|%s" .group .resource }}
+{{- $_ := set $scope $key (concat (get $scope $key | default list) .verbs | uniq) }}
+{{- end }}
+{{- end }}
+{{- $unnamed := list "list" "watch" "create" "deletecollection" }}
+{{- $byName := list "apps|deployments" "apps|deployments/scale" }}
+{{- if $namespaced }}
+{{- range $namespace, $workloads := $allowlist.namespaces | default dict }}
+{{- $names := list }}
+{{- $globbed := false }}
+{{- range $workloads | default list }}
+{{- $names = append $names (toString .) }}
+{{- if regexMatch "[*?]" (toString .) }}
+{{- $globbed = true }}
+{{- end }}
+{{- end }}
+{{- $rules := list }}
+{{- range $key := keys $namespaced | sortAlpha }}
+{{- $group := index (splitList "|" $key) 0 }}
+{{- $resource := index (splitList "|" $key) 1 }}
+{{- $verbs := get $namespaced $key | sortAlpha }}
+{{- if and (has $key $byName) (not $globbed) $names }}
+{{- $named := list }}
+{{- $any := list }}
+{{- range $verbs }}
+{{- if has . $unnamed }}
+{{- $any = append $any . }}
+{{- else }}
+{{- $named = append $named . }}
+{{- end }}
+{{- end }}
+{{- if $named }}
+{{- $rules = append $rules (dict "apiGroups" (list $group) "resources" (list $resource) "resourceNames" ($names | uniq | sortAlpha) "verbs" $named) }}
+{{- end }}
+{{- if $any }}
+{{- $rules = append $rules (dict "apiGroups" (list $group) "resources" (list $resource) "verbs" $any) }}
+{{- end }}
+{{- else }}
+{{- $rules = append $rules (dict "apiGroups" (list $group) "resources" (list $resource) "verbs" $verbs) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $plan.namespaces (toString $namespace) $rules }}
+{{- $_ := set $plan "enabled" true }}
+{{- end }}
+{{- end }}
+{{- if and $cluster ($allowlist.nodes | default list) }}
+{{- $rules := list }}
+{{- range $key := keys $cluster | sortAlpha }}
+{{- $parts := splitList "|" $key }}
+{{- $rules = append $rules (dict "apiGroups" (list (index $parts 0)) "resources" (list (index $parts 1)) "verbs" (get $cluster $key | sortAlpha)) }}
+{{- end }}
+{{- $_ := set $plan "cluster" $rules }}
+{{- $_ := set $plan "enabled" true }}
+{{- end }}
+{{- end }}
+{{- toYaml $plan }}
+{{- end }}
+
+{{/* "true" when the chart renders remediation RBAC (the pod then needs its token), else "". */}}
+{{- define "incidentd.remediation.rbacEnabled" -}}
+{{- if (include "incidentd.remediation.plan" . | fromYaml).enabled }}true{{ end }}
+{{- end }}
+
+{{- define "incidentd.remediation.rbacName" -}}
+{{- printf "%s-remediation" (include "incidentd.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Cluster-scoped objects carry the release namespace: releases of one name in two namespaces. */}}
+{{- define "incidentd.remediation.clusterRbacName" -}}
+{{- printf "%s-%s-remediation" .Release.Namespace (include "incidentd.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "incidentd.automountToken" -}}
+{{- if or .Values.serviceAccount.automountToken (include "incidentd.remediation.rbacEnabled" .) }}true{{ else }}false{{ end }}
 {{- end }}
