@@ -167,6 +167,18 @@ def report(args: argparse.Namespace, results: Results, wall: float) -> dict[str,
                 f"last page {storm.first_to_last_page_seconds:.2f} s after first record",
             )
         )
+        stored = sorted(r.alerts / r.stored_seconds for r in results.storm if r.stored_seconds > 0)
+        lags = [r.seconds - r.stored_seconds for r in results.storm]
+        if stored:
+            rows.append(
+                (
+                    "    first record -> last batch stored",
+                    f"{_num(stored[len(stored) // 2])} alerts/s",
+                    # On Tansu a consumer group still joining (incidents.commands, at start-up)
+                    # holds back the other group's offset commits for seconds.
+                    f"then the offset commit: {', '.join(f'{x:.2f}' for x in lags)} s per run",
+                )
+            )
         us = {k.removesuffix("Stage"): v / storm.alerts * 1e6 for k, v in storm.stage_seconds.items()}
         outside = storm.seconds - sum(storm.stage_seconds.values())
         rows.append(
