@@ -27,6 +27,7 @@ import yaml
 
 from service.config import Settings
 from service.notify.registry import NOTIFIERS
+from service.remediate.actions.registry import ACTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -535,22 +536,12 @@ def test_chart_metadata_follows_the_package() -> None:
 
 # --------------------------------------------------------------------------- remediation RBAC
 
-# What each remediation action needs from the API server: (apiGroup, resource) -> verbs. The
-# deployment actions act inside an allowlisted namespace (a Role there); drain_node acts on nodes
-# and on pods in any namespace (a ClusterRole).
-NAMESPACED_PERMISSIONS: dict[str, dict[tuple[str, str], set[str]]] = {
-    "rollback": {("apps", "deployments"): {"get", "patch"}, ("apps", "replicasets"): {"list"}},
-    "scale": {("apps", "deployments/scale"): {"get", "patch"}, ("apps", "deployments"): {"get"}},
-    "restart": {("apps", "deployments"): {"get", "patch"}},
-    "delete_pods": {("apps", "deployments"): {"get"}, ("", "pods"): {"list", "delete"}},
-}
-CLUSTER_PERMISSIONS: dict[str, dict[tuple[str, str], set[str]]] = {
-    "drain_node": {
-        ("", "nodes"): {"get", "patch"},
-        ("", "pods"): {"list"},
-        ("", "pods/eviction"): {"create"},
-    },
-}
+# What each remediation action needs from the API server, as the action itself declares it
+# (service/remediate/actions): the chart must grant exactly that. Deployment actions act inside
+# an allowlisted namespace (a Role there); drain_node on nodes and pods anywhere (a ClusterRole).
+_DECLARED = {name: {k: set(v) for k, v in action.rbac.items()} for name, action in ACTIONS.items()}
+NAMESPACED_PERMISSIONS = {n: p for n, p in _DECLARED.items() if ACTIONS[n].target_kind == "deployment"}
+CLUSTER_PERMISSIONS = {n: p for n, p in _DECLARED.items() if ACTIONS[n].target_kind == "node"}
 RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 # Resources a Role may limit to the allowlisted deployment names, and verbs that ignore resourceNames.
 BY_NAME = {("apps", "deployments"), ("apps", "deployments/scale")}

@@ -468,3 +468,127 @@ async def test_mode_off_plans_nothing_and_a_policy_can_be_switched_off_alone(
         await p.alert(firing("Hung", namespace="shop", deployment="web", cluster="b"))
         await p.alert(firing("SaturatedCPU", namespace="shop", deployment="web", cluster="b"))
         assert [e["data"]["remediation"]["policy"] for e in await p.events()] == ["scale-up", "scale-up"]
+
+
+async def test_one_batch_with_a_refused_and_a_planned_target_keeps_both(
+    fake: FakeKubernetes, kube: Kube, store: Store, tmp_path: Path
+) -> None:
+    s = await scenario(store, tmp_path, kube)
+    # One webhook, one batch: a refused target first, then one that acts.
+    await s.alert(
+        firing("Hung", namespace="shop", deployment="payments"),
+        firing("Hung", namespace="shop", deployment="web"),
+    )
+    jobs = {j["target_key"]: j for j in await s.jobs.list()}
+    refused = next(j for k, j in jobs.items() if k.startswith("refused/"))
+    assert (refused["status"], refused["guardrail"]) == ("skipped", "allowlist")
+    assert "not in the allowlist" in refused["reason"]
+    assert jobs["deployment/shop/web"]["status"] == "verifying"
+    assert s.dead == []
+
+
+@pytest.mark.parametrize(
+    ("changed", "guardrail"),
+    [
+        ({"remediation_mode": "dry-run"}, "mode"),
+        ({"rules": ENFORCED.replace('shop: [api, web, "worker-*"]', "shop: [web]")}, "allowlist"),
+        ({"rules": ENFORCED.replace("action: rollback", "action: restart")}, "rules"),
+    ],
+)
+async def test_rules_changed_after_planning_stop_a_waiting_job(
+    fake: FakeKubernetes, kube: Kube, tmp_path: Path, changed: dict[str, Any], guardrail: str
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    first_store = Store(url)
+    first = await scenario(first_store, tmp_path, kube)
+    await first.alert(firing("ApiDown", namespace="shop", deployment="api"))  # waits for approval
+    await first_store.close()
+
+    # Restarted with other settings or rules: the waiting job must not act when approved.
+    second_store = Store(url)
+    try:
+        second = await scenario(second_store, tmp_path, kube, **changed)
+        (job,) = await second.jobs.list()
+        await second.approvals.decide(Approve(remediation_id=job["id"], by="erin"))
+        await second.settle()
+        assert (await second.outcomes())[-1] == ("remediation.skipped", guardrail)
+        assert fake.mutations == []
+    finally:
+        await second_store.close()
+
+
+async def test_a_pause_during_the_dry_run_stops_the_action(
+    fake: FakeKubernetes, kube: Kube, store: Store, tmp_path: Path
+) -> None:
+    s = await scenario(store, tmp_path, kube)
+    loop = asyncio.get_running_loop()
+
+    def pause_on_dry_run(method: str, path: str, query: dict[str, str]) -> None:
+        if method == "PATCH" and query.get("dryRun") == "All":
+            pausing = s.jobs.set_paused(True, "bob", "stop now", s.clock.now())
+            asyncio.run_coroutine_threadsafe(pausing, loop).result(5)
+
+    fake.on_request = pause_on_dry_run
+    await s.alert(firing("Hung", namespace="shop", deployment="web"))
+    *_, skipped = await s.events()
+    assert skipped["data"]["remediation"]["guardrail"] == "kill_switch"
+    assert fake.mutations == []
+
+
+async def test_an_api_that_keeps_failing_is_given_up_after_five_attempts_and_handed_over(
+    fake: FakeKubernetes, kube: Kube, store: Store, tmp_path: Path
+) -> None:
+    s = await scenario(store, tmp_path, kube)
+    for _ in range(5):
+        fake.fail_next("PATCH", "/deployments/web", 503, dry_run=False)
+    await s.alert(firing("Hung", namespace="shop", deployment="web"))
+    for _ in range(5):
+        await s.after(minutes=3)
+    *_, failed = await s.events()
+    rem = failed["data"]["remediation"]
+    assert failed["type"] == "io.incidentd.remediation.failed"
+    assert rem["failure"]["stage"] == "apply" and "gave up after 5 attempts" in rem["failure"]["reason"]
+    # The dry runs passed and the real write may have half happened: a person takes over.
+    assert [h["target_key"] for h in await s.jobs.holds()] == ["deployment/shop/web"]
+    assert any(p.target.startswith("remediation:") for p in s.pager.sent)
+
+
+async def test_an_answer_after_the_approval_timeout_is_refused(
+    fake: FakeKubernetes, kube: Kube, store: Store, tmp_path: Path
+) -> None:
+    s = await scenario(store, tmp_path, kube)
+    await s.alert(firing("ApiDown", namespace="shop", deployment="api"))
+    rid = (await s.events())[0]["data"]["remediation"]["id"]
+    s.clock.advance(timedelta(minutes=10))  # the worker has not looked yet
+    with pytest.raises(Decision, match="not answered before its approval timeout") as late:
+        await s.approvals.decide(Approve(remediation_id=rid, by="slow"))
+    assert late.value.status == 409
+    await s.settle()
+    assert (await s.outcomes())[-1] == ("remediation.skipped", "approval")
+    assert fake.mutations == []
+
+
+async def test_one_actor_per_target_waits_for_the_running_job_even_without_a_cooldown(
+    fake: FakeKubernetes, kube: Kube, store: Store, tmp_path: Path
+) -> None:
+    no_cooldown = ENFORCED.replace("cooldown: 30m", "cooldown: 0s").replace(
+        "matchers: ['alertname=\"Hung\"']", "matchers: ['alertname=~\"Hung.*\"']"
+    )
+    s = await scenario(store, tmp_path, kube, no_cooldown)
+    await s.alert(firing("HungA", namespace="shop", deployment="web"))
+    s.clock.advance(timedelta(minutes=1))
+    await s.alert(firing("HungB", namespace="shop", deployment="web"))
+    # The first restart is verifying (its alert still fires); the second waits for the lock.
+    assert [t for t, _ in await s.outcomes()] == [
+        "remediation.planned",
+        "remediation.started",
+        "remediation.planned",
+    ]
+    for _ in range(4):
+        await s.after(minutes=1)
+    assert len(fake.mutations) == 1
+    await s.alert(resolved("HungA", namespace="shop", deployment="web"))
+    await s.after(seconds=30)  # the first succeeds and frees the target
+    await s.after(seconds=5)
+    assert [t for t, _ in await s.outcomes()][-2:] == ["remediation.succeeded", "remediation.started"]
+    assert len(fake.mutations) == 2

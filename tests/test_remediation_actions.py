@@ -31,6 +31,12 @@ def image(fake: FakeKubernetes, name: str = "api") -> str:
     return str(fake.deployment("shop", name)["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
+def current_rs(fake: FakeKubernetes, name: str = "api") -> str:
+    """The name of the deployment's ReplicaSet with the highest revision (its pods' owner)."""
+    owned = [rs for rs in fake.replicasets("shop") if rs["metadata"]["ownerReferences"][0]["name"] == name]
+    return str(owned[-1]["metadata"]["name"])
+
+
 def writes(fake: FakeKubernetes) -> list[tuple[str, str, bool]]:
     return [(r.method, r.path, r.dry_run) for r in fake.requests if r.method in ("PATCH", "POST", "DELETE")]
 
@@ -116,7 +122,7 @@ async def test_dry_run_calls_the_server_and_changes_nothing(fake: FakeKubernetes
         node="node-1",
         ready=False,
         owner_kind="ReplicaSet",
-        owner_name="api-rs",
+        owner_name=current_rs(fake),
     )
     before = (fake.deployment("shop", "api"), fake.pods("shop"), fake.node("node-1"), fake.resource_version)
     cases: list[tuple[str, Target, Any]] = [
@@ -175,7 +181,7 @@ async def test_delete_pods_takes_only_unready_pods_of_the_deployment_and_refuses
             node="n1",
             ready=ready,
             owner_kind="ReplicaSet",
-            owner_name="api-rs",
+            owner_name=current_rs(fake),
         )
     fake.add_pod(
         "shop",
@@ -186,6 +192,16 @@ async def test_delete_pods_takes_only_unready_pods_of_the_deployment_and_refuses
         owner_kind="ReplicaSet",
         owner_name="o",
     )
+    # Same labels, another owner (a canary): never the deployment's to delete.
+    fake.add_pod(
+        "shop",
+        "canary-z",
+        labels={"app": "api"},
+        node="n1",
+        ready=False,
+        owner_kind="ReplicaSet",
+        owner_name="canary",
+    )
     delete = ACTIONS["delete_pods"]
 
     with pytest.raises(Refused) as bounded:
@@ -195,7 +211,7 @@ async def test_delete_pods_takes_only_unready_pods_of_the_deployment_and_refuses
     plan = await delete.plan(kube, API, DeletePodsParams(max_pods=2), T0)
     result = await delete.apply(kube, API, None, plan, dry_run=False)
     assert sorted(result["deleted"]) == ["api-b", "api-c"]
-    assert sorted(p["metadata"]["name"] for p in fake.pods("shop")) == ["api-a", "other-x"]
+    assert sorted(p["metadata"]["name"] for p in fake.pods("shop")) == ["api-a", "canary-z", "other-x"]
     # Applying again finds them gone and deletes nothing else.
     again = await delete.apply(kube, API, None, plan, dry_run=False)
     assert again["deleted"] == [] and sorted(again["already_gone"]) == ["api-b", "api-c"]

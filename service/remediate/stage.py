@@ -108,6 +108,9 @@ class RemediateStage:
             "mode": mode,
             "status": "pending",
             "inputs": json.dumps(inputs),
+            # Every row has the same keys: a batch's rows are one multi-row insert.
+            "guardrail": None,
+            "reason": None,
         }
         if refused is not None:
             guardrail, reason = refused.guardrail, refused.reason

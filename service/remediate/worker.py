@@ -42,14 +42,16 @@ from service.remediate.kube import Kube, KubeError
 from service.remediate.target import Target
 from service.ruleset.durations import format_duration
 from service.ruleset.models import RuleSet
-from service.ruleset.remediation import Policy
+from service.ruleset.remediation import Mode, Policy, strictest
 from service.scheduling import run_due_work
 from service.store.remediations import Limits, RemediationJob, RemediationStore
 from service.store.store import OutboxRecord, Store
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0
+# A step is a few API calls of at most INCIDENTD_KUBE_TIMEOUT_SECONDS each; a drain of many
+# pods is the longest. Jobs are claimed one at a time, so the lease covers one step.
+LEASE_SECONDS = 300.0
 MAX_ATTEMPTS = 5
 RETRY_SECONDS = 5.0
 # Statuses worth another try: the API was unreachable, overloaded, or the object
@@ -98,16 +100,17 @@ class RemediationWorker:
             until_idle=True,
         )
 
-    async def run_once(self, limit: int = 20) -> int:
-        """Run one step of every due job (up to ``limit``); return how many."""
-        jobs = await self._jobs.claim_due(self._clock.now(), limit, LEASE_SECONDS)
+    async def run_once(self) -> int:
+        """Run one step of the next due job; return how many ran (0 or 1)."""
+        jobs = await self._jobs.claim_due(self._clock.now(), 1, LEASE_SECONDS)
         for job in jobs:
             try:
                 await self._step(job)
             except Exception as exc:
                 # A bug or a store outage: try the step again later, never lose the job.
                 log.exception("remediation %s: step %s failed", job.id, job.status)
-                await self._retry(job, f"internal error: {exc.__class__.__name__}: {exc}")
+                inc = await self._store.get_incident(job.incident_id)
+                await self._retry(job, inc, f"internal error: {exc.__class__.__name__}: {exc}")
         return len(jobs)
 
     # -- steps -----------------------------------------------------------------
@@ -115,10 +118,16 @@ class RemediationWorker:
     async def _step(self, job: RemediationJob) -> None:
         inc = await self._store.get_incident(job.incident_id)
         policy = next((p for p in self._rules.policies if p.name == job.policy), None)
-        if inc is None or policy is None or job.target is None:
-            what = "incident" if inc is None else "policy"
-            await self._end(job, inc, "skipped", guardrail="rules", reason=f"{what} no longer exists")
+        refused = self._still_allowed(job, inc, policy)
+        if refused is not None:
+            if job.started_at is not None:
+                # The change was (perhaps partly) made: a person takes it from here.
+                reason = f"{refused[1]} while the action was under way"
+                await self._end(job, inc, "failed", reason=reason, stage=STAGES.get(job.status), hold=True)
+            else:
+                await self._end(job, inc, "skipped", guardrail=refused[0], reason=refused[1])
             return
+        assert inc is not None and policy is not None and job.target is not None
         ctx = _Ctx(
             job, inc, policy, ACTIONS[job.action], Target.from_json(job.target), self._params[policy.name]
         )
@@ -134,6 +143,34 @@ class RemediationWorker:
             await self._end(job, inc, "skipped", guardrail=exc.guardrail, reason=exc.reason)
         except KubeError as exc:
             await self._kube_failed(ctx, exc)
+
+    def _still_allowed(
+        self, job: RemediationJob, inc: Incident | None, policy: Policy | None
+    ) -> tuple[str, str] | None:
+        """The rules as they are now, not as they were when the job was planned: a mode
+        lowered, a target taken off the allowlist or a policy changed stops the job."""
+        if inc is None:
+            return ("rules", "the incident no longer exists")
+        if policy is None or policy.action != job.action or job.target is None:
+            return ("rules", f"policy {job.policy} no longer exists or now does something else")
+        planned: Mode = "enforce" if job.mode == "enforce" else "dry-run"
+        mode = strictest(self._settings.remediation_mode, self._rules.mode, policy.mode, planned)
+        if mode == "off":
+            return ("mode", "remediation was switched off")
+        if mode != job.mode:
+            if job.status != "pending":
+                return ("mode", f"remediation mode lowered to {mode} before the action started")
+            job.mode = mode
+        target = Target.from_json(job.target)
+        allow = self._rules.allowlist
+        allowed = (
+            allow.allows_node(target.name)
+            if target.kind == "node"
+            else allow.allows_workload(target.namespace or "", target.name)
+        )
+        if not allowed:
+            return ("allowlist", f"{job.target_key} is no longer in the allowlist")
+        return None
 
     async def _plan(self, c: _Ctx) -> None:
         await self._guard(c)
@@ -168,12 +205,12 @@ class RemediationWorker:
             )
             return
         event = self._event("remediation.planned", c.job, c.inc, plan=plan)
-        await self._save(c.job, {"status": "acting", "plan": plan}, [event], next_at=now)
+        await self._save(c.job, {"status": "acting", "plan": plan, "attempts": 0}, [event], next_at=now)
 
     async def _await_approval(self, c: _Ctx) -> None:
         job, now = c.job, self._clock.now()
-        if job.decision == "approved":
-            await self._save(job, {"status": "acting"}, [], next_at=now)
+        if job.decision == "approved":  # decided before the timeout (the store refuses later ones)
+            await self._save(job, {"status": "acting", "attempts": 0}, [], next_at=now)
         elif job.decision == "denied":
             raise Refused("approval", f"denied by {job.decided_by}")
         elif job.approval_due_at is not None and now.timestamp() >= job.approval_due_at:
@@ -188,20 +225,28 @@ class RemediationWorker:
             dry = await c.action.apply(kube, c.target, c.params, plan, dry_run=True)
             now = self._clock.now()
             lock_seconds = c.policy.verify.timeout.total_seconds() + LEASE_SECONDS
-            refused = await self._jobs.reserve(job, now, self._limits(c.policy), lock_seconds)
+            started = self._event(
+                "remediation.started", job, c.inc, plan=plan, dry_run=dry, approval=_approval(job)
+            )
+            # Recorded, with the kill switch, hold, lock and limits checked in the same
+            # transaction, before the change is made: a crash from here on resumes.
+            refused = await self._jobs.reserve(job, now, self._limits(c.policy), lock_seconds, started, dry)
             if refused is not None and refused[0] == "lock":
                 # One actor per target: wait for the other job; its cooldown decides after.
                 await self._save(job, {}, [], next_at=now + timedelta(seconds=RETRY_SECONDS))
                 return
+            if refused is not None and refused[0] == "lease":
+                log.warning("remediation %s: %s", job.id, refused[1])
+                return
             if refused is not None:
                 raise Refused(*refused)
-            started = self._event(
-                "remediation.started", job, c.inc, plan=plan, dry_run=dry, approval=_approval(job)
-            )
-            # Recorded before the change is made: a crash from here on resumes, not restarts.
-            await self._jobs.finish(job, {"dry_run": dry}, [started], now, keep_lease=True)
             self._on_effects()
             self._metrics.remediations.labels(job.action, "started").inc()
+        elif await self._paused():
+            # A retry of an action already under way: with the kill switch on, hand it over.
+            reason = "remediation was paused while the action was under way; not retried"
+            await self._end(job, c.inc, "failed", reason=reason, stage="apply", hold=True)
+            return
         result = await c.action.apply(kube, c.target, c.params, plan, dry_run=False)
         now = self._clock.now()
         verify_due = now + c.policy.verify.timeout
@@ -217,7 +262,9 @@ class RemediationWorker:
     async def _verify(self, c: _Ctx) -> None:
         job, now = c.job, self._clock.now()
         try:
-            verdict = await c.action.verify(self._kube(), c.target, job.plan or {})
+            # Drains retry evictions while verifying; not while paused.
+            act = not await self._paused()
+            verdict = await c.action.verify(self._kube(), c.target, job.plan or {}, act=act)
         except KubeError as exc:
             verdict = Verdict(False, f"cannot check: {exc}")
         checks = [verdict]
@@ -237,6 +284,9 @@ class RemediationWorker:
         await self._save(job, {}, [], next_at=min(now + interval, _at(job.verify_due_at or now.timestamp())))
 
     # -- guardrails ------------------------------------------------------------
+
+    async def _paused(self) -> bool:
+        return self._settings.remediation_paused or bool((await self._jobs.control())["paused"])
 
     async def _guard(self, c: _Ctx) -> None:
         """What stops a new action: the kill switch, recovery, a hold on the target."""
@@ -297,15 +347,23 @@ class RemediationWorker:
         if exc.status == 404 and job.started_at is None:
             await self._end(job, c.inc, "skipped", guardrail="target", reason=f"{c.target.key}: {exc}")
             return
-        if exc.status in TRANSIENT and job.attempts + 1 < MAX_ATTEMPTS:
-            await self._retry(job, str(exc))
-            return
         stage = "dry_run" if exc.dry_run else STAGES.get(job.status, job.status)
-        changed = job.started_at is not None and not exc.dry_run
-        # Once something may have changed, a person looks before automation touches it again.
-        await self._end(job, c.inc, "failed", reason=str(exc), stage=stage, hold=changed)
+        if exc.status in TRANSIENT:
+            await self._retry(job, c.inc, str(exc), stage)
+            return
+        await self._fail(job, c.inc, str(exc), stage)
 
-    async def _retry(self, job: RemediationJob, reason: str) -> None:
+    async def _fail(self, job: RemediationJob, inc: Incident | None, reason: str, stage: str | None) -> None:
+        # Once something may have changed (a drain half done, a retry's dry run refused),
+        # a person looks before automation touches the target again.
+        await self._end(job, inc, "failed", reason=reason, stage=stage, hold=job.started_at is not None)
+
+    async def _retry(
+        self, job: RemediationJob, inc: Incident | None, reason: str, stage: str | None = None
+    ) -> None:
+        if job.attempts + 1 >= MAX_ATTEMPTS:
+            await self._fail(job, inc, f"{reason} (gave up after {MAX_ATTEMPTS} attempts)", stage)
+            return
         now = self._clock.now()
         delay = RETRY_SECONDS * 2**job.attempts
         log.warning("remediation %s: %s; retrying in %.0fs", job.id, reason, delay)
@@ -354,6 +412,7 @@ class RemediationWorker:
             "guardrail": guardrail,
             "reason": reason,
             "plan": job.plan,
+            "mode": job.mode,
         }
         if dry_run is not None:
             values["dry_run"] = dry_run

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.store import OutboxRecord, Store
@@ -204,32 +204,49 @@ class RemediationStore:
             return True
 
     async def reserve(
-        self, job: RemediationJob, now: datetime, limits: Limits, lock_seconds: float
+        self,
+        job: RemediationJob,
+        now: datetime,
+        limits: Limits,
+        lock_seconds: float,
+        started: OutboxRecord,
+        dry_run: dict[str, Any],
     ) -> tuple[str, str] | None:
-        """Take the target's lock and a slot under the cooldown, rate limit and budget,
-        and mark the job started, atomically. Returns None when reserved, else
-        (guardrail, reason). A job that already reserved (a retry after a crash) keeps
-        its slot."""
+        """Check the kill switch and the target's hold, take the target's lock and a slot
+        under the cooldown, rate limit and budget, and record the job as started with its
+        ``started`` event, in one transaction. Returns None when reserved, else
+        (guardrail, reason); ("lease", ...) means another worker took the job."""
         stamp = now.timestamp()
-        t = remediations
+        t, ctl = remediations, remediation_control
         async with self._store._write() as conn:
             # First statement: the row lock that makes replicas reserve one at a time.
-            await conn.execute(
-                update(remediation_control)
-                .where(remediation_control.c.id == 1)
-                .values(reservations=remediation_control.c.reservations + 1)
-            )
+            await conn.execute(update(ctl).where(ctl.c.id == 1).values(reservations=ctl.c.reservations + 1))
+            control = (await conn.execute(select(ctl.c.paused, ctl.c.paused_by).where(ctl.c.id == 1))).first()
+            if control is not None and control.paused:
+                return ("kill_switch", f"remediation is paused by {control.paused_by}")
+            hold = (
+                await conn.execute(
+                    select(remediation_holds.c.reason).where(remediation_holds.c.target_key == job.target_key)
+                )
+            ).first()
+            if hold is not None:
+                return ("hold", f"automation is stopped for {job.target_key} until resumed: {hold.reason}")
             if not await self._lock(conn, job, stamp, lock_seconds):
                 return ("lock", f"another remediation is acting on {job.target_key}")
-            if job.started_at is None:
-                refused = await self._limits(conn, job, stamp, limits)
-                if refused is not None:
-                    await self._unlock(conn, job)
-                    return refused
-                await conn.execute(
-                    update(t).where(t.c.id == job.id, t.c.lease_owner == job.lease).values(started_at=stamp)
-                )
-                job.started_at = stamp
+            refused = await self._limits(conn, job, stamp, limits)
+            if refused is not None:
+                await self._unlock(conn, job)
+                return refused
+            marked = await conn.execute(
+                update(t)
+                .where(t.c.id == job.id, t.c.lease_owner == job.lease, t.c.started_at.is_(None))
+                .values(started_at=stamp, dry_run=json.dumps(dry_run), updated_at=stamp)
+            )
+            if marked.rowcount != 1:
+                await self._unlock(conn, job)
+                return ("lease", f"remediation {job.id} was taken over by another worker")
+            await self._store._add_outbox(conn, [started], now)
+            job.started_at, job.dry_run = stamp, dry_run
             return None
 
     @staticmethod
@@ -240,20 +257,25 @@ class RemediationStore:
         )
 
     async def _lock(self, conn: AsyncConnection, job: RemediationJob, stamp: float, seconds: float) -> bool:
-        lk = remediation_locks
-        await conn.execute(
-            self._store._insert_ignore(lk),
-            [{"target_key": job.target_key, "remediation_id": job.id, "until": stamp + seconds}],
-        )
-        taken = await conn.execute(
-            update(lk)
-            .where(
-                lk.c.target_key == job.target_key,
-                or_(lk.c.remediation_id == job.id, lk.c.until < stamp),
+        """The target's lock is ours if free, already ours, or held by a job that ended or
+        expired; a job still running (verifying, retrying) keeps it however long it takes."""
+        lk, t = remediation_locks, remediations
+        row = (await conn.execute(select(lk).where(lk.c.target_key == job.target_key))).first()
+        if row is None:
+            await conn.execute(
+                insert(lk).values(target_key=job.target_key, remediation_id=job.id, until=stamp + seconds)
             )
+            return True
+        if row.remediation_id != job.id:
+            holder = (await conn.execute(select(t.c.status).where(t.c.id == row.remediation_id))).first()
+            if holder is not None and holder.status in ACTIVE:
+                return False
+        await conn.execute(
+            update(lk)
+            .where(lk.c.target_key == job.target_key)
             .values(remediation_id=job.id, until=stamp + seconds)
         )
-        return bool(taken.rowcount == 1)
+        return True
 
     async def _limits(
         self, conn: AsyncConnection, job: RemediationJob, stamp: float, limits: Limits
@@ -348,7 +370,13 @@ class RemediationStore:
         async with self._store._write() as conn:
             result = await conn.execute(
                 update(t)
-                .where(t.c.id == remediation_id, t.c.status == "awaiting_approval", t.c.decision.is_(None))
+                .where(
+                    t.c.id == remediation_id,
+                    t.c.status == "awaiting_approval",
+                    t.c.decision.is_(None),
+                    # Silence until the timeout is a deny; a late answer cannot undo it.
+                    t.c.approval_due_at > now.timestamp(),
+                )
                 .values(
                     decision=decision,
                     decided_by=by,
@@ -360,7 +388,12 @@ class RemediationStore:
         if row is None:
             raise Decision(404, f"no remediation {remediation_id}")
         if result.rowcount != 1 and row.decision != decision:
-            state = f"already {row.decision} by {row.decided_by}" if row.decision else f"is {row.status}"
+            if row.decision:
+                state = f"already {row.decision} by {row.decided_by}"
+            elif row.status == "awaiting_approval":
+                state = "was not answered before its approval timeout (denied)"
+            else:
+                state = f"is {row.status}"
             raise Decision(409, f"remediation {remediation_id} {state}; it is not waiting for approval")
         return public(row)
 

@@ -55,7 +55,9 @@ class Action(Protocol):
         self, kube: Kube, target: Target, params: Any, plan: dict[str, Any], *, dry_run: bool
     ) -> dict[str, Any]: ...
 
-    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any]) -> Verdict: ...
+    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any], *, act: bool = True) -> Verdict:
+        """``act``: the check may also push the action on (a drain retries evictions)."""
+        ...
 
 
 # -- deployments -------------------------------------------------------------

@@ -16,6 +16,7 @@ from service.remediate.actions.base import (
     Refused,
     Verdict,
     deployment_rollout,
+    owned_replicasets,
     read_deployment,
 )
 from service.remediate.kube import Kube, KubeError
@@ -25,6 +26,13 @@ from service.remediate.target import Target, TargetKind
 class DeletePodsParams(Params):
     max_pods: int = Field(default=3, ge=1, le=100)
     only_unready: bool = True
+
+
+def _controller_uid(pod: dict[str, Any]) -> str | None:
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -37,7 +45,11 @@ class DeletePods:
     target_kind: ClassVar[TargetKind] = "deployment"
     uses_pod_label: ClassVar[bool] = True
     params_model: ClassVar[type[Params]] = DeletePodsParams
-    rbac: ClassVar[Rbac] = {("apps", "deployments"): ("get",), ("", "pods"): ("list", "delete")}
+    rbac: ClassVar[Rbac] = {
+        ("apps", "deployments"): ("get",),
+        ("apps", "replicasets"): ("list",),
+        ("", "pods"): ("list", "delete"),
+    }
 
     async def plan(
         self, kube: Kube, target: Target, params: DeletePodsParams, now: datetime
@@ -48,7 +60,10 @@ class DeletePods:
             raise Refused("target", "deployment has no matchLabels selector; refusing to select pods")
         selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
         listing = await kube.read(kube.core.list_namespaced_pod, target.namespace, label_selector=selector)
-        pods = listing.get("items", [])
+        # The selector narrows the listing; ownership decides. Another workload's pods can
+        # carry the same labels (a canary, or a selector's matchExpressions left out).
+        owned = {rs["metadata"].get("uid") for rs in await owned_replicasets(kube, deployment)}
+        pods = [p for p in listing.get("items", []) if _controller_uid(p) in owned]
         if target.pod is not None:
             pods = [p for p in pods if p["metadata"]["name"] == target.pod]
             if not pods:
@@ -87,5 +102,5 @@ class DeletePods:
         detail = f"deleted {len(deleted)} pod(s)" + (f"; {len(gone)} already gone" if gone else "")
         return {"changed": bool(deleted), "detail": detail, "deleted": deleted, "already_gone": gone}
 
-    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any]) -> Verdict:
+    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any], *, act: bool = True) -> Verdict:
         return await deployment_rollout(kube, target)

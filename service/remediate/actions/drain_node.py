@@ -130,7 +130,7 @@ class DrainNode:
             evicted.append(ref)
         return evicted, blocked, gone
 
-    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any]) -> Verdict:
+    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any], *, act: bool = True) -> Verdict:
         node = await kube.read(kube.core.read_node, target.name)
         if not node.get("spec", {}).get("unschedulable"):
             return Verdict(False, "node is no longer cordoned (someone uncordoned it?)")
@@ -142,7 +142,9 @@ class DrainNode:
         ]
         if not remaining:
             return Verdict(True, f"node drained: {len(planned)} pod(s) evicted")
-        _, blocked, _ = await self._evict(kube, remaining, dry_run=False)
+        blocked: list[dict[str, str]] = []
+        if act:
+            _, blocked, _ = await self._evict(kube, remaining, dry_run=False)
         reasons = "; ".join(f"{b['pod']}: {b['reason']}" for b in blocked[:3])
         return Verdict(
             False, f"{len(remaining)} pod(s) still on the node" + (f" ({reasons})" if reasons else "")

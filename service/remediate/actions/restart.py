@@ -54,5 +54,5 @@ class Restart:
         )
         return {"changed": True, "detail": f"rollout restart at {plan['restarted_at']}"}
 
-    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any]) -> Verdict:
+    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any], *, act: bool = True) -> Verdict:
         return await deployment_rollout(kube, target)

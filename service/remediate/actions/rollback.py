@@ -87,5 +87,5 @@ class Rollback:
             "resource_version": result.get("metadata", {}).get("resourceVersion"),
         }
 
-    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any]) -> Verdict:
+    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any], *, act: bool = True) -> Verdict:
         return await deployment_rollout(kube, target)

@@ -70,5 +70,5 @@ class Scale:
         )
         return {"changed": True, "detail": f"scaled from {current} to {plan['to_replicas']} replicas"}
 
-    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any]) -> Verdict:
+    async def verify(self, kube: Kube, target: Target, plan: dict[str, Any], *, act: bool = True) -> Verdict:
         return await deployment_rollout(kube, target)

@@ -94,6 +94,7 @@ namespaced:
     - {group: apps, resource: deployments, verbs: [get, patch]}
   delete_pods:
     - {group: apps, resource: deployments, verbs: [get]}
+    - {group: apps, resource: replicasets, verbs: [list]}
     - {group: "", resource: pods, verbs: [list, delete]}
 cluster:
   drain_node:
