@@ -589,6 +589,60 @@ async def test_one_actor_per_target_waits_for_the_running_job_even_without_a_coo
     assert len(fake.mutations) == 1
     await s.alert(resolved("HungA", namespace="shop", deployment="web"))
     await s.after(seconds=30)  # the first succeeds and frees the target
-    await s.after(seconds=5)
+    await s.after(seconds=15)  # the waiting job looks again
     assert [t for t, _ in await s.outcomes()][-2:] == ["remediation.succeeded", "remediation.started"]
     assert len(fake.mutations) == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "guardrail"),
+    [
+        (("params: {replicas: 5, max_replicas: 10}", "params: {replicas: 3, max_replicas: 3}"), "rules"),
+        (
+            (
+                "rate_limit: {max: 2, per: 1h}",
+                "rate_limit: {max: 2, per: 1h}\n    approval: {severities: [SEV-2]}",
+            ),
+            "approval",
+        ),
+    ],
+)
+async def test_a_job_waiting_for_its_target_is_stopped_by_changed_bounds_or_approval(
+    fake: FakeKubernetes, kube: Kube, tmp_path: Path, edit: tuple[str, str], guardrail: str
+) -> None:
+    rules = ENFORCED.replace("cooldown: 30m", "cooldown: 0s")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    first_store = Store(url)
+    first = await scenario(first_store, tmp_path, kube, rules)
+    fake.set_healthy("shop", "web", False)
+    await first.alert(firing("Hung", namespace="shop", deployment="web"))  # verifying, holds web
+    await first.alert(firing("SaturatedCPU", namespace="shop", deployment="web"))  # waits for web
+    assert [j["status"] for j in await first.jobs.list()] == ["acting", "verifying"]
+    await first_store.close()
+
+    second_store = Store(url)
+    try:
+        second = await scenario(second_store, tmp_path, kube, rules.replace(*edit))
+        await second.after(minutes=1)
+        assert (await second.outcomes())[-1] == ("remediation.skipped", guardrail)
+        assert fake.deployment("shop", "web")["spec"]["replicas"] == 2
+    finally:
+        await second_store.close()
+
+
+async def test_a_retry_that_finds_the_target_changed_hands_over_to_a_person(
+    fake: FakeKubernetes, kube: Kube, store: Store, tmp_path: Path
+) -> None:
+    s = await scenario(store, tmp_path, kube)
+    fake.fail_next("PATCH", "/deployments/web", 503, dry_run=False)
+    await s.alert(firing("Hung", namespace="shop", deployment="web"))
+    assert [t for t, _ in await s.outcomes()] == ["remediation.planned", "remediation.started"]
+    # Someone pauses the rollout by hand before the retry.
+    pause = [{"op": "add", "path": "/spec/paused", "value": True}]
+    await kube.write(kube.apps.patch_namespaced_deployment, "web", "shop", pause, dry_run=False)
+    await s.after(seconds=10)
+    *_, failed = await s.events()
+    assert failed["type"] == "io.incidentd.remediation.failed"
+    assert "precondition: deployment is paused" in failed["data"]["remediation"]["failure"]["reason"]
+    assert [h["target_key"] for h in await s.jobs.holds()] == ["deployment/shop/web"]
+    assert any(p.target.startswith("remediation:") for p in s.pager.sent)

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300.0
 MAX_ATTEMPTS = 5
 RETRY_SECONDS = 5.0
+LOCK_POLL = timedelta(seconds=15)
 # Statuses worth another try: the API was unreachable, overloaded, or the object
 # changed between our read and our write (409: re-read and re-apply).
 TRANSIENT = {0, 409, 429, 500, 502, 503, 504}
@@ -109,9 +110,19 @@ class RemediationWorker:
             except Exception as exc:
                 # A bug or a store outage: try the step again later, never lose the job.
                 log.exception("remediation %s: step %s failed", job.id, job.status)
-                inc = await self._store.get_incident(job.incident_id)
-                await self._retry(job, inc, f"internal error: {exc.__class__.__name__}: {exc}")
+                await self._after_error(job, f"internal error: {exc.__class__.__name__}: {exc}")
         return len(jobs)
+
+    async def _after_error(self, job: RemediationJob, reason: str) -> None:
+        try:
+            inc = await self._store.get_incident(job.incident_id)
+            await self._retry(job, inc, reason)
+        except Exception:
+            if job.attempts + 1 < MAX_ATTEMPTS:
+                raise  # the store is down: the lease expires and the step runs again
+            # Giving up properly failed too: end the job bare rather than loop on it.
+            log.exception("remediation %s: cannot record its failure; ending it", job.id)
+            await self._jobs.finish(job, {"status": "failed", "reason": reason}, [], self._clock.now())
 
     # -- steps -----------------------------------------------------------------
 
@@ -140,7 +151,12 @@ class RemediationWorker:
         try:
             await steps[job.status](ctx)
         except Refused as exc:
-            await self._end(job, inc, "skipped", guardrail=exc.guardrail, reason=exc.reason)
+            if job.started_at is not None:
+                # Refused after the change began (a retry found the target changed): a
+                # person looks, the target is held.
+                await self._fail(job, inc, f"{exc.guardrail}: {exc.reason}", STAGES.get(job.status))
+            else:
+                await self._end(job, inc, "skipped", guardrail=exc.guardrail, reason=exc.reason)
         except KubeError as exc:
             await self._kube_failed(ctx, exc)
 
@@ -153,6 +169,17 @@ class RemediationWorker:
             return ("rules", "the incident no longer exists")
         if policy is None or policy.action != job.action or job.target is None:
             return ("rules", f"policy {job.policy} no longer exists or now does something else")
+        if job.inputs.get("params") != self._params[policy.name].model_dump():
+            # The plan was bounded by the old parameters (max_replicas, max_pods).
+            return ("rules", f"policy {job.policy}'s parameters changed since the job was planned")
+        approval = policy.approval
+        if (
+            job.status == "acting"
+            and job.decision != "approved"
+            and approval is not None
+            and inc.severity in approval.severities
+        ):
+            return ("approval", f"policy {job.policy} now asks for approval")
         planned: Mode = "enforce" if job.mode == "enforce" else "dry-run"
         mode = strictest(self._settings.remediation_mode, self._rules.mode, policy.mode, planned)
         if mode == "off":
@@ -222,18 +249,28 @@ class RemediationWorker:
         job, kube, plan = c.job, self._kube(), c.job.plan or {}
         if job.started_at is None:
             await self._guard(c)
+            if await self._jobs.lock_holder(job) is not None:
+                # One actor per target: wait for the other job (cheaply: no dry run until it
+                # is done); its cooldown decides after.
+                await self._save(job, {}, [], next_at=self._clock.now() + LOCK_POLL)
+                return
             dry = await c.action.apply(kube, c.target, c.params, plan, dry_run=True)
             now = self._clock.now()
             lock_seconds = c.policy.verify.timeout.total_seconds() + LEASE_SECONDS
+            # Long enough for the change itself: a drain makes two calls per pod.
+            lease_seconds = (
+                LEASE_SECONDS + 2 * len(plan.get("pods", [])) * self._settings.kube_timeout_seconds
+            )
             started = self._event(
                 "remediation.started", job, c.inc, plan=plan, dry_run=dry, approval=_approval(job)
             )
             # Recorded, with the kill switch, hold, lock and limits checked in the same
             # transaction, before the change is made: a crash from here on resumes.
-            refused = await self._jobs.reserve(job, now, self._limits(c.policy), lock_seconds, started, dry)
+            refused = await self._jobs.reserve(
+                job, now, self._limits(c.policy), lock_seconds, lease_seconds, started, dry
+            )
             if refused is not None and refused[0] == "lock":
-                # One actor per target: wait for the other job; its cooldown decides after.
-                await self._save(job, {}, [], next_at=now + timedelta(seconds=RETRY_SECONDS))
+                await self._save(job, {}, [], next_at=now + LOCK_POLL)
                 return
             if refused is not None and refused[0] == "lease":
                 log.warning("remediation %s: %s", job.id, refused[1])

@@ -92,6 +92,13 @@ def public(row: Any) -> dict[str, Any]:
     return data
 
 
+class _Refusal(Exception):
+    def __init__(self, guardrail: str, reason: str) -> None:
+        super().__init__(reason)
+        self.guardrail = guardrail
+        self.reason = reason
+
+
 class Decision(Exception):
     """An approve/deny that does not apply: ``status`` is the HTTP status to answer."""
 
@@ -179,6 +186,8 @@ class RemediationStore:
             for k, v in values.items()
         }
         async with self._store._write() as conn:
+            if values.get("status") in TERMINAL or hold is not None:
+                await self._serialise(conn)
             result = await conn.execute(
                 update(remediations)
                 .where(remediations.c.id == job.id, remediations.c.lease_owner == job.lease)
@@ -209,45 +218,103 @@ class RemediationStore:
         now: datetime,
         limits: Limits,
         lock_seconds: float,
+        lease_seconds: float,
         started: OutboxRecord,
         dry_run: dict[str, Any],
     ) -> tuple[str, str] | None:
-        """Check the kill switch and the target's hold, take the target's lock and a slot
-        under the cooldown, rate limit and budget, and record the job as started with its
-        ``started`` event, in one transaction. Returns None when reserved, else
-        (guardrail, reason); ("lease", ...) means another worker took the job."""
+        """Check the lease, the kill switch and the target's hold, take the target's lock
+        and a slot under the cooldown, rate limit and budget, record the job as started
+        with its ``started`` event and extend its lease to ``lease_seconds`` for the
+        change, in one transaction. Returns None when reserved, else (guardrail, reason)
+        and nothing is written; ("lease", ...) means another worker has the job."""
         stamp = now.timestamp()
-        t, ctl = remediations, remediation_control
-        async with self._store._write() as conn:
-            # First statement: the row lock that makes replicas reserve one at a time.
-            await conn.execute(update(ctl).where(ctl.c.id == 1).values(reservations=ctl.c.reservations + 1))
-            control = (await conn.execute(select(ctl.c.paused, ctl.c.paused_by).where(ctl.c.id == 1))).first()
-            if control is not None and control.paused:
-                return ("kill_switch", f"remediation is paused by {control.paused_by}")
-            hold = (
-                await conn.execute(
-                    select(remediation_holds.c.reason).where(remediation_holds.c.target_key == job.target_key)
+        t = remediations
+        try:
+            async with self._store._write() as conn:
+                await self._serialise(conn)
+                mine = and_(
+                    t.c.id == job.id,
+                    t.c.lease_owner == job.lease,
+                    t.c.lease_until >= stamp,
+                    t.c.started_at.is_(None),
                 )
-            ).first()
-            if hold is not None:
-                return ("hold", f"automation is stopped for {job.target_key} until resumed: {hold.reason}")
-            if not await self._lock(conn, job, stamp, lock_seconds):
-                return ("lock", f"another remediation is acting on {job.target_key}")
-            refused = await self._limits(conn, job, stamp, limits)
-            if refused is not None:
-                await self._unlock(conn, job)
-                return refused
-            marked = await conn.execute(
-                update(t)
-                .where(t.c.id == job.id, t.c.lease_owner == job.lease, t.c.started_at.is_(None))
-                .values(started_at=stamp, dry_run=json.dumps(dry_run), updated_at=stamp)
-            )
-            if marked.rowcount != 1:
-                await self._unlock(conn, job)
-                return ("lease", f"remediation {job.id} was taken over by another worker")
-            await self._store._add_outbox(conn, [started], now)
-            job.started_at, job.dry_run = stamp, dry_run
+                if (await conn.execute(select(t.c.id).where(mine))).first() is None:
+                    raise _Refusal("lease", f"remediation {job.id} is no longer ours to start")
+                ctl = remediation_control
+                control = (
+                    await conn.execute(select(ctl.c.paused, ctl.c.paused_by).where(ctl.c.id == 1))
+                ).first()
+                if control is not None and control.paused:
+                    raise _Refusal("kill_switch", f"remediation is paused by {control.paused_by}")
+                if await self._lock_holder(conn, job) is not None:
+                    raise _Refusal("lock", f"another remediation is acting on {job.target_key}")
+                hold = await self._hold(conn, job.target_key)
+                if hold is not None:
+                    raise _Refusal(
+                        "hold", f"automation is stopped for {job.target_key} until resumed: {hold}"
+                    )
+                refused = await self._limits(conn, job, stamp, limits)
+                if refused is not None:
+                    raise _Refusal(*refused)
+                await self._take_lock(conn, job, stamp + lock_seconds)
+                await conn.execute(
+                    update(t)
+                    .where(mine)
+                    .values(
+                        started_at=stamp,
+                        dry_run=json.dumps(dry_run),
+                        lease_until=stamp + lease_seconds,
+                        updated_at=stamp,
+                    )
+                )
+                await self._store._add_outbox(conn, [started], now)
+        except _Refusal as refusal:  # raised inside the transaction: it rolled back
+            return (refusal.guardrail, refusal.reason)
+        job.started_at, job.dry_run = stamp, dry_run
+        return None
+
+    @staticmethod
+    async def _serialise(conn: AsyncConnection) -> None:
+        """First statement of every transaction that reads or changes a target's lock or
+        hold: on PostgreSQL the row lock on the control row makes them take turns (SQLite
+        has one writer anyway)."""
+        ctl = remediation_control
+        await conn.execute(update(ctl).where(ctl.c.id == 1).values(reservations=ctl.c.reservations + 1))
+
+    @staticmethod
+    async def _hold(conn: AsyncConnection, target_key: str) -> str | None:
+        h = remediation_holds
+        row = (await conn.execute(select(h.c.reason).where(h.c.target_key == target_key))).first()
+        return str(row.reason) if row else None
+
+    async def lock_holder(self, job: RemediationJob) -> str | None:
+        """Read-only: the id of another running job that holds this job's target."""
+        async with self._store.engine.connect() as conn:
+            return await self._lock_holder(conn, job)
+
+    @staticmethod
+    async def _lock_holder(conn: AsyncConnection, job: RemediationJob) -> str | None:
+        """The lock is free if nobody has it, it is this job's, or its job has ended; a
+        job still running (verifying, retrying) keeps it however long that takes."""
+        lk, t = remediation_locks, remediations
+        row = (
+            await conn.execute(select(lk.c.remediation_id).where(lk.c.target_key == job.target_key))
+        ).first()
+        if row is None or row.remediation_id == job.id:
             return None
+        holder = (await conn.execute(select(t.c.status).where(t.c.id == row.remediation_id))).first()
+        return str(row.remediation_id) if holder is not None and holder.status in ACTIVE else None
+
+    @staticmethod
+    async def _take_lock(conn: AsyncConnection, job: RemediationJob, until: float) -> None:
+        lk = remediation_locks
+        taken = await conn.execute(
+            update(lk).where(lk.c.target_key == job.target_key).values(remediation_id=job.id, until=until)
+        )
+        if taken.rowcount == 0:
+            await conn.execute(
+                insert(lk).values(target_key=job.target_key, remediation_id=job.id, until=until)
+            )
 
     @staticmethod
     async def _unlock(conn: AsyncConnection, job: RemediationJob) -> None:
@@ -255,27 +322,6 @@ class RemediationStore:
         await conn.execute(
             lk.delete().where(lk.c.target_key == job.target_key, lk.c.remediation_id == job.id)
         )
-
-    async def _lock(self, conn: AsyncConnection, job: RemediationJob, stamp: float, seconds: float) -> bool:
-        """The target's lock is ours if free, already ours, or held by a job that ended or
-        expired; a job still running (verifying, retrying) keeps it however long it takes."""
-        lk, t = remediation_locks, remediations
-        row = (await conn.execute(select(lk).where(lk.c.target_key == job.target_key))).first()
-        if row is None:
-            await conn.execute(
-                insert(lk).values(target_key=job.target_key, remediation_id=job.id, until=stamp + seconds)
-            )
-            return True
-        if row.remediation_id != job.id:
-            holder = (await conn.execute(select(t.c.status).where(t.c.id == row.remediation_id))).first()
-            if holder is not None and holder.status in ACTIVE:
-                return False
-        await conn.execute(
-            update(lk)
-            .where(lk.c.target_key == job.target_key)
-            .values(remediation_id=job.id, until=stamp + seconds)
-        )
-        return True
 
     async def _limits(
         self, conn: AsyncConnection, job: RemediationJob, stamp: float, limits: Limits
@@ -343,12 +389,7 @@ class RemediationStore:
 
     async def hold_of(self, target_key: str) -> str | None:
         async with self._store.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(remediation_holds.c.reason).where(remediation_holds.c.target_key == target_key)
-                )
-            ).first()
-            return str(row.reason) if row else None
+            return await self._hold(conn, target_key)
 
     async def holds(self) -> list[dict[str, Any]]:
         async with self._store.engine.connect() as conn:

@@ -39,10 +39,10 @@ class Restart:
         self, kube: Kube, target: Target, params: Any, plan: dict[str, Any], *, dry_run: bool
     ) -> dict[str, Any]:
         deployment = await read_deployment(kube, target)
-        refuse_paused(deployment)
         annotations = deployment["spec"]["template"].get("metadata", {}).get("annotations") or {}
         if annotations.get(RESTARTED_AT) == plan["restarted_at"]:
             return {"changed": False, "detail": f"already restarted at {plan['restarted_at']}"}
+        refuse_paused(deployment)
         stamp = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: plan["restarted_at"]}}}}}
         await kube.merge_patch(
             kube.apps.patch_namespaced_deployment,

@@ -58,9 +58,9 @@ class Rollback:
         self, kube: Kube, target: Target, params: Any, plan: dict[str, Any], *, dry_run: bool
     ) -> dict[str, Any]:
         deployment = await read_deployment(kube, target)
-        refuse_paused(deployment)
         if comparable_template(deployment["spec"]["template"]) == plan["template"]:
             return {"changed": False, "detail": f"already at the template of revision {plan['to_revision']}"}
+        refuse_paused(deployment)
         current = current_replicaset(deployment, await owned_replicasets(kube, deployment))
         if current["metadata"]["name"] != plan["from_replicaset"]:
             # Someone rolled out since the plan: rolling back now would undo their change.
