@@ -617,7 +617,10 @@ async def test_a_job_waiting_for_its_target_is_stopped_by_changed_bounds_or_appr
     fake.set_healthy("shop", "web", False)
     await first.alert(firing("Hung", namespace="shop", deployment="web"))  # verifying, holds web
     await first.alert(firing("SaturatedCPU", namespace="shop", deployment="web"))  # waits for web
-    assert [j["status"] for j in await first.jobs.list()] == ["acting", "verifying"]
+    assert {j["policy"]: j["status"] for j in await first.jobs.list()} == {
+        "restart-hung": "verifying",
+        "scale-up": "acting",
+    }
     await first_store.close()
 
     second_store = Store(url)

@@ -446,7 +446,10 @@ class RemediationStore:
             return public(row) if row else None
 
     async def list(self, incident_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        query = select(remediations).order_by(remediations.c.id.desc()).limit(limit)
+        # Newest first (ids are hashes: they do not order).
+        query = (
+            select(remediations).order_by(remediations.c.created_at.desc(), remediations.c.id).limit(limit)
+        )
         if incident_id is not None:
             query = query.where(remediations.c.incident_id == incident_id)
         async with self._store.engine.connect() as conn:
