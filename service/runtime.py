@@ -187,9 +187,11 @@ class Runtime:
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             asyncio.create_task(self.pages.run(), name="page-worker"),
             asyncio.create_task(self.timers.run(), name="timer-worker"),
-            asyncio.create_task(self.remediation.run(), name="remediation-worker"),
             asyncio.create_task(self._gauge_loop(), name="gauges"),
         ]
+        if self.remediation.kube is not None:
+            # A replica without an API server leaves the jobs to one that has one.
+            tasks.append(asyncio.create_task(self.remediation.run(), name="remediation-worker"))
         # Deliver what a previous run stored but did not get to publish or page.
         self._wake_all()
         try:

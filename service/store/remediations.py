@@ -140,11 +140,17 @@ class RemediationStore:
         stamp = now.timestamp()
         t = remediations
         unleased = or_(t.c.lease_until.is_(None), t.c.lease_until < stamp)
+        due = and_(t.c.status.in_(ACTIVE), t.c.next_attempt_at <= stamp, unleased)
+        # The worker is woken after every alert batch; nearly always nothing is due, and a
+        # read does not queue behind the consumer's writes as a write transaction would.
+        async with self._store.engine.connect() as conn:
+            if (await conn.execute(select(t.c.id).where(due).limit(1))).first() is None:
+                return []
         async with self._store._write() as conn:
             rows = (
                 await conn.execute(
                     select(t)
-                    .where(t.c.status.in_(ACTIVE), t.c.next_attempt_at <= stamp, unleased)
+                    .where(due)
                     .order_by(t.c.next_attempt_at, t.c.id)
                     .limit(limit)
                 )
