@@ -148,12 +148,7 @@ class RemediationStore:
                 return []
         async with self._store._write() as conn:
             rows = (
-                await conn.execute(
-                    select(t)
-                    .where(due)
-                    .order_by(t.c.next_attempt_at, t.c.id)
-                    .limit(limit)
-                )
+                await conn.execute(select(t).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(limit))
             ).all()
             claimed = []
             for r in rows:
