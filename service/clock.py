@@ -6,6 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
+def iso(value: datetime) -> str:
+    """RFC 3339 with a Z, as events and messages show times."""
+    return value.isoformat().replace("+00:00", "Z")
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

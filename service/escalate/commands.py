@@ -14,12 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service.clock import Clock
 from service.emit.cloudevents import EventFactory
-from service.models import Incident, IncidentStatus
+from service.models import Incident, IncidentStatus, Name
 from service.remediate.approval import Approve, Deny
 from service.store.store import ConcurrentUpdate, Store
 
 ROLES = ("IC", "Communications", "Technical Lead")
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class _Command(BaseModel):

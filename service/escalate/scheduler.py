@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from service.clock import Clock
+from service.clock import Clock, iso
 from service.correlate.correlator import PageIntent
 from service.emit.cloudevents import EventFactory
 from service.escalate.policy import REMINDER, EscalationPolicy, TimerIntent, escalation_key
@@ -108,7 +108,7 @@ class TimerWorker:
         # shift the cadence, and missed ones each fire once, at once.
         next_due = timer.due_at + follow_up
         message = self._render_update(inc, next_due)
-        comms = {"message": message, "sequence": sequence, "next_update": _iso(next_due)}
+        comms = {"message": message, "sequence": sequence, "next_update": iso(next_due)}
         event = self._events.build("comms.update", inc.snapshot(), {"comms": comms}, now)
         target = f"{REMINDER}{sequence}"
         page = PageIntent(inc.id, "update", inc.opening, target, [], {"message": message})
@@ -120,10 +120,10 @@ class TimerWorker:
     def _render_update(self, inc: Incident, next_due: datetime) -> str:
         ctx: dict[str, Any] = {**inc.snapshot(), "root_cause": None, "eta": None}
         try:
-            return self._rules.templates.update.render(incident=ctx, next_update=_iso(next_due)).strip()
+            return self._rules.templates.update.render(incident=ctx, next_update=iso(next_due)).strip()
         except Exception as exc:  # a user's template must not stop the cadence
             log.warning("update template failed for %s: %s", inc.id, exc)
-            return f"[UPDATE] {inc.severity}: {inc.title}\n- Next update: {_iso(next_due)}"
+            return f"[UPDATE] {inc.severity}: {inc.title}\n- Next update: {iso(next_due)}"
 
     async def _record(
         self,
@@ -142,7 +142,3 @@ class TimerWorker:
             log.warning("timer %s (%s): lease lost; another replica handles it", timer.id, timer.name)
         elif events or pages or timers:
             self._on_effects()
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

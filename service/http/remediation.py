@@ -10,11 +10,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.http.bodies import command, error, unauthorised
+from service.models import Name
 from service.remediate.approval import Approve, Deny
 from service.runtime import Runtime
 from service.store.remediations import Decision
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class Pause(BaseModel):

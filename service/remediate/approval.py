@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from service.clock import Clock
+from service.models import Name
 from service.store.remediations import Decision, RemediationStore
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 RemediationId = Annotated[str, StringConstraints(pattern=r"^rem-[0-9a-f]{20}$")]
 
 

@@ -46,6 +46,11 @@ class Target:
             return f"node/{self.name}"
         return f"deployment/{self.namespace}/{self.name}"
 
+    def allowed_by(self, allowlist: Allowlist) -> bool:
+        if self.kind == "node":
+            return allowlist.allows_node(self.name)
+        return allowlist.allows_workload(self.namespace or "", self.name)
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "pod": self.pod}
 
@@ -78,13 +83,15 @@ def resolve_target(
     if kind == "node":
         node = label("node", _SUBDOMAIN)
         assert node is not None
-        if not allowlist.allows_node(node):
+        target = Target("node", node)
+        if not target.allowed_by(allowlist):
             raise Refused("allowlist", f"node {node!r} is not in the allowlist")
-        return Target("node", node)
+        return target
     namespace = label("namespace", _LABEL)
     deployment = label("deployment", _SUBDOMAIN)
     assert namespace is not None and deployment is not None
-    if not allowlist.allows_workload(namespace, deployment):
-        raise Refused("allowlist", f"deployment {namespace}/{deployment} is not in the allowlist")
     pod = label("pod", _SUBDOMAIN, required=False) if with_pod else None
-    return Target("deployment", deployment, namespace, pod)
+    target = Target("deployment", deployment, namespace, pod)
+    if not target.allowed_by(allowlist):
+        raise Refused("allowlist", f"deployment {namespace}/{deployment} is not in the allowlist")
+    return target

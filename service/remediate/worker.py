@@ -17,25 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.clock import Clock
+from service.clock import Clock, iso
 from service.config import Settings
 from service.correlate.correlator import PageIntent
 from service.emit.cloudevents import EventFactory
 from service.models import AlertStatus, Incident, IncidentStatus
 from service.observability.metrics import Metrics
 from service.pipeline import page_row
-from service.remediate.actions.base import (
-    Action,
-    Refused,
-    Verdict,
-    current_replicaset,
-    owned_replicasets,
-    parse_time,
-    read_deployment,
-)
+from service.remediate.actions.base import Action, Refused, Verdict, refuse_unless_changed_within
 from service.remediate.actions.registry import ACTIONS
 from service.remediate.audit import part
 from service.remediate.kube import Kube, KubeError
@@ -188,14 +181,7 @@ class RemediationWorker:
             if job.status != "pending":
                 return ("mode", f"remediation mode lowered to {mode} before the action started")
             job.mode = mode
-        target = Target.from_json(job.target)
-        allow = self._rules.allowlist
-        allowed = (
-            allow.allows_node(target.name)
-            if target.kind == "node"
-            else allow.allows_workload(target.namespace or "", target.name)
-        )
-        if not allowed:
+        if not Target.from_json(job.target).allowed_by(self._rules.allowlist):
             return ("allowlist", f"{job.target_key} is no longer in the allowlist")
         return None
 
@@ -205,7 +191,7 @@ class RemediationWorker:
         now = self._clock.now()
         within = c.policy.preconditions.changed_within
         if within is not None:
-            await self._check_recent_change(kube, c.target, within, now)
+            await refuse_unless_changed_within(kube, c.target, within, now)
         plan = await c.action.plan(kube, c.target, c.params, now)
         c.job.plan = plan
         if c.job.mode != "enforce":
@@ -219,7 +205,7 @@ class RemediationWorker:
         approval = c.policy.approval
         if approval is not None and c.inc.severity in approval.severities:
             due = now + approval.timeout
-            info = {"required": True, "due_at": _iso(due)}
+            info = {"required": True, "due_at": iso(due)}
             event = self._event("remediation.planned", c.job, c.inc, plan=plan, approval=info)
             values = {"status": "awaiting_approval", "plan": plan, "approval_due_at": due.timestamp()}
             await self._save(c.job, values, [event], next_at=due)
@@ -279,7 +265,7 @@ class RemediationWorker:
                 raise Refused(*refused)
             self._on_effects()
             self._metrics.remediations.labels(job.action, "started").inc()
-        elif await self._paused():
+        elif await self._paused() is not None:
             # A retry of an action already under way: with the kill switch on, hand it over.
             reason = "remediation was paused while the action was under way; not retried"
             await self._end(job, c.inc, "failed", reason=reason, stage="apply", hold=True)
@@ -300,7 +286,7 @@ class RemediationWorker:
         job, now = c.job, self._clock.now()
         try:
             # Drains retry evictions while verifying; not while paused.
-            act = not await self._paused()
+            act = await self._paused() is None
             verdict = await c.action.verify(self._kube(), c.target, job.plan or {}, act=act)
         except KubeError as exc:
             verdict = Verdict(False, f"cannot check: {exc}")
@@ -312,7 +298,7 @@ class RemediationWorker:
             await self._end(job, c.inc, "succeeded", verification=detail)
             return
         if job.verify_due_at is not None and now.timestamp() >= job.verify_due_at:
-            reason = f"no recovery within {_duration(c.policy.verify.timeout)}: {detail}"
+            reason = f"no recovery within {format_duration(c.policy.verify.timeout)}: {detail}"
             await self._end(
                 job, c.inc, "failed", reason=reason, verification=detail, stage="verify", hold=True
             )
@@ -322,21 +308,23 @@ class RemediationWorker:
 
     # -- guardrails ------------------------------------------------------------
 
-    async def _paused(self) -> bool:
-        return self._settings.remediation_paused or bool((await self._jobs.control())["paused"])
+    async def _paused(self) -> str | None:
+        """Why the kill switch is on, or None."""
+        control = await self._jobs.control()
+        why: str | None = None
+        if self._settings.remediation_paused:
+            why = "remediation is paused by configuration (INCIDENTD_REMEDIATION_PAUSED)"
+        elif control["paused"]:
+            why = f"remediation is paused by {control['paused_by']}"
+            why += f": {control['reason']}" if control.get("reason") else ""
+        self._metrics.remediation_paused.set(0 if why is None else 1)
+        return why
 
     async def _guard(self, c: _Ctx) -> None:
         """What stops a new action: the kill switch, recovery, a hold on the target."""
-        control = await self._jobs.control()
-        paused = self._settings.remediation_paused or control["paused"]
-        self._metrics.remediation_paused.set(1 if paused else 0)
-        if self._settings.remediation_paused:
-            raise Refused(
-                "kill_switch", "remediation is paused by configuration (INCIDENTD_REMEDIATION_PAUSED)"
-            )
-        if control["paused"]:
-            why = f": {control['reason']}" if control.get("reason") else ""
-            raise Refused("kill_switch", f"remediation is paused by {control['paused_by']}{why}")
+        paused = await self._paused()
+        if paused is not None:
+            raise Refused("kill_switch", paused)
         resolved = _alert_resolved(c.inc, c.job)
         if resolved.done:
             raise Refused("recovered", f"nothing to remediate: {resolved.detail}")
@@ -356,19 +344,6 @@ class RemediationWorker:
             (limit.max, limit.per.total_seconds()) if limit else None,
             self._rules.budget_per_hour,
         )
-
-    async def _check_recent_change(
-        self, kube: Kube, target: Target, within: timedelta, now: datetime
-    ) -> None:
-        deployment = await read_deployment(kube, target)
-        current = current_replicaset(deployment, await owned_replicasets(kube, deployment))
-        created = parse_time(current["metadata"]["creationTimestamp"])
-        if now - created > within:
-            raise Refused(
-                "precondition",
-                f"no recent change: the current revision rolled out at {_iso(created)}, "
-                f"more than {_duration(within)} ago",
-            )
 
     def _kube(self) -> Kube:
         if self.kube is None:
@@ -526,20 +501,16 @@ class RemediationWorker:
         return self._events.build(suffix, inc.snapshot(), {"remediation": extra}, self._clock.now())
 
 
+@dataclass(slots=True)
 class _Ctx:
     """One job's step: the job and what it refers to."""
 
-    def __init__(
-        self, job: RemediationJob, inc: Incident, policy: Policy, action: Action, target: Target, params: Any
-    ) -> None:
-        self.job, self.inc, self.policy, self.action, self.target, self.params = (
-            job,
-            inc,
-            policy,
-            action,
-            target,
-            params,
-        )
+    job: RemediationJob
+    inc: Incident
+    policy: Policy
+    action: Action
+    target: Target
+    params: Any
 
 
 def _alert_resolved(inc: Incident, job: RemediationJob) -> Verdict:
@@ -556,7 +527,7 @@ def _approval(job: RemediationJob) -> dict[str, Any] | None:
         return None
     return {
         "required": True,
-        "due_at": _iso(_at(job.approval_due_at)),
+        "due_at": iso(_at(job.approval_due_at)),
         "decision": job.decision,
         "by": job.decided_by,
     }
@@ -569,11 +540,3 @@ def _brief(plan: dict[str, Any]) -> str:
 
 def _at(stamp: float) -> datetime:
     return datetime.fromtimestamp(stamp, UTC)
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def _duration(value: timedelta) -> str:
-    return format_duration(value)

@@ -174,25 +174,20 @@ class RemediationStore:
         *,
         pages: Sequence[dict[str, Any]] = (),
         hold: str | None = None,
-        keep_lease: bool = False,
     ) -> bool:
         """Record one step of a job with its events (and pages); False if the lease was lost.
 
         A terminal status releases the target's lock; ``hold`` stops automation on the
-        target until a person resumes it; ``keep_lease`` records progress mid-step."""
+        target until a person resumes it."""
         stamp = now.timestamp()
-        lease = {} if keep_lease else {"lease_until": None, "lease_owner": None}
-        encoded = {
-            k: json.dumps(v) if k in ("plan", "dry_run", "result") and v is not None else v
-            for k, v in values.items()
-        }
+        encoded = {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in values.items()}
         async with self._store._write() as conn:
             if values.get("status") in TERMINAL or hold is not None:
                 await self._serialise(conn)
             result = await conn.execute(
                 update(remediations)
                 .where(remediations.c.id == job.id, remediations.c.lease_owner == job.lease)
-                .values(**encoded, **lease, updated_at=stamp)
+                .values(**encoded, lease_until=None, lease_owner=None, updated_at=stamp)
             )
             if result.rowcount != 1:
                 return False

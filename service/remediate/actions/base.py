@@ -13,13 +13,15 @@ An action is three steps, each safe to repeat after a crash:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from service.clock import iso
 from service.remediate.kube import Kube
 from service.remediate.target import Refused, Target, TargetKind
+from service.ruleset.durations import format_duration
 
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
@@ -128,6 +130,19 @@ def rollout_verdict(deployment: dict[str, Any]) -> Verdict:
 
 async def deployment_rollout(kube: Kube, target: Target) -> Verdict:
     return rollout_verdict(await read_deployment(kube, target))
+
+
+async def refuse_unless_changed_within(kube: Kube, target: Target, within: timedelta, now: datetime) -> None:
+    """The runbook's "if recent change caused issue": the current revision rolled out recently."""
+    deployment = await read_deployment(kube, target)
+    current = current_replicaset(deployment, await owned_replicasets(kube, deployment))
+    created = parse_time(current["metadata"]["creationTimestamp"])
+    if now - created > within:
+        raise Refused(
+            "precondition",
+            f"no recent change: the current revision rolled out at {iso(created)}, "
+            f"more than {format_duration(within)} ago",
+        )
 
 
 def parse_time(value: str) -> datetime:
