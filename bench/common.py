@@ -21,6 +21,7 @@ from service.config import Settings
 from service.correlate.fingerprint import fingerprint, group_key
 from service.ingest.records import record_key
 from service.notify.base import PageRequest
+from service.ruleset.models import RuleSet
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"
@@ -62,6 +63,17 @@ def free_port() -> int:
 
 def uid() -> str:
     return uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What every scenario runs on: the broker, a scratch directory, the rules."""
+
+    bootstrap: str
+    tmp: Path
+    rules: RuleSet
+    partitions: int
+    max_batch: int
 
 
 def bench_settings(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
@@ -237,6 +249,7 @@ class RecordingNotifier:
     """Implements :class:`service.notify.base.Notifier`; remembers when each page went out."""
 
     name: str = "bench"
+    comms: bool = False
     sent: list[SentPage] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -6,16 +6,14 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
-from bench.common import RecordingNotifier, alert_doc, bench_settings, percentile, webhook_doc
+from bench.common import RecordingNotifier, Setup, alert_doc, bench_settings, percentile, webhook_doc
+from service.batch import Batch
 from service.http.app import create_app
-from service.pipeline import Batch
-from service.ruleset.models import RuleSet
 from service.runtime import Runtime
 
 WEBHOOK = "/api/v1/alerts/alertmanager"
@@ -74,18 +72,16 @@ def _body(alertname: str) -> bytes:
     return json.dumps(webhook_doc([alert_doc(labels)], group)).encode()
 
 
-async def run_latency(
-    bootstrap: str, tmp: Path, rules: RuleSet, count: int, rate: float, partitions: int
-) -> LatencyResult:
-    settings = bench_settings(bootstrap, tmp, kafka_topic_partitions=partitions)
+async def run_latency(setup: Setup, count: int, rate: float) -> LatencyResult:
+    settings = bench_settings(setup.bootstrap, setup.tmp, kafka_topic_partitions=setup.partitions)
     pager = RecordingNotifier()
-    runtime = Runtime(settings, rules, notifiers={pager.name: pager})
+    runtime = Runtime(settings, setup.rules, notifiers={pager.name: pager})
     clock = StageClock()
     runtime.pipeline.stages.insert(0, clock.enter)
     runtime.pipeline.stages.append(clock.leave)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(runtime),
+            create_app(runtime.http_services(), runtime.http_settings(), lifespan=runtime.lifespan),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",

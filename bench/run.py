@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.common import ROOT, RULES, alert_storm, free_port, quiet_logging
+from bench.common import ROOT, RULES, Setup, alert_storm, free_port, quiet_logging
 from bench.latency import LatencyResult, run_latency
 from bench.raw import RawResult, run_raw
 from bench.storm import StormResult, run_storm
@@ -81,6 +81,7 @@ async def bench(args: argparse.Namespace) -> Results:
     bootstrap = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="incidentd-bench-") as tmpdir:
         tmp = Path(tmpdir)
+        setup = Setup(bootstrap, tmp, rules, args.partitions, args.max_batch)
         async with embedded_broker(bootstrap, tmp / "broker.log"):
             # (a) and (b) alternate, so that whatever else the machine does hits both alike.
             for i in range(args.repeat):
@@ -88,14 +89,10 @@ async def bench(args: argparse.Namespace) -> Results:
                     results.raw.append(await run_raw(bootstrap, raw_storm, args.partitions, args.max_batch))
                 if "b" in args.only:
                     profile_to = PROFILE if args.profile and i == 0 else None
-                    result = await run_storm(
-                        bootstrap, tmp, rules, storm, args.partitions, args.max_batch, profile_to=profile_to
-                    )
+                    result = await run_storm(setup, storm, profile_to=profile_to)
                     results.storm.append(result)
             if "c" in args.only:
-                results.latency = await run_latency(
-                    bootstrap, tmp, rules, args.webhooks, args.rate, args.partitions
-                )
+                results.latency = await run_latency(setup, args.webhooks, args.rate)
     return results
 
 

@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import RecordingNotifier, Storm, bench_settings, produce_all, wait_committed
+from bench.common import RecordingNotifier, Setup, Storm, bench_settings, produce_all, wait_committed
+from service.batch import Batch, Pipeline, Stage
 from service.ingest.topics import ensure_topics
-from service.pipeline import Batch, Pipeline, Stage
-from service.ruleset.models import RuleSet
 from service.runtime import Runtime
 
 
@@ -89,16 +88,12 @@ def _sample(runtime: Runtime, name: str, labels: dict[str, str] | None = None) -
 
 
 async def run_storm(
-    bootstrap: str,
-    tmp: Path,
-    rules: RuleSet,
-    storm: Storm,
-    partitions: int,
-    max_batch: int,
-    timeout: float = 120.0,
-    profile_to: Path | None = None,
+    setup: Setup, storm: Storm, timeout: float = 120.0, profile_to: Path | None = None
 ) -> StormResult:
-    settings = bench_settings(bootstrap, tmp, kafka_topic_partitions=partitions, kafka_max_batch=max_batch)
+    bootstrap, rules = setup.bootstrap, setup.rules
+    settings = bench_settings(
+        bootstrap, setup.tmp, kafka_topic_partitions=setup.partitions, kafka_max_batch=setup.max_batch
+    )
     await ensure_topics(settings)
     produced = await produce_all(bootstrap, settings.kafka_alerts_topic, storm.records)
 

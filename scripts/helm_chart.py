@@ -120,40 +120,20 @@ def validate_objects(documents: list[tuple[str, Any]], kube_version: str) -> lis
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("chart", type=Path)
-    parser.add_argument("-f", "--values", type=Path, action="append", default=[], help="values file")
-    parser.add_argument("-o", "--output", type=Path, help="write the rendered manifests here")
-    parser.add_argument("--release", default="incidentd")
-    parser.add_argument("--namespace", default="incidentd")
-    parser.add_argument("--kube-version", default="v1.33.0")
-    parser.add_argument("--notes", type=Path, help="write the rendered NOTES.txt here")
-    args = parser.parse_args(argv)
-
+def _split(
+    manifests: dict[str, str], notes: Path | None, problems: list[str]
+) -> tuple[list[str], list[tuple[str, Any]]]:
+    """The rendered files as `helm template` prints them, and their objects; NOTES.txt
+    goes to ``notes``, what is not a Kubernetes object to ``problems``."""
     import yaml
-
-    chart: Path = args.chart.resolve()
-    if not (chart / "Chart.yaml").is_file():
-        _say(f"{chart}: not a chart (no Chart.yaml)")
-        return 2
-    values = _load_values(args.values)
-
-    problems = lint_with_helm_sdkpy(chart)
-    problems += lint_with_helm_python(chart, values, args.kube_version)
-    try:
-        manifests = render(chart, values, args.release, args.namespace)
-    except Exception as exc:  # HelmRenderError, HelmValuesError: the message is Helm's own
-        problems.append(f"helm template: {exc.__class__.__name__}: {str(exc).strip()}")
-        manifests = {}
 
     stream: list[str] = []
     documents: list[tuple[str, Any]] = []
     for source in sorted(manifests):
         text = manifests[source]
         if source.endswith("NOTES.txt"):
-            if args.notes:
-                args.notes.write_text(text)
+            if notes:
+                notes.write_text(text)
             continue
         try:
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -170,6 +150,35 @@ def main(argv: list[str] | None = None) -> int:
         # Helm's own text, as `helm template` prints it.
         body = text.strip("\n").removeprefix("---\n")
         stream.append(f"---\n# Source: {source}\n{body}\n")
+    return stream, documents
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chart", type=Path)
+    parser.add_argument("-f", "--values", type=Path, action="append", default=[], help="values file")
+    parser.add_argument("-o", "--output", type=Path, help="write the rendered manifests here")
+    parser.add_argument("--release", default="incidentd")
+    parser.add_argument("--namespace", default="incidentd")
+    parser.add_argument("--kube-version", default="v1.33.0")
+    parser.add_argument("--notes", type=Path, help="write the rendered NOTES.txt here")
+    args = parser.parse_args(argv)
+
+    chart: Path = args.chart.resolve()
+    if not (chart / "Chart.yaml").is_file():
+        _say(f"{chart}: not a chart (no Chart.yaml)")
+        return 2
+    values = _load_values(args.values)
+
+    problems = lint_with_helm_sdkpy(chart)
+    problems += lint_with_helm_python(chart, values, args.kube_version)
+    try:
+        manifests = render(chart, values, args.release, args.namespace)
+    except Exception as exc:  # HelmRenderError, HelmValuesError: the message is Helm's own
+        problems.append(f"helm template: {exc.__class__.__name__}: {str(exc).strip()}")
+        manifests = {}
+
+    stream, documents = _split(manifests, args.notes, problems)
     if manifests and not documents:
         problems.append("helm template: the chart renders no objects")
     problems += validate_objects(documents, args.kube_version)

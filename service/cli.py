@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from service.config import Settings
-from service.ruleset import RulesError, load_rules
+from service.ruleset import RulesError, RuleSet, load_rules
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 rules_app = typer.Typer(no_args_is_help=True, help="Validate the rules in rules/.")
@@ -110,7 +110,7 @@ class _StartupError(Exception):
     pass
 
 
-async def _serve(settings: Settings, rules: object, embedded: bool) -> None:
+async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
     import uvicorn
 
     from service.embedded.broker import EmbeddedBrokerError, embedded_broker
@@ -127,7 +127,7 @@ async def _serve(settings: Settings, rules: object, embedded: bool) -> None:
             except EmbeddedBrokerError as exc:
                 raise _StartupError(str(exc)) from None
         try:
-            runtime = Runtime(settings, rules)  # type: ignore[arg-type]
+            runtime = await Runtime.create(settings, rules)
         except ValueError as exc:
             raise _StartupError(str(exc)) from None
         try:
@@ -138,7 +138,7 @@ async def _serve(settings: Settings, rules: object, embedded: bool) -> None:
                 f"(Kafka at {settings.kafka_bootstrap_servers}, store {settings.database_url})"
             ) from None
         config = uvicorn.Config(
-            create_app(runtime, manage_runtime=False),
+            create_app(runtime.http_services(), runtime.http_settings()),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",

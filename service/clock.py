@@ -7,8 +7,13 @@ from typing import Protocol
 
 
 def iso(value: datetime) -> str:
-    """RFC 3339 with a Z, as events and messages show times."""
+    """RFC 3339 with a Z: how events, messages, the API and the store write times."""
     return value.isoformat().replace("+00:00", "Z")
+
+
+def from_epoch(stamp: float) -> datetime:
+    """The store keeps times it queries as epoch seconds (portable ordering)."""
+    return datetime.fromtimestamp(stamp, UTC)
 
 
 class Clock(Protocol):

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Paths served without the bearer token (probes and scraping); empty: none.
+    http_public_paths: Annotated[list[str], NoDecode] = ["/healthz", "/readyz", "/metrics"]
     webhook_token: SecretStr | None = None
     webhook_token_file: Path | None = None
 
@@ -82,10 +84,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_pagers(cls, data: dict[str, object]) -> dict[str, object]:
-        raw = data.get("pagers") if isinstance(data, dict) else None
-        if isinstance(raw, str):
-            data["pagers"] = [p.strip() for p in raw.split(",") if p.strip()]
+    def _split_lists(cls, data: dict[str, object]) -> dict[str, object]:
+        for name in ("pagers", "http_public_paths"):
+            raw = data.get(name) if isinstance(data, dict) else None
+            if isinstance(raw, str):
+                data[name] = [p.strip() for p in raw.split(",") if p.strip()]
         return data
 
     @model_validator(mode="after")

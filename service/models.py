@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import StringConstraints
+
+from service.clock import iso
 
 # Who did something (ack, approve, pause), as commands over HTTP and Kafka name them.
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -21,6 +24,13 @@ class AlertStatus(StrEnum):
 class IncidentStatus(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
+
+
+class PageAction(StrEnum):
+    TRIGGER = "trigger"
+    ACK = "ack"  # acknowledge the pages sent (PagerDuty acknowledge, Opsgenie acknowledge)
+    CLOSE = "close"
+    UPDATE = "update"  # an [UPDATE] message, for the comms pagers only
 
 
 @dataclass(slots=True)
@@ -60,10 +70,10 @@ class AlertState:
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status.value,
-            "starts_at": self.starts_at.isoformat(),
+            "starts_at": iso(self.starts_at),
             "severity": self.severity,
             "alertname": self.alertname,
-            "resolved_starts_at": self.resolved_starts_at.isoformat() if self.resolved_starts_at else None,
+            "resolved_starts_at": iso(self.resolved_starts_at) if self.resolved_starts_at else None,
         }
 
     @classmethod
@@ -136,15 +146,67 @@ class Incident:
             "fingerprints": sorted(self.alerts),
             "firing_fingerprints": sorted(self.firing),
             "opening": self.opening,
-            "opened_at": _iso(self.opened_at),
-            "acknowledged_at": _iso(self.acknowledged_at),
+            "opened_at": iso(self.opened_at),
+            "acknowledged_at": iso(self.acknowledged_at) if self.acknowledged_at else None,
             "acknowledged_by": self.acknowledged_by,
             "roles": dict(self.roles),
             "escalations": dict(self.escalations),
-            "resolved_at": _iso(self.resolved_at),
-            "response_due_at": _iso(self.response_due_at),
+            "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
+            "response_due_at": iso(self.response_due_at),
         }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+TargetKind = Literal["deployment", "node"]
+
+
+class _Allowlist(Protocol):
+    def allows_node(self, name: str) -> bool: ...
+
+    def allows_workload(self, namespace: str, name: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The Kubernetes object a remediation acts on, named by an alert's labels."""
+
+    kind: TargetKind
+    name: str
+    namespace: str | None = None
+    # A deployment action narrowed to one of its pods (delete_pods).
+    pod: str | None = None
+
+    @property
+    def key(self) -> str:
+        """One key per Kubernetes object: cooldowns, holds and the lock are per key."""
+        if self.kind == "node":
+            return f"node/{self.name}"
+        return f"deployment/{self.namespace}/{self.name}"
+
+    def allowed_by(self, allowlist: _Allowlist) -> bool:
+        if self.kind == "node":
+            return allowlist.allows_node(self.name)
+        return allowlist.allows_workload(self.namespace or "", self.name)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "pod": self.pod}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Target:
+        return cls(raw["kind"], raw["name"], raw.get("namespace"), raw.get("pod"))
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationInputs:
+    """What a remediation was asked with, as its audit events show it."""
+
+    alert: str  # the fingerprint of the alert that asked
+    labels: dict[str, str]  # the labels that named the target
+    params: dict[str, Any]  # the policy's parameters, as validated when the rules loaded
+    severity: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alert": self.alert, "labels": self.labels, "params": self.params, "severity": self.severity}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RemediationInputs:
+        return cls(raw["alert"], dict(raw["labels"]), dict(raw["params"]), raw["severity"])

@@ -4,33 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
 from faststream.kafka import KafkaBroker
 
+from service.batch import Pipeline
 from service.clock import Clock, SystemClock
 from service.config import Settings
+from service.context import Context
 from service.emit.cloudevents import EventFactory
 from service.emit.relay import OutboxRelay
 from service.escalate.commands import CommandHandler
 from service.escalate.scheduler import TimerWorker
+from service.http.app import HttpServices, HttpSettings
 from service.ingest.commands_consumer import CommandConsumer
 from service.ingest.consumer import AlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
+from service.ingest.intake import AlertIntake, kafka_publisher
 from service.ingest.topics import ensure_topics
 from service.notify.base import Notifier
 from service.notify.registry import build_notifiers
 from service.notify.worker import PageWorker
+from service.observability.gauges import OpenIncidentGauges
 from service.observability.metrics import Metrics
+from service.observability.readiness import Readiness
 from service.pipeline import build_pipeline
 from service.remediate.approval import Approvals
-from service.remediate.kube import configured as kube_configured
+from service.remediate.control import RemediationControl
+from service.remediate.kube import Kube
 from service.remediate.kube import connect as connect_kube
 from service.remediate.worker import RemediationWorker
 from service.ruleset.models import RuleSet
-from service.store.remediations import RemediationStore
 from service.store.store import Store
+from service.store.views import IncidentViews
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,10 @@ class Runtime:
         rules: RuleSet,
         clock: Clock | None = None,
         notifiers: dict[str, Notifier] | None = None,
+        kube: Kube | None = None,
     ) -> None:
+        """``kube``: the Kubernetes API client; without one there is no remediation
+        (:meth:`create` connects the one the settings name)."""
         self.settings = settings
         self.rules = rules
         self.clock = clock or SystemClock()
@@ -82,67 +93,87 @@ class Runtime:
             settings.kafka_events_topic, settings.event_type_prefix, settings.event_source
         )
         self.notifiers = notifiers if notifiers is not None else build_notifiers(settings)
-        self.relay = OutboxRelay(self.store, self.broker, self.metrics)
-        self.pages = PageWorker(
-            self.store,
-            self.notifiers,
-            rules,
-            self.events,
-            self.clock,
-            self.metrics,
-            settings,
-            on_events=self.relay.wake,
-        )
-        self.timers = TimerWorker(
-            self.store,
-            rules,
-            self.events,
-            self.clock,
-            self.metrics,
-            {name: bool(getattr(n, "comms", False)) for name, n in self.notifiers.items()},
-            on_effects=self._wake_all,
+        self.kube = kube
+        pagers = list(self.notifiers)
+        ctx = Context(self.store, rules, self.events, self.clock, self.metrics, settings, self._wake_all)
+        self.relay = OutboxRelay(self.store.outbox, self.broker, self.metrics)
+        # A page's outcome is an event to publish, nothing more.
+        self.pages = PageWorker(dataclasses.replace(ctx, on_effects=self.relay.wake), self.notifiers)
+        comms = [name for name, n in self.notifiers.items() if n.comms]
+        self.timers = TimerWorker(ctx, pagers, comms)
+        self.remediation = RemediationWorker(ctx, pagers, kube)
+        self.gauges = OpenIncidentGauges(
+            self.store.incidents, self.metrics, list(rules.severities), self.clock
         )
         self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
-        self.remediation_jobs = RemediationStore(self.store)
-        self.remediation = RemediationWorker(
-            self.store,
-            self.remediation_jobs,
-            rules,
-            self.events,
-            self.clock,
-            self.metrics,
-            settings,
-            list(self.notifiers),
-            on_effects=self._wake_all,
-        )
-        self.approvals = Approvals(self.remediation_jobs, self.clock, on_change=self.remediation.wake)
-        self.pipeline = build_pipeline(
-            rules,
-            self.store,
-            self.events,
-            list(self.notifiers),
+        self.pipeline: Pipeline = build_pipeline(
+            ctx,
+            pagers,
             self.dead_letters,
-            self.metrics,
             # No API server, no remediation: planning actions that can only be skipped is noise.
-            settings.remediation_mode if kube_configured(settings) else "off",
+            settings.remediation_mode if kube is not None else "off",
         )
-        self._gauges = asyncio.Event()
         self.progress = Progress()
-        self.commands = CommandHandler(
-            self.store, self.events, self.clock, list(self.notifiers), on_change=self._wake_all
+        self.commands = CommandHandler(ctx, pagers)
+        self.approvals = Approvals(self.store, self.clock, on_change=self.remediation.wake)
+        self.remediation_control = RemediationControl(
+            ctx, cluster=kube is not None, wake=self.remediation.wake
         )
         self.command_consumer = CommandConsumer(
             self.broker, self.commands, settings, self.dead_letters, self.approvals
         )
         self.consumer = AlertConsumer(
-            self.broker,
-            self.pipeline,
-            settings,
+            self.broker, self.pipeline, ctx, self.dead_letters, after_batch=self._after_batch
+        )
+
+    @classmethod
+    async def create(
+        cls,
+        settings: Settings,
+        rules: RuleSet,
+        clock: Clock | None = None,
+        notifiers: dict[str, Notifier] | None = None,
+    ) -> Runtime:
+        """A runtime with the Kubernetes API client the settings name, if any."""
+        kube = await connect_kube(settings)
+        if kube is None and rules.remediation.policies:
+            log.warning(
+                "remediation is off: no Kubernetes API configured (INCIDENTD_KUBE_API_URL, in-cluster)"
+            )
+        return cls(settings, rules, clock, notifiers, kube)
+
+    def http_services(self) -> HttpServices:
+        readiness = Readiness({"store": self._store_ok, "kafka": self._kafka_ok})
+        publish = kafka_publisher(self.broker, self.settings.kafka_alerts_topic)
+        intake = AlertIntake(
+            publish,
+            self.rules.grouping.group_by,
             self.clock,
             self.metrics,
-            self.dead_letters,
-            after_batch=self._after_batch,
+            timeout=self.settings.kafka_publish_timeout_seconds,
         )
+        return HttpServices(
+            intake=intake,
+            incidents=IncidentViews(self.store),
+            commands=self.commands,
+            remediation=self.remediation_control,
+            approvals=self.approvals,
+            readiness=readiness,
+            metrics=self.metrics,
+            severities=list(self.rules.severities),
+        )
+
+    def http_settings(self) -> HttpSettings:
+        s = self.settings
+        token = s.webhook_token.get_secret_value().encode() if s.webhook_token else None
+        return HttpSettings(token, frozenset(s.http_public_paths), s.http_max_body_bytes)
+
+    async def _store_ok(self) -> bool:
+        await self.store.ping()
+        return True
+
+    async def _kafka_ok(self) -> bool:
+        return bool(await self.broker.ping(timeout=2.0))
 
     async def _after_batch(self, records: int) -> None:
         await self.progress.add(records)
@@ -153,33 +184,17 @@ class Runtime:
         self.remediation.wake()
         self.relay.wake()
         self.pages.wake()
-        self._gauges.set()
+        self.gauges.wake()
 
-    async def refresh_gauges(self) -> None:
-        counts = await self.store.open_counts()
-        for name in self.rules.severities:
-            self.metrics.incidents_open.labels(name).set(counts.get(name, 0))
-
-    async def _gauge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._gauges.wait(), timeout=15)
-            self._gauges.clear()
-            try:
-                await self.refresh_gauges()
-            except Exception as exc:
-                log.warning("cannot refresh incident gauges: %s", exc)
-            await asyncio.sleep(1.0)  # at most one count query a second under load
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """:meth:`running` as an ASGI app's lifespan."""
+        async with self.running():
+            yield
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         await self.store.start()
-        await self.remediation_jobs.start()
-        self.remediation.kube = await connect_kube(self.settings)
-        if self.remediation.kube is None and self.rules.remediation.policies:
-            log.warning(
-                "remediation is off: no Kubernetes API configured (INCIDENTD_KUBE_API_URL, in-cluster)"
-            )
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self.broker.start()
@@ -187,9 +202,9 @@ class Runtime:
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             asyncio.create_task(self.pages.run(), name="page-worker"),
             asyncio.create_task(self.timers.run(), name="timer-worker"),
-            asyncio.create_task(self._gauge_loop(), name="gauges"),
+            asyncio.create_task(self.gauges.run(), name="gauges"),
         ]
-        if self.remediation.kube is not None:
+        if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.
             tasks.append(asyncio.create_task(self.remediation.run(), name="remediation-worker"))
         # Deliver what a previous run stored but did not get to publish or page.
@@ -205,6 +220,6 @@ class Runtime:
             await self.broker.stop()
             for notifier in self.notifiers.values():
                 await notifier.aclose()
-            if self.remediation.kube is not None:
-                await self.remediation.kube.close()
+            if self.kube is not None:
+                await self.kube.close()
             await self.store.close()

@@ -1,12 +1,13 @@
-"""The loop every durable worker (pages, timers, remediations) runs: work, then sleep
-until the next due time or until woken, and keep going through store outages."""
+"""The loop every background worker runs (pages, timers, remediations, the outbox relay,
+the gauges): work, then sleep until the next due time or until woken, and keep going
+through store outages."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 from service.clock import Clock
 
@@ -15,28 +16,44 @@ OUTAGE_RETRY_SECONDS = 5.0
 IDLE_SECONDS = 30.0
 
 
-async def run_due_work(
-    name: str,
-    work: Callable[[], Awaitable[int]],
-    next_due: Callable[[], Awaitable[float | None]],
-    clock: Clock,
-    wake: asyncio.Event,
-    log: logging.Logger,
-    *,
-    until_idle: bool = False,
-) -> None:
-    """``work`` returns how much it did; with ``until_idle`` it is called again until it
-    does nothing. ``next_due`` is the epoch time the next work is due, None if none is."""
-    while True:
-        wake.clear()
-        try:
-            while await work() and until_idle:
-                pass
-            due = await next_due()
-            now = clock.now().timestamp()
-            delay = IDLE_SECONDS if due is None else min(IDLE_SECONDS, max(0.05, due - now))
-        except Exception:
-            log.exception("%s: store unavailable, retrying", name)
-            delay = OUTAGE_RETRY_SECONDS
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=delay)
+class DueWorker(abc.ABC):
+    """A worker of due work. ``until_idle``: call :meth:`run_once` again until it does
+    nothing; ``pace``: at least this many seconds between rounds, however often woken."""
+
+    name = "worker"
+    until_idle = False
+    pace = 0.0
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._log = logging.getLogger(type(self).__module__)
+
+    def wake(self) -> None:
+        """New work may be due: look now rather than at the next due time."""
+        self._wake.set()
+
+    @abc.abstractmethod
+    async def run_once(self) -> int:
+        """Do what is due; return how much was done."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """The epoch time the next work is due; None if none is."""
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                while await self.run_once() and self.until_idle:
+                    pass
+                due = await self.next_due()
+                now = self._clock.now().timestamp()
+                delay = IDLE_SECONDS if due is None else min(IDLE_SECONDS, max(0.05, due - now))
+            except Exception:
+                self._log.exception("%s: store unavailable, retrying", self.name)
+                delay = OUTAGE_RETRY_SECONDS
+            if self.pace:
+                await asyncio.sleep(self.pace)  # a wake meanwhile stays set: the next round is not lost
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)

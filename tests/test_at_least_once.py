@@ -7,7 +7,7 @@ from pathlib import Path
 
 from faststream import AckPolicy
 
-from service.pipeline import Batch
+from service.batch import Batch
 from service.ruleset import RuleSet
 from service.runtime import Runtime
 from tests.support.checks import metric
@@ -88,10 +88,10 @@ async def test_crash_before_store_then_restart_loses_nothing(kafka: str, tmp_pat
         first.runtime.pipeline.stages.insert(2, crash)  # after classify, before correlate + store
         await first.post_webhook(body(webhook(alert("DataLoss", namespace="db"))))
         await asyncio.wait_for(crash.reached.wait(), 30)
-        assert await first.runtime.store.open_counts() == {}
+        assert await first.runtime.store.incidents.open_counts() == {}
     async with run_service(settings) as second:
         await second.events.wait_types({"incident.opened": 1, "page.sent": 1})
-        assert (await second.runtime.store.open_counts()) == {"SEV-1": 1}
+        assert (await second.runtime.store.incidents.open_counts()) == {"SEV-1": 1}
 
 
 async def test_poison_record_is_dead_lettered_after_bounded_retries(kafka: str, tmp_path: Path) -> None:

@@ -10,14 +10,16 @@ from typing import Any
 
 import pytest
 
+from service.batch import DeadLetter, Record
 from service.clock import ManualClock
 from service.config import Settings
+from service.context import Context
 from service.emit.cloudevents import EventFactory
 from service.escalate.commands import Ack, CommandHandler
 from service.escalate.scheduler import TimerWorker
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
-from service.pipeline import DeadLetter, Record, build_pipeline
+from service.pipeline import build_pipeline
 from service.ruleset import RuleSet, load_rules
 from service.store.store import Store
 from tests.support.checks import assert_valid_event
@@ -38,12 +40,11 @@ class Scenario:
         async def sink(dead: list[DeadLetter]) -> None:
             self.dead.extend(dead)
 
-        self.pipeline = build_pipeline(rules, store, events, [pager.name], sink, self.metrics)
-        self.pages = PageWorker(
-            store, {pager.name: pager}, rules, events, self.clock, self.metrics, Settings()
-        )
-        self.timers = TimerWorker(store, rules, events, self.clock, self.metrics, {pager.name: pager.comms})
-        self.commands = CommandHandler(store, events, self.clock, [pager.name])
+        ctx = Context(store, rules, events, self.clock, self.metrics, Settings())
+        self.pipeline = build_pipeline(ctx, [pager.name], sink)
+        self.pages = PageWorker(ctx, {pager.name: pager})
+        self.timers = TimerWorker(ctx, [pager.name], [pager.name] if pager.comms else [])
+        self.commands = CommandHandler(ctx, [pager.name])
         self.offset = 0
 
     async def alert(self, *alerts: dict[str, Any]) -> None:
@@ -62,7 +63,7 @@ class Scenario:
             await self.pages.drain()
 
     async def events(self) -> list[dict[str, Any]]:
-        return [json.loads(r.value) for _, r in await self.store.fetch_outbox(10_000)]
+        return [json.loads(r.value) for r in await self.store.outbox.unpublished(10_000)]
 
     async def of(self, incident: str, suffix: str) -> list[dict[str, Any]]:
         return [e for e in await self.events() if e["subject"] == incident and e["type"].endswith(suffix)]

@@ -437,8 +437,8 @@ async def test_service_retries_a_failing_page_without_holding_up_other_incidents
             assert api_alert.message.startswith("[INCIDENT] SEV-1:")
             assert len(fake.alerts) == 2  # ApiDown and SlowResponses, nothing else
 
-            jobs = await svc.runtime.store.page_jobs_for(api_down)
-            assert [(j["action"], j["status"], j["attempts"]) for j in jobs] == [("trigger", "sent", 3)]
+            jobs = await svc.runtime.store.pages.for_incident(api_down)
+            assert [(j.action, j.status, j.attempts) for j in jobs] == [("trigger", "sent", 3)]
 
 
 async def test_same_webhook_three_times_is_one_opsgenie_alert(kafka: str, tmp_path: Path) -> None:
@@ -492,8 +492,8 @@ async def test_page_rejected_with_400_is_not_retried(kafka: str, tmp_path: Path)
             assert "HTTP 400" in page["error"]
             assert svc.events.of_type("page.sent") == []
 
-            jobs = await svc.runtime.store.page_jobs_for(failed["data"]["id"])
-            assert [(j["action"], j["status"], j["attempts"]) for j in jobs] == [("trigger", "failed", 1)]
-            assert "HTTP 400" in jobs[0]["last_error"]
+            jobs = await svc.runtime.store.pages.for_incident(failed["data"]["id"])
+            assert [(j.action, j.status, j.attempts) for j in jobs] == [("trigger", "failed", 1)]
+            assert "HTTP 400" in (jobs[0].last_error or "")
             assert len(fake.requests) == 1
             assert fake.alerts == []

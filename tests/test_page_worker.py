@@ -11,12 +11,15 @@ import pytest
 
 from service.clock import ManualClock
 from service.config import Settings
+from service.context import Context
 from service.emit.cloudevents import EventFactory
+from service.models import PageAction
 from service.notify.base import PageError, PageRequest
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
 from service.ruleset import RuleSet
-from service.store.store import Store
+from service.store.pages import NewPage, PageOutcome, PageStatus
+from service.store.store import Effects, Store
 from tests.support.incidents import make_incident
 from tests.support.time import T0
 
@@ -50,15 +53,9 @@ def worker(
     store: Store, rules: RuleSet, notifier: Recorder, clock: ManualClock, **settings: Any
 ) -> PageWorker:
     values: dict[str, Any] = {"page_backoff_initial_seconds": 10, "page_backoff_max_seconds": 60, **settings}
-    return PageWorker(
-        store,
-        {"rec": notifier},
-        rules,
-        EventFactory("events", "io.incidentd", "/test"),
-        clock,
-        Metrics(),
-        Settings(**values),
-    )
+    events = EventFactory("events", "io.incidentd", "/test")
+    ctx = Context(store, rules, events, clock, Metrics(), Settings(**values))
+    return PageWorker(ctx, {"rec": notifier})
 
 
 async def tick(w: PageWorker) -> int:
@@ -69,20 +66,20 @@ async def tick(w: PageWorker) -> int:
 
 
 async def jobs(store: Store, inc_id: str = "inc-1") -> list[tuple[str, str, int]]:
-    return [(j["action"], j["status"], j["attempts"]) for j in await store.page_jobs_for(inc_id)]
+    return [(j.action, j.status, j.attempts) for j in await store.pages.for_incident(inc_id)]
 
 
 async def events(store: Store) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for _, r in await store.fetch_outbox(100)]
+    return [json.loads(r.value) for r in await store.outbox.unpublished(100)]
 
 
-def job(action: str, opening: int = 1, inc_id: str = "inc-1") -> dict[str, Any]:
-    return {"incident_id": inc_id, "integration": "rec", "action": action, "opening": opening}
+def job(action: str, opening: int = 1, inc_id: str = "inc-1") -> NewPage:
+    return NewPage(inc_id, "rec", PageAction(action), opening)
 
 
 async def test_trigger_sends_the_runbook_message_with_priority(store: Store, rules: RuleSet) -> None:
     clock, rec = ManualClock(T0), Recorder()
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     w = worker(store, rules, rec, clock)
     assert await tick(w) == 1
     [req] = rec.sent
@@ -98,7 +95,7 @@ async def test_trigger_sends_the_runbook_message_with_priority(store: Store, rul
 async def test_retry_waits_for_its_backoff_on_the_clock(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 503", retryable=True)])
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     w = worker(store, rules, rec, clock)
     await tick(w)
     assert await jobs(store) == [("trigger", "pending", 1)]
@@ -115,7 +112,7 @@ async def test_retry_waits_for_its_backoff_on_the_clock(store: Store, rules: Rul
 async def test_retry_after_from_the_pager_is_honoured(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 429", retryable=True, retry_after=45)])
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     w = worker(store, rules, rec, clock)
     await tick(w)
     clock.advance(timedelta(seconds=44))
@@ -127,7 +124,7 @@ async def test_retry_after_from_the_pager_is_honoured(store: Store, rules: RuleS
 async def test_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 500", retryable=True) for _ in range(3)])
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     w = worker(store, rules, rec, clock, page_max_attempts=3)
     for _ in range(3):
         await tick(w)
@@ -140,7 +137,7 @@ async def test_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None
 
 async def test_incident_resolved_before_its_page_went_out_pages_nobody(store: Store, rules: RuleSet) -> None:
     clock, rec = ManualClock(T0), Recorder()
-    await store.commit_batch([make_incident()], [], [job("trigger"), job("close")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger"), job("close")]), T0)
     w = worker(store, rules, rec, clock)
     await tick(w)
     await tick(w)
@@ -151,12 +148,12 @@ async def test_incident_resolved_before_its_page_went_out_pages_nobody(store: St
 async def test_close_never_overtakes_its_trigger(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 503", retryable=True)])
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     w = worker(store, rules, rec, clock)
     await tick(w)
     # The incident resolves while the trigger waits for its retry: the close is queued
     # behind it, and the still-unsent trigger is dropped rather than paging late.
-    await store.commit_batch([], [], [job("close")], T0)
+    await store.commit(Effects(pages=[job("close")]), T0)
     clock.advance(timedelta(minutes=1))
     await tick(w)
     await tick(w)
@@ -165,42 +162,40 @@ async def test_close_never_overtakes_its_trigger(store: Store, rules: RuleSet) -
 
 
 async def test_a_leased_job_is_not_claimed_twice(store: Store, rules: RuleSet) -> None:
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     pagers = {"rec"}
-    first = await store.claim_due_pages(T0, 10, 120, set(), pagers)
-    second = await store.claim_due_pages(T0, 10, 120, set(), pagers)
+    first = await store.pages.claim_due(T0, 10, 120, set(), pagers)
+    second = await store.pages.claim_due(T0, 10, 120, set(), pagers)
     assert len(first) == 1 and second == []
     # A replica that died mid-call: its lease runs out and the job is claimed again...
-    third = await store.claim_due_pages(T0 + timedelta(seconds=121), 10, 120, set(), pagers)
+    third = await store.pages.claim_due(T0 + timedelta(seconds=121), 10, 120, set(), pagers)
     assert [j.id for j in third] == [first[0].id]
     # ...and the first holder, if it was only slow, can no longer record an outcome.
-    assert not await store.finish_page(
-        first[0], status="sent", attempts=1, next_attempt_at=None, error=None, events=[], now=T0
-    )
-    assert await store.finish_page(
-        third[0], status="sent", attempts=1, next_attempt_at=None, error=None, events=[], now=T0
-    )
+    sent = PageOutcome(PageStatus.SENT, attempts=1)
+    async with store.db.write() as conn:
+        assert not await store.pages.finish(conn, first[0], sent, T0)
+        assert await store.pages.finish(conn, third[0], sent, T0)
     # A finished job is never claimed again, whatever its lease says.
-    assert await store.claim_due_pages(T0 + timedelta(hours=1), 10, 120, set(), pagers) == []
+    assert await store.pages.claim_due(T0 + timedelta(hours=1), 10, 120, set(), pagers) == []
 
 
 async def test_jobs_for_a_pager_this_replica_lacks_are_left_for_others(store: Store, rules: RuleSet) -> None:
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
-    assert await store.claim_due_pages(T0, 10, 120, set(), {"opsgenie"}) == []
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
+    assert await store.pages.claim_due(T0, 10, 120, set(), {"opsgenie"}) == []
     assert await jobs(store) == [("trigger", "pending", 0)]
 
 
 async def test_next_due_time_skips_jobs_queued_behind_their_trigger(store: Store, rules: RuleSet) -> None:
     clock = ManualClock(T0)
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
     w = worker(store, rules, Recorder([PageError("HTTP 503", retryable=True)]), clock)
     await tick(w)
-    await store.commit_batch([], [], [job("close")], T0)  # due now, but behind the trigger
-    due = await store.next_page_due({"rec"})
+    await store.commit(Effects(pages=[job("close")]), T0)  # due now, but behind the trigger
+    due = await store.pages.next_due({"rec"})
     assert due is not None and due > T0.timestamp() + 5  # the trigger's backoff, not "now"
 
 
 async def test_duplicate_page_jobs_are_ignored_by_the_store(store: Store, rules: RuleSet) -> None:
-    await store.commit_batch([make_incident()], [], [job("trigger")], T0)
-    await store.commit_batch([], [], [job("trigger")], T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
+    await store.commit(Effects(pages=[job("trigger")]), T0)
     assert await jobs(store) == [("trigger", "pending", 0)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.models import IncidentStatus
-from service.store.store import Store
+from service.store.store import Effects, Store
 from tests.support.incidents import make_incident
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import run_service, test_settings
@@ -23,7 +23,7 @@ async def test_pipeline_on_postgres_dedups_resolves_and_pages_once(
             assert (await svc.post_webhook(doc)).status_code == 202
         await svc.events.wait_types({"incident.opened": 1, "page.sent": 1})
         await svc.runtime.progress.wait_records(3)
-        assert await svc.runtime.store.open_counts() == {"SEV-1": 1}
+        assert await svc.runtime.store.incidents.open_counts() == {"SEV-1": 1}
         resolved = [
             alert("ApiDown", status="resolved", namespace="pg"),
             alert("ApiDown", status="resolved", namespace="pg", pod="x"),
@@ -31,10 +31,10 @@ async def test_pipeline_on_postgres_dedups_resolves_and_pages_once(
         await svc.post_webhook(body(webhook(*resolved)))
         await svc.events.wait_types({"incident.resolved": 1, "page.sent": 2})
         [opened] = svc.events.of_type("incident.opened")
-        inc = await svc.runtime.store.get_incident(opened["data"]["id"])
+        inc = await svc.runtime.store.incidents.get(opened["data"]["id"])
         assert inc is not None and inc.status is IncidentStatus.RESOLVED
-        jobs = await svc.runtime.store.page_jobs_for(inc.id)
-        assert [(j["action"], j["status"]) for j in jobs] == [("trigger", "sent"), ("close", "sent")]
+        jobs = await svc.runtime.store.pages.for_incident(inc.id)
+        assert [(j.action, j.status) for j in jobs] == [("trigger", "sent"), ("close", "sent")]
 
 
 async def test_one_current_incident_per_group_is_enforced_by_the_database(pg_url: str) -> None:
@@ -45,13 +45,13 @@ async def test_one_current_incident_per_group_is_enforced_by_the_database(pg_url
     try:
         now = datetime.now(UTC)
 
-        await store.commit_batch([make_incident("inc-a", "X", "SEV-2", now)], [], [], now)
+        await store.commit(Effects(incidents=[make_incident("inc-a", "X", "SEV-2", now)]), now)
         # A second replica racing on the same group cannot open a second incident.
         from sqlalchemy.exc import IntegrityError
 
         with pytest.raises(IntegrityError):
-            await store.commit_batch([make_incident("inc-b", "X", "SEV-2", now)], [], [], now)
+            await store.commit(Effects(incidents=[make_incident("inc-b", "X", "SEV-2", now)]), now)
         key = make_incident(alertname="X").group_key
-        assert list(await store.load_current([key])) == [key]
+        assert list(await store.incidents.load_current([key])) == [key]
     finally:
         await store.close()

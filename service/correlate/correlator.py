@@ -13,29 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from service.batch import EventIntent, PageIntent
+from service.clock import iso
 from service.correlate.fingerprint import group_key
-from service.models import Alert, AlertState, AlertStatus, Incident, IncidentStatus
+from service.models import Alert, AlertState, AlertStatus, Incident, IncidentStatus, PageAction
 from service.ruleset.models import RuleSet
-
-
-@dataclass(slots=True)
-class EventIntent:
-    """An incident event to publish once the batch is stored."""
-
-    type: str  # suffix such as "incident.opened"
-    incident: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class PageIntent:
-    incident_id: str
-    action: str  # "trigger" | "close" | "update"
-    opening: int
-    target: str = "first"
-    roles: list[str] = field(default_factory=list)
-    payload: dict[str, Any] = field(default_factory=dict)
-
 
 # An update event lists at most this many alerts; a storm gives several events
 # rather than one that Kafka refuses (1 MiB) and that blocks the outbox.
@@ -47,7 +29,6 @@ class Outcome:
     changed: dict[str, Incident] = field(default_factory=dict)
     events: list[EventIntent] = field(default_factory=list)
     pages: list[PageIntent] = field(default_factory=list)
-    timers: list[Any] = field(default_factory=list)  # escalate.policy.TimerIntent
     duplicates: int = 0
     ignored: int = 0
     # incident id -> (incident, its incident.updated still open for merging in this batch)
@@ -116,19 +97,12 @@ class Correlator:
         """Fold ``alerts`` into ``current`` (group key -> current incident), in order."""
         out = Outcome()
         for alert in alerts:
-            key = assign_group(alert, self._rules)
-            self._apply_one(alert, key, alert.group_labels, current, now, out)
+            assign_group(alert, self._rules)
+            self._apply_one(alert, current, now, out)
         return out.finish()
 
-    def _apply_one(
-        self,
-        alert: Alert,
-        key: str,
-        group_labels: dict[str, str],
-        current: dict[str, Incident],
-        now: datetime,
-        out: Outcome,
-    ) -> None:
+    def _apply_one(self, alert: Alert, current: dict[str, Incident], now: datetime, out: Outcome) -> None:
+        key = alert.group_key
         inc = current.get(key)
         stored = inc.alerts.get(alert.fingerprint) if inc else None
         if stored is not None and _is_duplicate_or_stale(stored, alert):
@@ -149,7 +123,7 @@ class Correlator:
             if inc is not None:
                 inc.is_current = False
                 out.changed[inc.id] = inc
-            current[key] = self._open(alert, key, group_labels, now, out)
+            current[key] = self._open(alert, now, out)
             return
         if inc.status is IncidentStatus.RESOLVED:
             self._reopen(inc, alert, now, out)
@@ -168,15 +142,13 @@ class Correlator:
             resolved_starts_at=resolved_at,
         )
 
-    def _open(
-        self, alert: Alert, key: str, group_labels: dict[str, str], now: datetime, out: Outcome
-    ) -> Incident:
+    def _open(self, alert: Alert, now: datetime, out: Outcome) -> Incident:
         sev = self._rules.severity(alert.severity)
         self._describe(alert)
         inc = Incident(
             id=f"inc-{uuid.uuid4().hex[:20]}",
-            group_key=key,
-            group_labels=group_labels,
+            group_key=alert.group_key,
+            group_labels=alert.group_labels,
             title=alert.title,
             impact=alert.impact,
             severity=alert.severity,
@@ -188,7 +160,7 @@ class Correlator:
         )
         out.changed[inc.id] = inc
         out.emit("incident.opened", inc, alert)
-        out.pages.append(PageIntent(inc.id, "trigger", inc.opening))
+        out.pages.append(PageIntent(inc.id, PageAction.TRIGGER, inc.opening))
         return inc
 
     def _reopen(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
@@ -203,7 +175,7 @@ class Correlator:
         inc.response_due_at = now + self._rules.severity(inc.severity).response_time
         out.changed[inc.id] = inc
         out.emit("incident.reopened", inc, alert)
-        out.pages.append(PageIntent(inc.id, "trigger", inc.opening))
+        out.pages.append(PageIntent(inc.id, PageAction.TRIGGER, inc.opening))
 
     def _add_to_open(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
         out.prepare(inc, "incident.updated")
@@ -235,7 +207,7 @@ class Correlator:
             inc.status = IncidentStatus.RESOLVED
             inc.resolved_at = now
             out.emit("incident.resolved", inc, alert)
-            out.pages.append(PageIntent(inc.id, "close", inc.opening))
+            out.pages.append(PageIntent(inc.id, PageAction.CLOSE, inc.opening))
         else:
             out.emit("incident.updated", inc, alert, "alert_resolved")
 
@@ -266,6 +238,6 @@ def _alert_part(alert: Alert) -> dict[str, Any]:
         "annotations": alert.annotations,
         "severity": alert.severity,
         "rule": alert.rule,
-        "starts_at": alert.starts_at.isoformat().replace("+00:00", "Z"),
+        "starts_at": iso(alert.starts_at),
         "generator_url": alert.generator_url,
     }

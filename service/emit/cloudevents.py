@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from service.store.store import OutboxRecord
+from service.clock import iso
+from service.store.outbox import OutboxRecord, TimelineEntry
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
@@ -36,7 +37,7 @@ class EventFactory:
             "source": self.source,
             "type": self.type_name(suffix),
             "subject": incident["id"],
-            "time": now.isoformat().replace("+00:00", "Z"),
+            "time": iso(now),
             "datacontenttype": "application/json",
             "data": {**incident, **extra},
         }
@@ -45,7 +46,7 @@ class EventFactory:
             # The incident snapshot is the contract; the alert details can be dropped.
             event["data"] = {**incident, **extra, "alerts": [], "alerts_omitted": len(extra["alerts"])}
             value = _encode(event)
-        entry = (incident["id"], suffix, summarise(suffix, incident, extra))
+        entry = TimelineEntry(incident["id"], suffix, summarise(suffix, incident, extra))
         return OutboxRecord(self.topic, incident["id"].encode(), value, entry)
 
 

@@ -1,67 +1,70 @@
-"""Publishes the outbox to Kafka: unconfirmed sends, one flush, then delete.
+"""Publishes the outbox to Kafka: claim, unconfirmed sends, one flush, then delete.
 
-At-least-once: a crash after the flush and before the delete publishes the
-same records again, with the same CloudEvent ids.
+At-least-once: a crash after the flush and before the delete publishes the same
+records again, with the same CloudEvent ids. Rows are claimed with a lease, so with
+several replicas each event is published by one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from service.clock import SystemClock
 from service.observability.metrics import Metrics
-from service.store.store import Store
-
-log = logging.getLogger(__name__)
+from service.scheduling import DueWorker
+from service.store.outbox import Outbox, OutboxRecord
 
 CE_HEADERS = {"content-type": "application/cloudevents+json; charset=utf-8"}
+# Longer than a publish can take (Kafka's request timeout is 30 s): a lease that ran out
+# mid-publish would let another replica publish the same rows.
+LEASE_SECONDS = 120.0
 
 
-class OutboxRelay:
-    def __init__(self, store: Store, broker: KafkaBroker, metrics: Metrics, batch: int = 1000):
-        self._store = store
+class OutboxRelay(DueWorker):
+    name = "outbox relay"
+
+    def __init__(self, outbox: Outbox, broker: KafkaBroker, metrics: Metrics, batch: int = 1000) -> None:
+        # Wall time even under an injected clock: leases are about this machine's processes.
+        super().__init__(SystemClock())
+        self._outbox = outbox
         self._broker = broker
         self._metrics = metrics
         self._batch = batch
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    def wake(self) -> None:
-        self._wake.set()
+    async def run_once(self) -> int:
+        return await self.flush()
+
+    async def next_due(self) -> float | None:
+        return await self._outbox.queue.next_due()
 
     async def flush(self) -> int:
-        """Publish everything in the outbox; return how many records went out."""
+        """Publish everything in the outbox this replica can claim; return how many
+        records went out."""
         total = 0
         async with self._lock:
             while True:
-                rows = await self._store.fetch_outbox(self._batch)
-                if not rows:
+                claim = await self._outbox.claim(self._clock.now(), self._batch, LEASE_SECONDS)
+                if claim.records:
+                    try:
+                        await self._publish([rec for _, rec in claim.records])
+                    except BaseException:
+                        # Give the rows back now: another try (ours or a replica's) need
+                        # not wait for the lease.
+                        ids = [row_id for row_id, _ in claim.records]
+                        await asyncio.shield(self._outbox.queue.release(ids, claim.owner))
+                        raise
+                    await self._outbox.published(claim)
+                    self._metrics.events_published.inc(len(claim.records))
+                    total += len(claim.records)
+                if len(claim.records) < self._batch:
                     return total
-                futures: list[Any] = []
-                for _, rec in rows:
-                    futures.append(
-                        await self._broker.publish(
-                            rec.value, rec.topic, key=rec.key, headers=CE_HEADERS, no_confirm=True
-                        )
-                    )
-                await asyncio.gather(*futures)
-                await self._store.delete_outbox([row_id for row_id, _ in rows])
-                self._metrics.events_published.inc(len(rows))
-                total += len(rows)
 
-    async def run(self) -> None:
-        delay = 0.5
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.flush()
-                delay = 0.5
-            except Exception as exc:
-                log.warning("outbox relay: publish failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                self._wake.set()
+    async def _publish(self, records: list[OutboxRecord]) -> None:
+        futures = [
+            await self._broker.publish(rec.value, rec.topic, key=rec.key, headers=CE_HEADERS, no_confirm=True)
+            for rec in records
+        ]
+        await asyncio.gather(*futures)

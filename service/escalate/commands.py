@@ -6,17 +6,18 @@ is idempotent (a repeat changes nothing), so a command delivered twice is safe.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from service.clock import Clock
-from service.emit.cloudevents import EventFactory
-from service.models import Incident, IncidentStatus, Name
+from service.batch import PageIntent
+from service.context import Context
+from service.errors import Conflict, NotFound
+from service.models import Incident, IncidentStatus, Name, PageAction
 from service.remediate.approval import Approve, Deny
-from service.store.store import ConcurrentUpdate, Store
+from service.store.pages import NewPage
+from service.store.store import ConcurrentUpdate, Effects
 
 ROLES = ("IC", "Communications", "Technical Lead")
 
@@ -56,33 +57,24 @@ class KafkaCommand(BaseModel):
     command: AnyCommand
 
 
-class UnknownIncident(Exception):
-    pass
-
-
-class Conflict(Exception):
-    """The command makes no sense in the incident's state (e.g. ack a resolved incident)."""
+class UnknownIncident(NotFound):
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"no incident {incident_id}")
+        self.incident_id = incident_id
 
 
 class CommandHandler:
-    def __init__(
-        self,
-        store: Store,
-        events: EventFactory,
-        clock: Clock,
-        pagers: list[str],
-        on_change: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._on_change = on_change
-        self._store = store
-        self._events = events
-        self._clock = clock
-        self._pagers = pagers
+    def __init__(self, ctx: Context, pagers: Sequence[str]) -> None:
+        self._on_change = ctx.on_effects
+        self._store = ctx.store
+        self._events = ctx.events
+        self._clock = ctx.clock
+        self._pagers = list(pagers)
 
     async def apply(self, incident_id: str, command: Ack | Resolve | Assign, source: str) -> Incident:
         # Optimistic: the alert consumer may change the same incident at the same time.
         for _ in range(5):
-            inc = await self._store.get_incident(incident_id)
+            inc = await self._store.incidents.get(incident_id)
             if inc is None:
                 raise UnknownIncident(incident_id)
             try:
@@ -95,7 +87,7 @@ class CommandHandler:
     async def _apply(self, inc: Incident, command: Ack | Resolve | Assign, source: str) -> None:
         now = self._clock.now()
         part: dict[str, Any] = {"command": command.command, "by": command.by, "source": source}
-        pages: list[dict[str, Any]] = []
+        page: PageIntent | None = None
         reasons: list[str] = []
         if isinstance(command, Ack):
             if inc.status is IncidentStatus.RESOLVED:
@@ -105,16 +97,7 @@ class CommandHandler:
             inc.acknowledged_at, inc.acknowledged_by = now, command.by
             suffix = "incident.acknowledged"
             # Acknowledge the pages too (PagerDuty acknowledge, Opsgenie acknowledge).
-            pages = [
-                {
-                    "incident_id": inc.id,
-                    "integration": p,
-                    "action": "ack",
-                    "opening": inc.opening,
-                    "payload": json.dumps({"by": command.by}),
-                }
-                for p in self._pagers
-            ]
+            page = PageIntent(inc.id, PageAction.ACK, inc.opening, by=command.by)
         elif isinstance(command, Resolve):
             if inc.status is IncidentStatus.RESOLVED:
                 return
@@ -122,10 +105,7 @@ class CommandHandler:
             part["note"] = command.note
             suffix = "incident.resolved"
             # Close the pages of this opening; the worker skips pagers that were never paged.
-            pages = [
-                {"incident_id": inc.id, "integration": p, "action": "close", "opening": inc.opening}
-                for p in self._pagers
-            ]
+            page = PageIntent(inc.id, PageAction.CLOSE, inc.opening)
         else:
             if inc.roles.get(command.role) == command.who:
                 return
@@ -137,5 +117,6 @@ class CommandHandler:
         if reasons:
             extra["reasons"] = reasons
         event = self._events.build(suffix, inc.snapshot(), extra, now)
-        await self._store.save_incident(inc, [event], pages, now)
+        pages = NewPage.fan_out(page, self._pagers) if page else []
+        await self._store.commit(Effects(incidents=[inc], events=[event], pages=pages), now)
         self._on_change()

@@ -7,20 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.batch import TimerIntent
 from service.models import Incident, IncidentStatus
 from service.ruleset.matchers import matches_all
 from service.ruleset.models import EscalationRule, RuleSet
 
 REMINDER = "reminder:"
 OVERDUE = "response_overdue"
-
-
-@dataclass(frozen=True, slots=True)
-class TimerIntent:
-    incident_id: str
-    opening: int
-    name: str
-    due_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,99 +9,82 @@ after the restart, late but once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from service.clock import Clock, iso
-from service.correlate.correlator import PageIntent
-from service.emit.cloudevents import EventFactory
-from service.escalate.policy import REMINDER, EscalationPolicy, TimerIntent, escalation_key
-from service.models import Incident, IncidentStatus
-from service.observability.metrics import Metrics
-from service.pipeline import page_row
-from service.ruleset.models import RuleSet
-from service.scheduling import run_due_work
-from service.store.store import ConcurrentUpdate, Store, TimerJob
+from service.batch import PageIntent, TimerIntent
+from service.clock import iso
+from service.context import Context
+from service.escalate.policy import REMINDER, EscalationPolicy, escalation_key
+from service.models import Incident, IncidentStatus, PageAction
+from service.scheduling import DueWorker
+from service.store.pages import NewPage
+from service.store.store import ConcurrentUpdate, Effects
+from service.store.timers import TimerJob, TimerStatus
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
 
 
-class TimerWorker:
-    def __init__(
-        self,
-        store: Store,
-        rules: RuleSet,
-        events: EventFactory,
-        clock: Clock,
-        metrics: Metrics,
-        pagers: dict[str, bool],  # name -> takes [UPDATE] messages (the comms channel)
-        on_effects: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._store = store
-        self._rules = rules
-        self._policy = EscalationPolicy(rules)
-        self._events = events
-        self._clock = clock
-        self._metrics = metrics
-        self._pagers = pagers
-        self._on_effects = on_effects
-        self._wake = asyncio.Event()
+class TimerWorker(DueWorker):
+    name = "timer worker"
+    until_idle = True
 
-    def wake(self) -> None:
-        self._wake.set()
+    def __init__(self, ctx: Context, pagers: Sequence[str], comms: Sequence[str]) -> None:
+        """``pagers``: every pager; ``comms``: those that carry [UPDATE] messages."""
+        super().__init__(ctx.clock)
+        self._store = ctx.store
+        self._timers = ctx.store.timers
+        self._rules = ctx.rules
+        self._policy = EscalationPolicy(ctx.rules)
+        self._events = ctx.events
+        self._metrics = ctx.metrics
+        self._pagers = list(pagers)
+        self._comms = list(comms)
+        self._on_effects = ctx.on_effects
 
-    async def run(self) -> None:
-        await run_due_work(
-            "timer worker",
-            self.run_once,
-            self._store.next_timer_due,
-            self._clock,
-            self._wake,
-            log,
-            until_idle=True,
-        )
+    async def next_due(self) -> float | None:
+        return await self._timers.next_due()
 
     async def run_once(self, limit: int = 100) -> int:
         """Fire every due timer (up to ``limit``); return how many were handled."""
-        timers = await self._store.claim_due_timers(self._clock.now(), limit, LEASE_SECONDS)
+        timers = await self._timers.claim_due(self._clock.now(), limit, LEASE_SECONDS)
         for timer in timers:
             try:
                 await self._fire(timer)
             except ConcurrentUpdate:
                 # The incident changed under us (an alert, an ack): decide again.
-                await self._store.release_timer(timer)
+                await self._timers.release(timer)
         return len(timers)
 
     async def _fire(self, timer: TimerJob) -> None:
         now = self._clock.now()
-        inc = await self._store.get_incident(timer.incident_id)
+        inc = await self._store.incidents.get(timer.incident_id)
         if inc is None or inc.opening != timer.opening or inc.status is IncidentStatus.RESOLVED:
-            await self._record(timer, "skipped", None, [], [], [], now)
+            await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
             return
         if timer.name.startswith(REMINDER):
             await self._remind(timer, inc, now)
             return
         esc = self._policy.due_escalation(inc, timer.name, now)
         if esc is None:
-            await self._record(timer, "skipped", None, [], [], [], now)
+            await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
             return
-        inc.escalations[escalation_key(inc, esc.rule)] = now.isoformat()
+        inc.escalations[escalation_key(inc, esc.rule)] = iso(now)
         event = self._events.build("incident.escalated", inc.snapshot(), {"escalation": esc.part()}, now)
-        page = PageIntent(inc.id, "trigger", inc.opening, esc.rule, esc.roles)
-        pages = [page_row(page, name) for name in self._pagers]
-        await self._record(timer, "fired", inc, [event], pages, [], now)
+        page = PageIntent(inc.id, PageAction.TRIGGER, inc.opening, esc.rule, esc.roles)
+        effects = Effects(incidents=[inc], events=[event], pages=NewPage.fan_out(page, self._pagers))
+        await self._record(timer, TimerStatus.FIRED, effects, now)
         self._metrics.escalations.labels(esc.kind).inc()
         log.info("incident %s escalated (%s) to %s: %s", inc.id, esc.rule, ", ".join(esc.roles), esc.reason)
 
     async def _remind(self, timer: TimerJob, inc: Incident, now: datetime) -> None:
         follow_up = self._policy.follow_up(inc)
         if follow_up is None:
-            await self._record(timer, "skipped", None, [], [], [], now)
+            await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
             return
         sequence = int(timer.name.removeprefix(REMINDER))
         # From the due time, not from now: a late reminder after a restart does not
@@ -110,11 +93,10 @@ class TimerWorker:
         message = self._render_update(inc, next_due)
         comms = {"message": message, "sequence": sequence, "next_update": iso(next_due)}
         event = self._events.build("comms.update", inc.snapshot(), {"comms": comms}, now)
-        target = f"{REMINDER}{sequence}"
-        page = PageIntent(inc.id, "update", inc.opening, target, [], {"message": message})
-        pages = [page_row(page, name) for name, comms_channel in self._pagers.items() if comms_channel]
-        following = [TimerIntent(inc.id, inc.opening, f"{REMINDER}{sequence + 1}", next_due)]
-        await self._record(timer, "fired", None, [event], pages, following, now)
+        page = PageIntent(inc.id, PageAction.UPDATE, inc.opening, f"{REMINDER}{sequence}", message=message)
+        following = TimerIntent(inc.id, inc.opening, f"{REMINDER}{sequence + 1}", next_due)
+        effects = Effects(events=[event], pages=NewPage.fan_out(page, self._comms), timers=[following])
+        await self._record(timer, TimerStatus.FIRED, effects, now)
         self._metrics.reminders.inc()
 
     def _render_update(self, inc: Incident, next_due: datetime) -> str:
@@ -125,20 +107,13 @@ class TimerWorker:
             log.warning("update template failed for %s: %s", inc.id, exc)
             return f"[UPDATE] {inc.severity}: {inc.title}\n- Next update: {iso(next_due)}"
 
-    async def _record(
-        self,
-        timer: TimerJob,
-        status: str,
-        inc: Incident | None,
-        events: list[Any],
-        pages: list[dict[str, Any]],
-        timers: list[TimerIntent],
-        now: datetime,
-    ) -> None:
-        recorded = await self._store.fire_timer(
-            timer, status=status, incident=inc, events=events, pages=pages, timers=timers, now=now
-        )
-        if not recorded:
+    async def _record(self, timer: TimerJob, status: TimerStatus, effects: Effects, now: datetime) -> None:
+        """The timer's outcome with everything it causes, in one transaction."""
+
+        async def finish(conn: Any) -> bool:
+            return await self._timers.finish(conn, timer, status, now)
+
+        if not await self._store.commit(effects, now, guard=finish):
             log.warning("timer %s (%s): lease lost; another replica handles it", timer.id, timer.name)
-        elif events or pages or timers:
+        elif effects:
             self._on_effects()

@@ -4,14 +4,11 @@ incident needs, decided for each batch before it is stored."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from service.correlate.correlator import EventIntent, PageIntent
+from service.batch import Batch, EventIntent, PageIntent
+from service.clock import iso
 from service.escalate.policy import Escalation, EscalationPolicy, escalation_key
-from service.models import Incident, IncidentStatus
-
-if TYPE_CHECKING:
-    from service.pipeline import Batch
+from service.models import Incident, IncidentStatus, PageAction
 
 
 class EscalateStage:
@@ -19,19 +16,18 @@ class EscalateStage:
         self._policy = policy
 
     async def __call__(self, batch: Batch) -> Batch:
-        out = batch.outcome
-        first_pages = {(p.incident_id, p.opening): p for p in out.pages if p.target == "first"}
+        first_pages = {(p.incident_id, p.opening): p for p in batch.pages if p.target == "first"}
         events: list[EventIntent] = []
-        for event in out.events:
+        for event in batch.events:
             events.append(event)
-            inc = out.changed.get(event.incident["id"])
+            inc = batch.changed.get(event.incident["id"])
             if inc is None or inc.status is IncidentStatus.RESOLVED:
                 continue
             if event.type in ("incident.opened", "incident.reopened"):
                 page = first_pages.get((inc.id, inc.opening))
-                if page is not None and page.action == "trigger":
+                if page is not None and page.action is PageAction.TRIGGER:
                     page.roles = self._policy.first_page_roles
-                out.timers.extend(self._policy.timers(inc))
+                batch.timers.extend(self._policy.timers(inc))
                 for esc in self._conditions(inc, event):
                     # Matched at opening: the roles join the first page itself.
                     if page is not None:
@@ -39,11 +35,13 @@ class EscalateStage:
                     events.append(self._escalated(inc, esc, batch.now))
             elif event.type == "incident.updated":
                 for esc in self._conditions(inc, event):
-                    out.pages.append(PageIntent(inc.id, "trigger", inc.opening, esc.rule, esc.roles))
+                    batch.pages.append(
+                        PageIntent(inc.id, PageAction.TRIGGER, inc.opening, esc.rule, esc.roles)
+                    )
                     events.append(self._escalated(inc, esc, batch.now))
                 if any(r.startswith("severity_raised") for r in event.extra.get("reasons", [])):
-                    out.timers.extend(self._policy.timers(inc))
-        out.events = events
+                    batch.timers.extend(self._policy.timers(inc))
+        batch.events = events
         return batch
 
     def _conditions(self, inc: Incident, event: EventIntent) -> list[Escalation]:
@@ -55,7 +53,7 @@ class EscalateStage:
 
     @staticmethod
     def _escalated(inc: Incident, esc: Escalation, now: datetime) -> EventIntent:
-        inc.escalations[escalation_key(inc, esc.rule)] = now.isoformat()
+        inc.escalations[escalation_key(inc, esc.rule)] = iso(now)
         return EventIntent("incident.escalated", inc.snapshot(), {"escalation": esc.part()})
 
 

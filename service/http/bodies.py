@@ -1,9 +1,13 @@
-"""What every command endpoint does with a request before its own logic."""
+"""One error shape for every answer, and what every command endpoint does with a body.
+
+Every error is ``{"error": message}``, with ``details`` (``[{"loc", "msg"}]``) when a
+body did not validate.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,8 +18,10 @@ MAX_COMMAND_BYTES = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 
-def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def error(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 async def json_object(request: Request) -> dict[str, Any] | Response:
@@ -37,20 +43,12 @@ def invalid(exc: ValidationError, skip: int = 0) -> JSONResponse:
     return error(422, "invalid command", details=details)
 
 
-def unauthorised() -> JSONResponse:
-    return error(401, "missing or wrong bearer token")
-
-
-async def command(
-    request: Request, authorised: Callable[[Request], bool], model: type[M], **fields: Any
-) -> M | Response:
+async def command(request: Request, model: type[M], *, skip: int = 0, **fields: Any) -> M | Response:
     """The request as a ``model`` (its JSON body plus ``fields``), or the error to send."""
-    if not authorised(request):
-        return unauthorised()
     body = await json_object(request)
     if isinstance(body, Response):
         return body
     try:
         return model.model_validate({**body, **fields})
     except ValidationError as exc:
-        return invalid(exc)
+        return invalid(exc, skip)

@@ -2,87 +2,82 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.escalate.commands import Command, Conflict, UnknownIncident
-from service.http.bodies import error, invalid, json_object
-from service.runtime import Runtime
+from service.clock import iso
+from service.escalate.commands import Ack, Assign, CommandHandler, Resolve
+from service.http.bodies import command, error
+from service.store.views import IncidentDetail, IncidentViews
 
-_COMMAND = TypeAdapter(Command)
 STATUSES = ("open", "resolved")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def incident_routes(runtime: Runtime, authorised: Any) -> list[Route]:
-    severities = set(runtime.rules.severities)
+def detail_json(d: IncidentDetail) -> dict[str, Any]:
+    return {
+        "incident": d.incident.snapshot(),
+        "timeline": [{"at": iso(t.at), "type": t.type, "summary": t.summary} for t in d.timeline],
+        "pages": [
+            {
+                "integration": p.integration,
+                "action": p.action,
+                "opening": p.opening,
+                "status": p.status,
+                "attempts": p.attempts,
+                "last_error": p.last_error,
+            }
+            for p in d.pages
+        ],
+        "remediations": [j.to_json() for j in d.remediations],
+    }
+
+
+def incident_routes(views: IncidentViews, commands: CommandHandler, severities: Sequence[str]) -> list[Route]:
+    known = set(severities)
 
     async def list_incidents(request: Request) -> Response:
-        if not authorised(request):
-            return error(401, "missing or wrong bearer token")
         status = request.query_params.get("status")
         severity = request.query_params.get("severity")
         limit_raw = request.query_params.get("limit", "100")
         problems = []
         if status is not None and status not in STATUSES:
             problems.append(f"status must be one of {', '.join(STATUSES)}")
-        if severity is not None and severity not in severities:
-            problems.append(f"severity must be one of {', '.join(sorted(severities))}")
+        if severity is not None and severity not in known:
+            problems.append(f"severity must be one of {', '.join(sorted(known))}")
         if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
             problems.append("limit must be an integer from 1 to 1000")
         if problems:
             return error(422, "; ".join(problems))
-        found = await runtime.store.list_incidents(status, severity, int(limit_raw))
+        found = await views.list(status, severity, int(limit_raw))
         return JSONResponse({"incidents": [inc.snapshot() for inc in found]})
 
     async def show(request: Request) -> Response:
-        if not authorised(request):
-            return error(401, "missing or wrong bearer token")
         incident_id = request.path_params["incident_id"]
-        inc = await runtime.store.get_incident(incident_id)
-        if inc is None:
+        detail = await views.detail(incident_id)
+        if detail is None:
             return error(404, f"no incident {incident_id}")
-        pages = [
-            {k: job[k] for k in ("integration", "action", "opening", "status", "attempts", "last_error")}
-            for job in await runtime.store.page_jobs_for(incident_id)
-        ]
-        return JSONResponse(
-            {
-                "incident": inc.snapshot(),
-                "timeline": await runtime.store.timeline_for(incident_id),
-                "pages": pages,
-                "remediations": await runtime.remediation_jobs.list(incident_id),
-            }
-        )
+        return JSONResponse(detail_json(detail))
 
-    def command_endpoint(name: str) -> Any:
+    def command_endpoint(model: type[Ack | Resolve | Assign]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            if not authorised(request):
-                return error(401, "missing or wrong bearer token")
-            body = await json_object(request)
-            if isinstance(body, Response):
-                return body
-            try:
-                command = _COMMAND.validate_python({**body, "command": name})
-            except ValidationError as exc:
-                return invalid(exc, skip=1)
-            try:
-                inc = await runtime.commands.apply(request.path_params["incident_id"], command, "api")
-            except UnknownIncident as exc:
-                return error(404, f"no incident {exc}")
-            except Conflict as exc:
-                return error(409, str(exc))
+            cmd = await command(request, model, command=model.model_fields["command"].default)
+            if isinstance(cmd, Response):
+                return cmd
+            inc = await commands.apply(request.path_params["incident_id"], cmd, "api")
             return JSONResponse({"incident": inc.snapshot()})
 
         return endpoint
 
+    base = "/api/v1/incidents"
     return [
-        Route("/api/v1/incidents", list_incidents, methods=["GET"]),
-        Route("/api/v1/incidents/{incident_id}", show, methods=["GET"]),
-        Route("/api/v1/incidents/{incident_id}/ack", command_endpoint("ack"), methods=["POST"]),
-        Route("/api/v1/incidents/{incident_id}/resolve", command_endpoint("resolve"), methods=["POST"]),
-        Route("/api/v1/incidents/{incident_id}/assign", command_endpoint("assign"), methods=["POST"]),
+        Route(base, list_incidents, methods=["GET"]),
+        Route(f"{base}/{{incident_id}}", show, methods=["GET"]),
+        Route(f"{base}/{{incident_id}}/ack", command_endpoint(Ack), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/resolve", command_endpoint(Resolve), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/assign", command_endpoint(Assign), methods=["POST"]),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
@@ -9,89 +10,84 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.http.bodies import command, error, unauthorised
+from service.http.bodies import command
 from service.models import Name
-from service.remediate.approval import Approve, Deny
-from service.runtime import Runtime
-from service.store.remediations import Decision
+from service.remediate.approval import Approvals, Approve, Deny
+from service.remediate.control import RemediationControl
+from service.store.control import Hold, Pause
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-class Pause(BaseModel):
+class PauseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     by: Name = "unknown"
     reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
-class Resume(BaseModel):
+class ResumeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     by: Name = "unknown"
     # Resume one target that automation stopped on; without it, lift the kill switch.
     target: Annotated[str, StringConstraints(min_length=1, max_length=600)] | None = None
 
 
-def remediation_routes(runtime: Runtime, authorised: Any) -> list[Route]:
-    jobs = runtime.remediation_jobs
-    settings = runtime.settings
+def pause_json(p: Pause) -> dict[str, Any]:
+    at = p.at.timestamp() if p.at else None
+    return {"paused": p.paused, "paused_by": p.by, "paused_at": at, "reason": p.reason}
 
+
+def hold_json(h: Hold) -> dict[str, Any]:
+    return {
+        "target_key": h.target_key,
+        "remediation_id": h.remediation_id,
+        "reason": h.reason,
+        "since": h.since.timestamp(),
+    }
+
+
+def remediation_routes(control: RemediationControl, approvals: Approvals) -> list[Route]:
     async def state(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        control = await jobs.control()
+        s = await control.state()
         return JSONResponse(
             {
-                "mode": settings.remediation_mode,
-                "cluster": runtime.remediation.kube is not None,
-                "rules_mode": runtime.rules.remediation.mode,
-                "paused": bool(settings.remediation_paused or control["paused"]),
-                "paused_by_config": settings.remediation_paused,
-                "pause": control,
-                "holds": await jobs.holds(),
-                "remediations": await jobs.list(limit=50),
+                "mode": s.mode,
+                "cluster": s.cluster,
+                "rules_mode": s.rules_mode,
+                "paused": s.paused,
+                "paused_by_config": s.paused_by_config,
+                "pause": pause_json(s.pause),
+                "holds": [hold_json(h) for h in s.holds],
+                "remediations": [j.to_json() for j in s.remediations],
             }
         )
 
     async def pause(request: Request) -> Response:
-        cmd = await command(request, authorised, Pause)
+        cmd = await command(request, PauseBody)
         if isinstance(cmd, Response):
             return cmd
-        await jobs.set_paused(True, cmd.by, cmd.reason, runtime.clock.now())
-        runtime.metrics.remediation_paused.set(1)
-        return JSONResponse({"paused": True, "pause": await jobs.control()})
+        return JSONResponse({"paused": True, "pause": pause_json(await control.pause(cmd.by, cmd.reason))})
 
     async def resume(request: Request) -> Response:
-        cmd = await command(request, authorised, Resume)
+        cmd = await command(request, ResumeBody)
         if isinstance(cmd, Response):
             return cmd
         if cmd.target is not None:
-            if not await jobs.clear_hold(cmd.target):
-                return error(404, f"automation is not stopped for {cmd.target}")
-            return JSONResponse({"resumed": cmd.target, "holds": await jobs.holds()})
-        if settings.remediation_paused:
-            return error(409, "paused by configuration (INCIDENTD_REMEDIATION_PAUSED); change it there")
-        await jobs.set_paused(False, cmd.by, None, runtime.clock.now())
-        runtime.metrics.remediation_paused.set(0)
-        runtime.remediation.wake()
-        return JSONResponse({"paused": False, "pause": await jobs.control()})
+            holds = await control.resume_target(cmd.target)
+            return JSONResponse({"resumed": cmd.target, "holds": [hold_json(h) for h in holds]})
+        return JSONResponse({"paused": False, "pause": pause_json(await control.resume(cmd.by))})
 
     async def show(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        job = await jobs.get(request.path_params["remediation_id"])
-        if job is None:
-            return error(404, f"no remediation {request.path_params['remediation_id']}")
-        return JSONResponse({"remediation": job})
+        job = await control.job(request.path_params["remediation_id"])
+        return JSONResponse({"remediation": job.to_json()})
 
-    def decide(model: type[Approve] | type[Deny]) -> Any:
+    def decide(model: type[Approve] | type[Deny]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             rid = request.path_params["remediation_id"]
-            cmd: Approve | Deny | Response = await command(request, authorised, model, remediation_id=rid)
+            cmd: Approve | Deny | Response = await command(request, model, remediation_id=rid)
             if isinstance(cmd, Response):
                 return cmd
-            try:
-                job = await runtime.approvals.decide(cmd)
-            except Decision as exc:
-                return error(exc.status, exc.message)
-            return JSONResponse({"remediation": job})
+            return JSONResponse({"remediation": (await approvals.decide(cmd)).to_json()})
 
         return endpoint
 

@@ -15,12 +15,12 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
 
+from service.batch import DeadLetter, Record
 from service.config import Settings
-from service.escalate.commands import CommandHandler, Conflict, KafkaCommand, UnknownIncident
+from service.errors import Conflict, NotFound
+from service.escalate.commands import CommandHandler, KafkaCommand, UnknownIncident
 from service.ingest.deadletter import DeadLetterPublisher
-from service.pipeline import DeadLetter, Record
 from service.remediate.approval import Approvals, Approve, Deny
-from service.store.remediations import Decision
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class CommandConsumer:
         if isinstance(cmd.command, Approve | Deny):
             try:
                 await self._approvals.decide(cmd.command, cmd.incident_id)
-            except Decision as exc:
-                await self._dead_letters([DeadLetter(record, f"command refused: {exc.message}")])
+            except (NotFound, Conflict) as exc:
+                await self._dead_letters([DeadLetter(record, f"command refused: {exc}")])
             return
         try:
             await self._handler.apply(cmd.incident_id, cmd.command, "kafka")

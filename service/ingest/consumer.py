@@ -18,12 +18,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service.clock import Clock
-from service.config import Settings
+from service.batch import DeadLetter, Pipeline, Record
+from service.context import Context
 from service.ingest.deadletter import DeadLetterPublisher
-from service.observability.metrics import Metrics
-from service.pipeline import DeadLetter, Pipeline, Record
-from service.store.store import ConcurrentUpdate
+from service.store.incidents import ConcurrentUpdate
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +51,17 @@ class AlertConsumer:
         self,
         broker: KafkaBroker,
         pipeline: Pipeline,
-        settings: Settings,
-        clock: Clock,
-        metrics: Metrics,
+        ctx: Context,
         dead_letters: DeadLetterPublisher,
         after_batch: Callable[[int], Awaitable[None]],
     ) -> None:
+        """``after_batch``: told how many records a stored batch had, before the commit."""
+        settings = ctx.settings
         self._dead_letters = dead_letters
         self._broker = broker
         self._pipeline = pipeline
-        self._settings = settings
-        self._clock = clock
-        self._metrics = metrics
+        self._clock = ctx.clock
+        self._metrics = ctx.metrics
         self._after_batch = after_batch
         self._failures: dict[tuple[tuple[str, int, int], ...], int] = {}
         self._backoff = 0.2

@@ -8,9 +8,9 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from service.batch import DeadLetter
 from service.ingest.records import dead_letter_headers
 from service.observability.metrics import Metrics
-from service.pipeline import DeadLetter
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+
+from service.models import PageAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +17,7 @@ class PageRequest:
     """One pager call. ``ack`` acknowledges a sent page (PagerDuty acknowledge, Opsgenie
     acknowledge); ``update`` is an [UPDATE] message for comms channels only."""
 
-    action: Literal["trigger", "ack", "close", "update"]
+    action: PageAction
     incident: dict[str, Any]
     opening: int
     idempotency_key: str

@@ -12,19 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Any
 
-from service.clock import Clock
-from service.config import Settings
-from service.emit.cloudevents import EventFactory
-from service.models import Incident
+from service.context import Context
+from service.models import Incident, PageAction
 from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
-from service.observability.metrics import Metrics
-from service.ruleset.models import RuleSet
-from service.scheduling import run_due_work
-from service.store.store import PageJob, Store
+from service.scheduling import DueWorker
+from service.store.outbox import OutboxRecord
+from service.store.pages import PageJob, PageOutcome, PageStatus
+from service.store.store import Effects
 
 log = logging.getLogger(__name__)
 
@@ -34,45 +31,31 @@ LEASE_SECONDS = 120.0
 ROUTED_PAGERS = ("opsgenie",)
 
 
-class PageWorker:
-    def __init__(
-        self,
-        store: Store,
-        notifiers: dict[str, Notifier],
-        rules: RuleSet,
-        events: EventFactory,
-        clock: Clock,
-        metrics: Metrics,
-        settings: Settings,
-        on_events: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._store = store
+class PageWorker(DueWorker):
+    name = "page worker"
+
+    def __init__(self, ctx: Context, notifiers: dict[str, Notifier]) -> None:
+        super().__init__(ctx.clock)
+        self._store = ctx.store
+        self._jobs = ctx.store.pages
         self._notifiers = notifiers
-        self._rules = rules
-        self._events = events
-        self._clock = clock
-        self._metrics = metrics
-        self._settings = settings
-        self._on_events = on_events
-        self._wake = asyncio.Event()
+        self._rules = ctx.rules
+        self._events = ctx.events
+        self._metrics = ctx.metrics
+        self._settings = ctx.settings
+        self._on_events = ctx.on_effects
         self._in_flight: set[str] = set()
-        self._sem = asyncio.Semaphore(settings.page_concurrency)
+        self._sem = asyncio.Semaphore(ctx.settings.page_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        await run_due_work("page worker", self.run_once, self._next_due, self._clock, self._wake, log)
-
-    async def _next_due(self) -> float | None:
-        return await self._store.next_page_due(set(self._notifiers))
+    async def next_due(self) -> float | None:
+        return await self._jobs.next_due(set(self._notifiers))
 
     async def run_once(self) -> int:
         """Start every due job; return how many were started."""
         # Claim only what can start now: a claimed job waiting for a free slot would
         # burn its lease, and another replica could take it meanwhile.
-        jobs = await self._store.claim_due_pages(
+        jobs = await self._jobs.claim_due(
             self._clock.now(),
             limit=self._settings.page_concurrency - len(self._tasks),
             lease_seconds=LEASE_SECONDS,
@@ -103,65 +86,57 @@ class PageWorker:
             self._wake.set()
 
     async def _process(self, job: PageJob) -> None:
-        inc = await self._store.get_incident(job.incident_id)
+        inc = await self._store.incidents.get(job.incident_id)
         notifier = self._notifiers[job.integration]  # claims are filtered by our pagers
-        now = self._clock.now()
         if inc is None:
             log.error("page job %s: incident %s not found; giving up", job.id, job.incident_id)
             self._metrics.pages_failed.labels(job.integration, "false").inc()
-            await self._finish(job, "failed", job.attempts, None, "incident not found", [], now)
+            await self._finish(job, PageOutcome(PageStatus.FAILED, job.attempts, "incident not found"))
             return
-        if job.action == "trigger" and await self._store.sibling_page_job(job, "close", "pending"):
+        superseded = PageOutcome(PageStatus.SUPERSEDED, job.attempts)
+        if job.action is PageAction.TRIGGER and await self._jobs.has_sibling(
+            job, PageAction.CLOSE, PageStatus.PENDING
+        ):
             # Resolved before anyone could be paged: a page now would be noise.
-            await self._finish(job, "superseded", job.attempts, None, None, [], now)
+            await self._finish(job, superseded)
             return
         targets = [job.target]
-        if job.action in ("ack", "close"):
+        if job.action in (PageAction.ACK, PageAction.CLOSE):
             # Acknowledge or close every page of this opening that went out: the first and
             # each escalation.
-            targets = await self._store.sent_trigger_targets(job)
+            targets = await self._jobs.sent_trigger_targets(job)
             if not targets:
-                await self._finish(job, "superseded", job.attempts, None, None, [], now)
+                await self._finish(job, superseded)
                 return
         requests = [self._request(inc, job, target) for target in targets]
         request = requests[0]
         attempt = job.attempts + 1
         unrouted = self._unrouted(job)
         if unrouted and attempt == 1:
-            await self._report_unrouted(job, inc, request, unrouted, now)
+            await self._report_unrouted(job, inc, request, unrouted)
         try:
             for request in requests:
                 reference = await notifier.send(request)
         except PageError as exc:
-            await self._failed(job, inc, request, attempt, exc.reason, exc.retryable, exc.retry_after)
+            await self._failed(job, inc, request, exc)
             return
         except Exception as exc:
             reason = f"{job.integration} notifier error: {exc.__class__.__name__}: {exc}"
-            await self._failed(job, inc, request, attempt, reason, True, None)
+            await self._failed(job, inc, request, PageError(reason, retryable=True))
             return
-        now = self._clock.now()
-        part = self._page_part(job, request, attempt, reference=reference)
-        event = self._events.build("page.sent", inc.snapshot(), {"page": part}, now)
-        await self._finish(job, "sent", attempt, None, None, [event], now)
+        part = _page_part(job, request, attempt, reference=reference)
+        event = self._events.build("page.sent", inc.snapshot(), {"page": part}, self._clock.now())
+        await self._finish(job, PageOutcome(PageStatus.SENT, attempt), [event])
         self._metrics.pages_sent.labels(job.integration, job.action).inc()
 
-    async def _failed(
-        self,
-        job: PageJob,
-        inc: Incident,
-        request: PageRequest,
-        attempt: int,
-        reason: str,
-        retryable: bool,
-        retry_after: float | None,
-    ) -> None:
-        now = self._clock.now()
-        retrying = retryable and attempt < self._settings.page_max_attempts
-        next_at = now + timedelta(seconds=self._backoff(attempt, retry_after)) if retrying else None
-        part = self._page_part(job, request, attempt, error=reason, retrying=retrying)
+    async def _failed(self, job: PageJob, inc: Incident, request: PageRequest, exc: PageError) -> None:
+        now, attempt, reason = self._clock.now(), job.attempts + 1, exc.reason
+        retrying = exc.retryable and attempt < self._settings.page_max_attempts
+        next_at = now + timedelta(seconds=self._backoff(attempt, exc.retry_after)) if retrying else None
+        part = _page_part(job, request, attempt, error=reason, retrying=retrying)
         event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
-        status = "pending" if retrying else "failed"
-        await self._finish(job, status, attempt, next_at, reason, [event], now)
+        status = PageStatus.PENDING if retrying else PageStatus.FAILED
+        await self._finish(job, PageOutcome(status, attempt, reason, next_at), [event])
         self._metrics.pages_failed.labels(job.integration, str(retrying).lower()).inc()
         log.warning(
             "page %s for %s via %s failed (attempt %d, %s): %s",
@@ -174,26 +149,19 @@ class PageWorker:
         )
 
     async def _finish(
-        self,
-        job: PageJob,
-        status: str,
-        attempts: int,
-        next_at: datetime | None,
-        error: str | None,
-        events: list[Any],
-        now: datetime,
+        self, job: PageJob, outcome: PageOutcome, events: list[OutboxRecord] | None = None
     ) -> None:
-        recorded = await self._store.finish_page(
-            job,
-            status=status,
-            attempts=attempts,
-            next_attempt_at=next_at,
-            error=error,
-            events=events,
-            now=now,
-        )
+        """The attempt's outcome and its events, in one transaction, if we still hold the job."""
+        now = self._clock.now()
+
+        async def finish(conn: Any) -> bool:
+            return await self._jobs.finish(conn, job, outcome, now)
+
+        recorded = await self._store.commit(Effects(events=events or []), now, guard=finish)
         if not recorded:
-            log.warning("page job %s: lease lost before its outcome (%s) was recorded", job.id, status)
+            log.warning(
+                "page job %s: lease lost before its outcome (%s) was recorded", job.id, outcome.status
+            )
         elif events:
             self._on_events()
 
@@ -205,16 +173,15 @@ class PageWorker:
 
     def _request(self, inc: Incident, job: PageJob, target: str) -> PageRequest:
         snapshot = inc.snapshot()
-        if job.action == "update" or "message" in job.payload:
+        if job.action is PageAction.UPDATE or job.message is not None:
             # Reminders and remediation hand-overs carry their own text.
-            text = str(job.payload.get("message", ""))
-        elif job.action == "ack":
-            by = job.payload.get("by", "unknown")
-            text = f"[UPDATE] {inc.severity}: {inc.title}\n- Status: Acknowledged by {by}"
+            text = job.message or ""
+        elif job.action is PageAction.ACK:
+            text = f"[UPDATE] {inc.severity}: {inc.title}\n- Status: Acknowledged by {job.by or 'unknown'}"
         else:
             template = (
                 self._rules.templates.incident
-                if job.action == "trigger"
+                if job.action is PageAction.TRIGGER
                 else self._rules.templates.close_note
             )
             ctx = {**snapshot, "alert_count": len(inc.alerts), "paged_roles": job.roles}
@@ -224,15 +191,8 @@ class PageWorker:
                 log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
                 text = f"[INCIDENT] {inc.severity}: {inc.title}"
         message, _, description = text.partition("\n")
-        actions: dict[str, Literal["trigger", "ack", "close", "update"]] = {
-            "trigger": "trigger",
-            "ack": "ack",
-            "close": "close",
-            "update": "update",
-        }
-        action = actions[job.action]
         return PageRequest(
-            action=action,
+            action=job.action,
             incident=snapshot,
             opening=job.opening,
             idempotency_key=idempotency_key(inc.id, job.opening, target),
@@ -266,38 +226,32 @@ class PageWorker:
         return [role for role in job.roles if self._contact(role, job.integration) is None]
 
     async def _report_unrouted(
-        self, job: PageJob, inc: Incident, request: PageRequest, roles: list[str], now: datetime
+        self, job: PageJob, inc: Incident, request: PageRequest, roles: list[str]
     ) -> None:
         # Loud, not silent: the page still goes out to the roles that can be reached.
         reason = f"no {job.integration} contact for role(s) {', '.join(roles)} in contacts.yaml"
-        part = self._page_part(job, request, 1, error=reason)
+        part = _page_part(job, request, 1, error=reason)
         part["unrouted_roles"] = roles
+        now = self._clock.now()
         event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
-        await self._store.add_events([event], now)
+        await self._store.commit(Effects(events=[event]), now)
         self._on_events()
         for role in roles:
             self._metrics.escalations_unrouted.labels(job.integration, role).inc()
         log.error("incident %s: %s", inc.id, reason)
 
-    @staticmethod
-    def _page_part(
-        job: PageJob,
-        request: PageRequest,
-        attempt: int,
-        *,
-        reference: str | None = None,
-        error: str | None = None,
-        retrying: bool = False,
-    ) -> dict[str, Any]:
-        return {
-            "integration": job.integration,
-            "action": job.action,
-            "target": request.target,
-            "roles": list(request.roles),
-            "opening": job.opening,
-            "idempotency_key": request.idempotency_key,
-            "attempt": attempt,
-            "retrying": retrying,
-            "error": error,
-            "reference": reference,
-        }
+
+def _page_part(job: PageJob, request: PageRequest, attempt: int, **outcome: Any) -> dict[str, Any]:
+    """The ``page`` part of page.* events; ``outcome``: reference, error, retrying."""
+    return {
+        "integration": job.integration,
+        "action": job.action,
+        "target": request.target,
+        "roles": list(request.roles),
+        "opening": job.opening,
+        "idempotency_key": request.idempotency_key,
+        "attempt": attempt,
+        "retrying": outcome.get("retrying", False),
+        "error": outcome.get("error"),
+        "reference": outcome.get("reference"),
+    }

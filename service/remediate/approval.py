@@ -13,8 +13,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from service.clock import Clock
+from service.errors import Conflict, NotFound
 from service.models import Name
-from service.store.remediations import Decision, RemediationStore
+from service.store.remediations import ApprovalDecision, JobStatus, RemediationJob, RemediationJobs
+from service.store.store import Store
 
 RemediationId = Annotated[str, StringConstraints(pattern=r"^rem-[0-9a-f]{20}$")]
 
@@ -33,19 +35,40 @@ class Deny(_Decide):
     command: Literal["deny"] = "deny"
 
 
+class UnknownRemediation(NotFound):
+    pass
+
+
 class Approvals:
-    def __init__(self, jobs: RemediationStore, clock: Clock, on_change: Callable[[], None]) -> None:
-        self._jobs = jobs
+    def __init__(self, store: Store, clock: Clock, on_change: Callable[[], None]) -> None:
+        self._store = store
+        self._jobs: RemediationJobs = store.remediations
         self._clock = clock
         self._on_change = on_change
 
-    async def decide(self, command: Approve | Deny, incident_id: str | None = None) -> dict[str, object]:
-        """Raises :class:`Decision` with the HTTP status for a decision that cannot apply."""
-        job = await self._jobs.get(command.remediation_id)
-        if job is None or (incident_id is not None and job["incident_id"] != incident_id):
-            where = f" in incident {incident_id}" if incident_id else ""
-            raise Decision(404, f"no remediation {command.remediation_id}{where}")
-        decision = "approved" if command.command == "approve" else "denied"
-        result = await self._jobs.decide(command.remediation_id, decision, command.by, self._clock.now())
+    async def decide(self, command: Approve | Deny, incident_id: str | None = None) -> RemediationJob:
+        """The same decision again is a no-op; raises :class:`UnknownRemediation`, or
+        :class:`Conflict` for a job not waiting for a decision (or decided otherwise)."""
+        rid = command.remediation_id
+        decision = ApprovalDecision.APPROVED if command.command == "approve" else ApprovalDecision.DENIED
+        now = self._clock.now()
+        async with self._store.db.write() as conn:
+            job = await self._jobs.get(rid, conn)
+            if job is None or (incident_id is not None and job.incident_id != incident_id):
+                where = f" in incident {incident_id}" if incident_id else ""
+                raise UnknownRemediation(f"no remediation {rid}{where}")
+            decided = await self._jobs.decide(conn, rid, decision, command.by, now)
+            job = await self._jobs.get(rid, conn)
+        assert job is not None
+        if not decided and job.decision is not decision:
+            raise Conflict(f"remediation {rid} {_state(job)}; it is not waiting for approval")
         self._on_change()
-        return result
+        return job
+
+
+def _state(job: RemediationJob) -> str:
+    if job.decision:
+        return f"already {job.decision} by {job.decided_by}"
+    if job.status is JobStatus.AWAITING_APPROVAL:
+        return "was not answered before its approval timeout (denied)"
+    return f"is {job.status}"

@@ -8,29 +8,30 @@ target that cannot be resolved is refused here, with a ``remediation.skipped``.
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
-from service.correlate.correlator import EventIntent
-from service.models import Incident, IncidentStatus
+from service.batch import Batch, EventIntent, RemediationRequest
+from service.models import Incident, IncidentStatus, RemediationInputs, Target
 from service.remediate.actions.registry import ACTIONS
 from service.remediate.audit import part, remediation_id
 from service.remediate.target import Refused, resolve_target
 from service.ruleset.models import RuleSet
 from service.ruleset.remediation import Mode, Policy, strictest
-from service.store.remediations import RemediationStore
-
-if TYPE_CHECKING:
-    from service.pipeline import Batch
 
 ALERT_EVENTS = ("incident.opened", "incident.reopened", "incident.updated")
+Key = tuple[str, int, str, str]  # (incident id, opening, policy, target key)
+
+
+class KnownJobs(Protocol):
+    async def existing_keys(self, incident_ids: Iterable[str]) -> set[Key]: ...
 
 
 class RemediateStage:
-    def __init__(self, rules: RuleSet, store: RemediationStore, global_mode: Mode) -> None:
+    def __init__(self, rules: RuleSet, jobs: KnownJobs, global_mode: Mode) -> None:
         self._rules = rules.remediation
         self._params = rules.remediation_params
-        self._store = store
+        self._jobs = jobs
         self._global_mode = strictest(global_mode, self._rules.mode)
         # "off" switches a policy (or all of them) off: nothing is planned, nothing emitted.
         self._policies = [p for p in self._rules.policies if strictest(self._global_mode, p.mode) != "off"]
@@ -38,12 +39,11 @@ class RemediateStage:
     async def __call__(self, batch: Batch) -> Batch:
         if not self._policies:
             return batch
-        out = batch.outcome
         asked: list[tuple[Incident, dict[str, Any], Policy]] = []
-        for event in out.events:
+        for event in batch.events:
             if event.type not in ALERT_EVENTS:
                 continue
-            inc = out.changed.get(event.incident["id"])
+            inc = batch.changed.get(event.incident["id"])
             if inc is None or inc.status is IncidentStatus.RESOLVED:
                 continue
             for alert in event.extra.get("alerts", []):
@@ -51,7 +51,7 @@ class RemediateStage:
                     asked.extend((inc, alert, p) for p in self._matching(inc, alert["labels"]))
         if not asked:
             return batch
-        known = await self._store.existing_keys({inc.id for inc, _, _ in asked})
+        known = await self._jobs.existing_keys({inc.id for inc, _, _ in asked})
         for inc, alert, policy in asked:
             self._plan_one(batch, inc, alert, policy, known)
         return batch
@@ -65,67 +65,45 @@ class RemediateStage:
         ]
 
     def _plan_one(
-        self,
-        batch: Batch,
-        inc: Incident,
-        alert: dict[str, Any],
-        policy: Policy,
-        known: set[tuple[str, int, str, str]],
+        self, batch: Batch, inc: Incident, alert: dict[str, Any], policy: Policy, known: set[Key]
     ) -> None:
         action = ACTIONS[policy.action]
         mode = strictest(self._global_mode, policy.mode)
         labels = alert["labels"]
         refused: Refused | None = None
+        target: Target | None = None
         try:
             target = resolve_target(
                 action.target_kind, policy, labels, self._rules.allowlist, with_pod=action.uses_pod_label
             )
-            key, target_json = target.key, target.to_json()
+            key = target.key
         except Refused as exc:
             # Refusals are per alert: each one that asked is on the record once.
-            refused, key, target_json = exc, f"refused/{alert['fingerprint']}", None
+            refused, key = exc, f"refused/{alert['fingerprint']}"
         unique = (inc.id, inc.opening, policy.name, key)
         if unique in known:
             return
         known.add(unique)
-        rid = remediation_id(*unique)
         used = sorted({policy.label_for(f) for f in ("namespace", "deployment", "pod", "node")} & set(labels))
-        inputs = {
-            "alert": alert["fingerprint"],
-            "labels": {name: labels[name] for name in used},
-            "params": self._params[policy.name].model_dump(),
-            "severity": inc.severity,
-        }
-        row: dict[str, Any] = {
-            "id": rid,
-            "incident_id": inc.id,
-            "opening": inc.opening,
-            "fingerprint": alert["fingerprint"],
-            "policy": policy.name,
-            "action": policy.action,
-            "target_key": key,
-            "target": json.dumps(target_json),
-            "mode": mode,
-            "status": "pending",
-            "inputs": json.dumps(inputs),
-            # Every row has the same keys: a batch's rows are one multi-row insert.
-            "guardrail": None,
-            "reason": None,
-        }
+        request = RemediationRequest(
+            id=remediation_id(*unique),
+            incident_id=inc.id,
+            opening=inc.opening,
+            fingerprint=alert["fingerprint"],
+            policy=policy.name,
+            action=policy.action,
+            target_key=key,
+            target=target,
+            inputs=RemediationInputs(
+                alert=alert["fingerprint"],
+                labels={name: labels[name] for name in used},
+                params=self._params[policy.name].model_dump(),
+                severity=inc.severity,
+            ),
+            mode=mode,
+            refused=(refused.guardrail, refused.reason) if refused else None,
+        )
         if refused is not None:
-            guardrail, reason = refused.guardrail, refused.reason
-            row.update(status="skipped", guardrail=guardrail, reason=reason)
-            extra = part(
-                id=rid,
-                policy=policy.name,
-                action=policy.action,
-                mode=mode,
-                target=target_json,
-                inputs=inputs,
-                guardrail=guardrail,
-                reason=reason,
-            )
-            batch.outcome.events.append(
-                EventIntent("remediation.skipped", inc.snapshot(), {"remediation": extra})
-            )
-        batch.remediations.append(row)
+            extra = part(request, guardrail=refused.guardrail, reason=refused.reason)
+            batch.events.append(EventIntent("remediation.skipped", inc.snapshot(), {"remediation": extra}))
+        batch.remediations.append(request)

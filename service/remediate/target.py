@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
 
+from service.models import Target, TargetKind
 from service.ruleset.remediation import Allowlist, Policy, TargetField
 
 # DNS-1123 subdomain, the rule for deployment, pod and node names; namespaces are
@@ -19,44 +18,15 @@ from service.ruleset.remediation import Allowlist, Policy, TargetField
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-TargetKind = Literal["deployment", "node"]
-
 
 class Refused(Exception):
-    """The action must not run; ``guardrail`` names the check that stopped it."""
+    """The action must not run; ``guardrail`` names the check that stopped it. The one
+    refusal type: target resolution, actions and every guardrail raise it."""
 
     def __init__(self, guardrail: str, reason: str) -> None:
         super().__init__(reason)
         self.guardrail = guardrail
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    kind: TargetKind
-    name: str
-    namespace: str | None = None
-    # A deployment action narrowed to one of its pods (delete_pods).
-    pod: str | None = None
-
-    @property
-    def key(self) -> str:
-        """One key per Kubernetes object: cooldowns, holds and the lock are per key."""
-        if self.kind == "node":
-            return f"node/{self.name}"
-        return f"deployment/{self.namespace}/{self.name}"
-
-    def allowed_by(self, allowlist: Allowlist) -> bool:
-        if self.kind == "node":
-            return allowlist.allows_node(self.name)
-        return allowlist.allows_workload(self.namespace or "", self.name)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "pod": self.pod}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Target:
-        return cls(raw["kind"], raw["name"], raw.get("namespace"), raw.get("pod"))
 
 
 def resolve_target(
@@ -95,3 +65,6 @@ def resolve_target(
     if not target.allowed_by(allowlist):
         raise Refused("allowlist", f"deployment {namespace}/{deployment} is not in the allowlist")
     return target
+
+
+__all__ = ["Refused", "Target", "TargetKind", "resolve_target"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,13 +113,12 @@ def load_rules(root: Path | str) -> RuleSet:
     templates = _load_templates(c, root / "templates")
     if sev and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
-    if esc and esc_doc and contacts and sev:
-        known = set(contacts.roles), {s.name for s in sev.severities}
-        _check_escalation_refs(c, root / "escalation.yaml", esc_doc, esc, *known)
+    known = _Known(set(contacts.roles), {s.name for s in sev.severities}) if contacts and sev else None
+    if esc and esc_doc and known:
+        _check_escalation_refs(c, (root / "escalation.yaml", esc_doc), esc, known)
     params: dict[str, Any] = {}
-    if remediation and rem_doc and contacts and sev:
-        known = set(contacts.roles), {s.name for s in sev.severities}
-        params = check_remediation(c, root / "remediation.yaml", rem_doc, remediation, *known)
+    if remediation and rem_doc and known:
+        params = check_remediation(c, (root / "remediation.yaml", rem_doc), remediation, known)
     if c.problems or not (sev and cls and grp and templates and esc and contacts and remediation):
         raise RulesError(c.problems)
     return RuleSet(
@@ -133,16 +133,21 @@ def load_rules(root: Path | str) -> RuleSet:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What other files may refer to: the roles of contacts.yaml, the severities."""
+
+    roles: set[str]
+    severities: set[str]
+
+
 def check_remediation(
-    c: _Collector,
-    path: Path,
-    doc: LocatedYaml,
-    rem: RemediationFile,
-    roles: set[str],
-    severities: set[str],
+    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: _Known
 ) -> dict[str, Any]:
     """Actions exist, their parameters validate against the action's own model, and every
     role, severity and target label makes sense for the action."""
+    path, doc = source
+    roles, severities = known.roles, known.severities
     # Imported here: the actions bring in the Kubernetes client, which only this check needs.
     from service.remediate.actions.registry import ACTIONS
 
@@ -193,9 +198,11 @@ def check_remediation(
 
 
 def _check_escalation_refs(
-    c: _Collector, path: Path, doc: LocatedYaml, esc: EscalationFile, roles: set[str], severities: set[str]
+    c: _Collector, source: tuple[Path, LocatedYaml], esc: EscalationFile, known: _Known
 ) -> None:
     """Every role must be in contacts.yaml, every severity in severities.yaml."""
+    path, doc = source
+    roles, severities = known.roles, known.severities
 
     def role(loc: tuple[str | int, ...], name: str) -> None:
         if name not in roles:

@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from service.clock import iso
 from service.models import AlertState, Incident, IncidentStatus
 
 
@@ -14,7 +15,7 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    return iso(value) if value else None
 
 
 def dump_incident(inc: Incident) -> str:

@@ -1,34 +1,53 @@
-"""Remediation state: jobs, the per-target lock and holds, the kill switch, budgets.
+"""Remediation jobs: one per (incident opening, policy, target), stepped by the worker.
 
-Everything that must hold across restarts and replicas lives here, and every
-check-then-act is one transaction: reserving a slot locks the single control
-row first, so two replicas count cooldowns and budgets one after the other.
+The plan is stored before any change is made; ``started_at`` is set when an enforced
+action reserves its slot, and cooldowns, rate limits and the budget count those.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import Row, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.store.store import OutboxRecord, Store
-from service.store.tables import remediation_control, remediation_holds, remediation_locks, remediations
+from service.batch import RemediationRequest
+from service.clock import from_epoch
+from service.models import RemediationInputs, Target
+from service.store.database import Database
+from service.store.queue import WorkQueue
+from service.store.tables import remediations
 
-ACTIVE = ("pending", "awaiting_approval", "acting", "verifying")
-TERMINAL = ("succeeded", "failed", "skipped")
-JSON_COLUMNS = ("plan", "dry_run", "result")
+# A JSON document from the Kubernetes API or an action (plans, dry runs, results).
+JsonObject = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    cooldown_seconds: float
-    rate: tuple[int, float] | None  # (max actions, per seconds) for the job's policy
-    budget_per_hour: int
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    ACTING = "acting"
+    VERIFYING = "verifying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE
+
+
+ACTIVE = frozenset({JobStatus.PENDING, JobStatus.AWAITING_APPROVAL, JobStatus.ACTING, JobStatus.VERIFYING})
+_ACTIVE_VALUES = [s.value for s in ACTIVE]
+
+
+class ApprovalDecision(StrEnum):
+    APPROVED = "approved"
+    DENIED = "denied"
 
 
 @dataclass(slots=True)
@@ -40,93 +59,170 @@ class RemediationJob:
     policy: str
     action: str
     target_key: str
-    target: dict[str, Any] | None
-    inputs: dict[str, Any]
+    target: Target | None
+    inputs: RemediationInputs
     mode: str
-    status: str
-    plan: dict[str, Any] | None
-    dry_run: dict[str, Any] | None
-    result: dict[str, Any] | None
-    approval_due_at: float | None
-    decision: str | None
+    status: JobStatus
+    guardrail: str | None
+    reason: str | None
+    plan: JsonObject | None
+    dry_run: JsonObject | None
+    result: JsonObject | None
+    approval_due_at: datetime | None
+    decision: ApprovalDecision | None
     decided_by: str | None
-    started_at: float | None
-    verify_due_at: float | None
+    started_at: datetime | None
+    verify_due_at: datetime | None
+    next_attempt_at: datetime
     attempts: int
+    created_at: datetime
+    updated_at: datetime
     lease: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        """The job as the API shows it (times as epoch seconds, as they always were)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "lease":
+                continue
+            if isinstance(value, datetime):
+                value = value.timestamp()
+            elif isinstance(value, Target | RemediationInputs):
+                value = value.to_json()
+            out[f.name] = value
+        return out
 
-def _job(row: Any, lease: str = "") -> RemediationJob:
+
+@dataclass(frozen=True, slots=True)
+class JobUpdate:
+    """One step's change to a job; None leaves a field as it is. A terminal status
+    also writes ``guardrail`` and ``reason`` when None, so an outcome never shows an
+    earlier attempt's reason."""
+
+    status: JobStatus | None = None
+    mode: str | None = None
+    guardrail: str | None = None
+    reason: str | None = None
+    plan: JsonObject | None = None
+    dry_run: JsonObject | None = None
+    result: JsonObject | None = None
+    attempts: int | None = None
+    next_attempt_at: datetime | None = None
+    approval_due_at: datetime | None = None
+    verify_due_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status is not None and not self.status.active
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and not (self.terminal and f.name in ("guardrail", "reason")):
+                continue
+            if isinstance(value, datetime):
+                value = value.timestamp()
+            elif isinstance(value, StrEnum):
+                value = value.value
+            elif f.name in ("plan", "dry_run", "result"):
+                value = json.dumps(value)
+            out[f.name] = value
+        return out
+
+
+def _loads(raw: str | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def _at(stamp: float | None) -> datetime | None:
+    return from_epoch(stamp) if stamp is not None else None
+
+
+def _job(row: Row[Any], lease: str = "") -> RemediationJob:
+    target = _loads(row.target)
     return RemediationJob(
-        row.id,
-        row.incident_id,
-        row.opening,
-        row.fingerprint,
-        row.policy,
-        row.action,
-        row.target_key,
-        json.loads(row.target),
-        json.loads(row.inputs),
-        row.mode,
-        row.status,
-        json.loads(row.plan) if row.plan else None,
-        json.loads(row.dry_run) if row.dry_run else None,
-        json.loads(row.result) if row.result else None,
-        row.approval_due_at,
-        row.decision,
-        row.decided_by,
-        row.started_at,
-        row.verify_due_at,
-        row.attempts,
-        lease,
+        id=row.id,
+        incident_id=row.incident_id,
+        opening=row.opening,
+        fingerprint=row.fingerprint,
+        policy=row.policy,
+        action=row.action,
+        target_key=row.target_key,
+        target=Target.from_json(target) if target else None,
+        inputs=RemediationInputs.from_json(json.loads(row.inputs)),
+        mode=row.mode,
+        status=JobStatus(row.status),
+        guardrail=row.guardrail,
+        reason=row.reason,
+        plan=_loads(row.plan),
+        dry_run=_loads(row.dry_run),
+        result=_loads(row.result),
+        approval_due_at=_at(row.approval_due_at),
+        decision=ApprovalDecision(row.decision) if row.decision else None,
+        decided_by=row.decided_by,
+        started_at=_at(row.started_at),
+        verify_due_at=_at(row.verify_due_at),
+        next_attempt_at=from_epoch(row.next_attempt_at),
+        attempts=row.attempts,
+        created_at=from_epoch(row.created_at),
+        updated_at=from_epoch(row.updated_at),
+        lease=lease,
     )
 
 
-def public(row: Any) -> dict[str, Any]:
-    """A job as the API shows it."""
-    data = dict(row._mapping)
-    for key in ("target", "inputs", "plan", "dry_run", "result"):
-        data[key] = json.loads(data[key]) if data.get(key) else None
-    for key in ("lease_until", "lease_owner"):
-        data.pop(key, None)
-    return data
-
-
-class _Refusal(Exception):
-    def __init__(self, guardrail: str, reason: str) -> None:
-        super().__init__(reason)
-        self.guardrail = guardrail
-        self.reason = reason
-
-
-class Decision(Exception):
-    """An approve/deny that does not apply: ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class RemediationStore:
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def start(self) -> None:
-        async with self._store._write() as conn:
-            await conn.execute(
-                self._store._insert_ignore(remediation_control),
-                [{"id": 1, "paused": False, "reservations": 0}],
-            )
+class RemediationJobs:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        t = remediations
+        self.queue = WorkQueue(
+            db,
+            t,
+            runnable=t.c.status.in_(_ACTIVE_VALUES),
+            due=t.c.next_attempt_at,
+        )
 
     # -- planning (the pipeline) ---------------------------------------------
 
+    async def add(self, conn: AsyncConnection, requests: Sequence[RemediationRequest], now: datetime) -> None:
+        """Store the jobs a batch asks for: one per (incident opening, policy, target),
+        however often asked; a refused one is stored as skipped."""
+        if not requests:
+            return
+        stamp = now.timestamp()
+        rows = [
+            {
+                "id": r.id,
+                "incident_id": r.incident_id,
+                "opening": r.opening,
+                "fingerprint": r.fingerprint,
+                "policy": r.policy,
+                "action": r.action,
+                "target_key": r.target_key,
+                "target": json.dumps(r.target.to_json() if r.target else None),
+                "inputs": json.dumps(r.inputs.to_json()),
+                "mode": r.mode,
+                "status": (JobStatus.SKIPPED if r.refused else JobStatus.PENDING).value,
+                # Every row has the same keys: a batch's rows are one multi-row insert.
+                "guardrail": r.refused[0] if r.refused else None,
+                "reason": r.refused[1] if r.refused else None,
+                "attempts": 0,
+                "next_attempt_at": stamp,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            for r in requests
+        ]
+        await conn.execute(self._db.insert_ignore(remediations), rows)
+
     async def existing_keys(self, incident_ids: Iterable[str]) -> set[tuple[str, int, str, str]]:
+        """(incident id, opening, policy, target key) of the jobs these incidents have."""
         ids = list(set(incident_ids))
         if not ids:
             return set()
         t = remediations
-        async with self._store.engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = await conn.execute(
                 select(t.c.incident_id, t.c.opening, t.c.policy, t.c.target_key).where(
                     t.c.incident_id.in_(ids)
@@ -137,319 +233,121 @@ class RemediationStore:
     # -- the worker --------------------------------------------------------------
 
     async def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[RemediationJob]:
-        stamp = now.timestamp()
-        t = remediations
-        unleased = or_(t.c.lease_until.is_(None), t.c.lease_until < stamp)
-        due = and_(t.c.status.in_(ACTIVE), t.c.next_attempt_at <= stamp, unleased)
         # The worker is woken after every alert batch; nearly always nothing is due, and a
         # read does not queue behind the consumer's writes as a write transaction would.
-        async with self._store.engine.connect() as conn:
-            if (await conn.execute(select(t.c.id).where(due).limit(1))).first() is None:
-                return []
-        async with self._store._write() as conn:
-            rows = (
-                await conn.execute(select(t).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(limit))
-            ).all()
-            claimed = []
-            for r in rows:
-                owner = await self._store._lease(conn, t, r.id, stamp, lease_seconds, t.c.status.in_(ACTIVE))
-                if owner is not None:
-                    claimed.append(_job(r, owner))
-            return claimed
+        if not await self.queue.any_due(now):
+            return []
+        claim = await self.queue.claim(now, limit, lease_seconds)
+        return [_job(r, claim.owner) for r in claim.rows]
 
     async def next_due(self) -> float | None:
-        t = remediations
-        lease = func.coalesce(t.c.lease_until, 0.0)
-        runnable_at = case((lease > t.c.next_attempt_at, lease), else_=t.c.next_attempt_at)
-        async with self._store.engine.connect() as conn:
-            value = (await conn.execute(select(func.min(runnable_at)).where(t.c.status.in_(ACTIVE)))).scalar()
-            return float(value) if value is not None else None
+        return await self.queue.next_due()
 
-    async def finish(
-        self,
-        job: RemediationJob,
-        values: dict[str, Any],
-        events: Sequence[OutboxRecord],
-        now: datetime,
-        *,
-        pages: Sequence[dict[str, Any]] = (),
-        hold: str | None = None,
+    async def update(
+        self, conn: AsyncConnection, job: RemediationJob, change: JobUpdate, now: datetime
     ) -> bool:
-        """Record one step of a job with its events (and pages); False if the lease was lost.
+        """Record one step and end its lease; False if the lease was lost."""
+        return await self.queue.finish(conn, job.id, job.lease, **change.values(), updated_at=now.timestamp())
 
-        A terminal status releases the target's lock; ``hold`` stops automation on the
-        target until a person resumes it."""
-        stamp = now.timestamp()
-        encoded = {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in values.items()}
-        async with self._store._write() as conn:
-            if values.get("status") in TERMINAL or hold is not None:
-                await self._serialise(conn)
-            result = await conn.execute(
-                update(remediations)
-                .where(remediations.c.id == job.id, remediations.c.lease_owner == job.lease)
-                .values(**encoded, lease_until=None, lease_owner=None, updated_at=stamp)
-            )
-            if result.rowcount != 1:
-                return False
-            if values.get("status") in TERMINAL:
-                await self._unlock(conn, job)
-            if hold is not None:
-                await conn.execute(
-                    self._store._insert_ignore(remediation_holds),
-                    [
-                        {
-                            "target_key": job.target_key,
-                            "remediation_id": job.id,
-                            "reason": hold,
-                            "since": stamp,
-                        }
-                    ],
-                )
-            await self._store._add_effects(conn, events, pages, (), now)
-            return True
-
-    async def reserve(
+    async def mark_started(
         self,
+        conn: AsyncConnection,
         job: RemediationJob,
         now: datetime,
-        limits: Limits,
-        lock_seconds: float,
-        lease_seconds: float,
-        started: OutboxRecord,
-        dry_run: dict[str, Any],
-    ) -> tuple[str, str] | None:
-        """Check the lease, the kill switch and the target's hold, take the target's lock
-        and a slot under the cooldown, rate limit and budget, record the job as started
-        with its ``started`` event and extend its lease to ``lease_seconds`` for the
-        change, in one transaction. Returns None when reserved, else (guardrail, reason)
-        and nothing is written; ("lease", ...) means another worker has the job."""
-        stamp = now.timestamp()
+        dry_run: JsonObject,
+        lease_until: datetime,
+    ) -> bool:
+        """Record that an enforced action starts (its slot is reserved) and keep the lease
+        for the change itself; False if the job is no longer ours or already started."""
         t = remediations
-        try:
-            async with self._store._write() as conn:
-                await self._serialise(conn)
-                mine = and_(
-                    t.c.id == job.id,
-                    t.c.lease_owner == job.lease,
-                    t.c.lease_until >= stamp,
-                    t.c.started_at.is_(None),
-                )
-                if (await conn.execute(select(t.c.id).where(mine))).first() is None:
-                    raise _Refusal("lease", f"remediation {job.id} is no longer ours to start")
-                ctl = remediation_control
-                control = (
-                    await conn.execute(select(ctl.c.paused, ctl.c.paused_by).where(ctl.c.id == 1))
-                ).first()
-                if control is not None and control.paused:
-                    raise _Refusal("kill_switch", f"remediation is paused by {control.paused_by}")
-                if await self._lock_holder(conn, job) is not None:
-                    raise _Refusal("lock", f"another remediation is acting on {job.target_key}")
-                hold = await self._hold(conn, job.target_key)
-                if hold is not None:
-                    raise _Refusal(
-                        "hold", f"automation is stopped for {job.target_key} until resumed: {hold}"
-                    )
-                refused = await self._limits(conn, job, stamp, limits)
-                if refused is not None:
-                    raise _Refusal(*refused)
-                await self._take_lock(conn, job, stamp + lock_seconds)
-                await conn.execute(
-                    update(t)
-                    .where(mine)
-                    .values(
-                        started_at=stamp,
-                        dry_run=json.dumps(dry_run),
-                        lease_until=stamp + lease_seconds,
-                        updated_at=stamp,
-                    )
-                )
-                await self._store._add_outbox(conn, [started], now)
-        except _Refusal as refusal:  # raised inside the transaction: it rolled back
-            return (refusal.guardrail, refusal.reason)
-        job.started_at, job.dry_run = stamp, dry_run
-        return None
-
-    @staticmethod
-    async def _serialise(conn: AsyncConnection) -> None:
-        """First statement of every transaction that reads or changes a target's lock or
-        hold: on PostgreSQL the row lock on the control row makes them take turns (SQLite
-        has one writer anyway)."""
-        ctl = remediation_control
-        await conn.execute(update(ctl).where(ctl.c.id == 1).values(reservations=ctl.c.reservations + 1))
-
-    @staticmethod
-    async def _hold(conn: AsyncConnection, target_key: str) -> str | None:
-        h = remediation_holds
-        row = (await conn.execute(select(h.c.reason).where(h.c.target_key == target_key))).first()
-        return str(row.reason) if row else None
-
-    async def lock_holder(self, job: RemediationJob) -> str | None:
-        """Read-only: the id of another running job that holds this job's target."""
-        async with self._store.engine.connect() as conn:
-            return await self._lock_holder(conn, job)
-
-    @staticmethod
-    async def _lock_holder(conn: AsyncConnection, job: RemediationJob) -> str | None:
-        """The lock is free if nobody has it, it is this job's, or its job has ended; a
-        job still running (verifying, retrying) keeps it however long that takes."""
-        lk, t = remediation_locks, remediations
-        row = (
-            await conn.execute(select(lk.c.remediation_id).where(lk.c.target_key == job.target_key))
-        ).first()
-        if row is None or row.remediation_id == job.id:
-            return None
-        holder = (await conn.execute(select(t.c.status).where(t.c.id == row.remediation_id))).first()
-        return str(row.remediation_id) if holder is not None and holder.status in ACTIVE else None
-
-    @staticmethod
-    async def _take_lock(conn: AsyncConnection, job: RemediationJob, until: float) -> None:
-        lk = remediation_locks
-        taken = await conn.execute(
-            update(lk).where(lk.c.target_key == job.target_key).values(remediation_id=job.id, until=until)
-        )
-        if taken.rowcount == 0:
-            await conn.execute(
-                insert(lk).values(target_key=job.target_key, remediation_id=job.id, until=until)
+        result = await conn.execute(
+            update(t)
+            .where(self._still_ours(job, now), t.c.started_at.is_(None))
+            .values(
+                started_at=now.timestamp(),
+                dry_run=json.dumps(dry_run),
+                lease_until=lease_until.timestamp(),
+                updated_at=now.timestamp(),
             )
+        )
+        return bool(result.rowcount == 1)
+
+    def _still_ours(self, job: RemediationJob, now: datetime) -> Any:
+        return and_(self.queue.held(job.id, job.lease), remediations.c.lease_until >= now.timestamp())
+
+    async def is_ours_to_start(self, conn: AsyncConnection, job: RemediationJob, now: datetime) -> bool:
+        t = remediations
+        query = select(t.c.id).where(self._still_ours(job, now), t.c.started_at.is_(None))
+        return (await conn.execute(query)).first() is not None
+
+    # -- what the guardrails count ----------------------------------------------------
 
     @staticmethod
-    async def _unlock(conn: AsyncConnection, job: RemediationJob) -> None:
-        lk = remediation_locks
-        await conn.execute(
-            lk.delete().where(lk.c.target_key == job.target_key, lk.c.remediation_id == job.id)
-        )
-
-    async def _limits(
-        self, conn: AsyncConnection, job: RemediationJob, stamp: float, limits: Limits
-    ) -> tuple[str, str] | None:
+    async def status_of(conn: AsyncConnection, job_id: str) -> JobStatus | None:
         t = remediations
-        enforced = and_(t.c.started_at.is_not(None), t.c.id != job.id)
-        last = (
+        row = (await conn.execute(select(t.c.status).where(t.c.id == job_id))).first()
+        return JobStatus(row.status) if row else None
+
+    @staticmethod
+    async def last_started(conn: AsyncConnection, target_key: str, besides: str) -> datetime | None:
+        """When an enforced action last started on this target (another job than ``besides``)."""
+        t = remediations
+        value = (
             await conn.execute(
-                select(func.max(t.c.started_at)).where(enforced, t.c.target_key == job.target_key)
+                select(func.max(t.c.started_at)).where(
+                    t.c.started_at.is_not(None), t.c.id != besides, t.c.target_key == target_key
+                )
             )
         ).scalar()
-        cooldown = limits.cooldown_seconds
-        if last is not None and last > stamp - cooldown:
-            wait = int(last + cooldown - stamp)
-            return (
-                "cooldown",
-                f"{job.target_key} was acted on {int(stamp - last)}s ago; cooldown has {wait}s left",
-            )
-        rate, budget = limits.rate, limits.budget_per_hour
-        if rate is not None:
-            count = (
-                await conn.execute(
-                    select(func.count()).where(
-                        enforced, t.c.policy == job.policy, t.c.started_at > stamp - rate[1]
-                    )
-                )
-            ).scalar_one()
-            if count >= rate[0]:
-                return (
-                    "rate_limit",
-                    f"policy {job.policy} acted {count} times in {int(rate[1])}s (limit {rate[0]})",
-                )
-        used = (
-            await conn.execute(select(func.count()).where(enforced, t.c.started_at > stamp - 3600))
-        ).scalar_one()
-        if used >= budget:
-            return ("budget", f"{used} actions in the last hour; the global budget is {budget}")
-        return None
+        return from_epoch(value) if value is not None else None
 
-    async def check_limits(
-        self, job: RemediationJob, now: datetime, limits: Limits
-    ) -> tuple[str, str] | None:
-        """The same limits as :meth:`reserve`, read-only: an early, cheap refusal."""
-        async with self._store.engine.connect() as conn:
-            return await self._limits(conn, job, now.timestamp(), limits)
-
-    # -- guardrail state ---------------------------------------------------------
-
-    async def control(self) -> dict[str, Any]:
-        async with self._store.engine.connect() as conn:
-            row = (
-                await conn.execute(select(remediation_control).where(remediation_control.c.id == 1))
-            ).first()
-        if row is None:
-            return {"paused": False, "paused_by": None, "paused_at": None, "reason": None}
-        return {k: getattr(row, k) for k in ("paused", "paused_by", "paused_at", "reason")}
-
-    async def set_paused(self, paused: bool, by: str, reason: str | None, now: datetime) -> None:
-        async with self._store._write() as conn:
-            await conn.execute(
-                update(remediation_control)
-                .where(remediation_control.c.id == 1)
-                .values(paused=paused, paused_by=by, paused_at=now.timestamp(), reason=reason)
-            )
-
-    async def hold_of(self, target_key: str) -> str | None:
-        async with self._store.engine.connect() as conn:
-            return await self._hold(conn, target_key)
-
-    async def holds(self) -> list[dict[str, Any]]:
-        async with self._store.engine.connect() as conn:
-            rows = await conn.execute(select(remediation_holds).order_by(remediation_holds.c.since))
-            return [dict(r._mapping) for r in rows]
-
-    async def clear_hold(self, target_key: str) -> bool:
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                remediation_holds.delete().where(remediation_holds.c.target_key == target_key)
-            )
-            return bool(result.rowcount)
-
-    # -- approvals and the API -------------------------------------------------------
-
-    async def decide(self, remediation_id: str, decision: str, by: str, now: datetime) -> dict[str, Any]:
-        """Approve or deny a job waiting for approval; repeating the same decision is a no-op."""
+    @staticmethod
+    async def started_since(
+        conn: AsyncConnection, since: datetime, besides: str, policy: str | None = None
+    ) -> int:
+        """Enforced actions started after ``since`` (of one policy, or all)."""
         t = remediations
-        async with self._store._write() as conn:
-            result = await conn.execute(
-                update(t)
-                .where(
-                    t.c.id == remediation_id,
-                    t.c.status == "awaiting_approval",
-                    t.c.decision.is_(None),
-                    # Silence until the timeout is a deny; a late answer cannot undo it.
-                    t.c.approval_due_at > now.timestamp(),
-                )
-                .values(
-                    decision=decision,
-                    decided_by=by,
-                    next_attempt_at=now.timestamp(),
-                    updated_at=now.timestamp(),
-                )
-            )
-            row = (await conn.execute(select(t).where(t.c.id == remediation_id))).first()
-        if row is None:
-            raise Decision(404, f"no remediation {remediation_id}")
-        if result.rowcount != 1 and row.decision != decision:
-            if row.decision:
-                state = f"already {row.decision} by {row.decided_by}"
-            elif row.status == "awaiting_approval":
-                state = "was not answered before its approval timeout (denied)"
-            else:
-                state = f"is {row.status}"
-            raise Decision(409, f"remediation {remediation_id} {state}; it is not waiting for approval")
-        return public(row)
-
-    async def get(self, remediation_id: str) -> dict[str, Any] | None:
-        async with self._store.engine.connect() as conn:
-            row = (
-                await conn.execute(select(remediations).where(remediations.c.id == remediation_id))
-            ).first()
-            return public(row) if row else None
-
-    async def list(self, incident_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        # Newest first (ids are hashes: they do not order).
-        query = (
-            select(remediations).order_by(remediations.c.created_at.desc(), remediations.c.id).limit(limit)
+        query = select(func.count()).where(
+            t.c.started_at.is_not(None), t.c.id != besides, t.c.started_at > since.timestamp()
         )
+        if policy is not None:
+            query = query.where(t.c.policy == policy)
+        return int((await conn.execute(query)).scalar_one())
+
+    # -- approvals and the API ---------------------------------------------------------
+
+    async def decide(
+        self, conn: AsyncConnection, job_id: str, decision: ApprovalDecision, by: str, now: datetime
+    ) -> bool:
+        """Record a decision on a job waiting for one, before its approval timeout (silence
+        until then is a deny; a late answer cannot undo it). False if it did not apply."""
+        t = remediations
+        result = await conn.execute(
+            update(t)
+            .where(
+                t.c.id == job_id,
+                t.c.status == JobStatus.AWAITING_APPROVAL.value,
+                t.c.decision.is_(None),
+                t.c.approval_due_at > now.timestamp(),
+            )
+            .values(
+                decision=decision.value,
+                decided_by=by,
+                next_attempt_at=now.timestamp(),
+                updated_at=now.timestamp(),
+            )
+        )
+        return bool(result.rowcount == 1)
+
+    async def get(self, job_id: str, conn: AsyncConnection | None = None) -> RemediationJob | None:
+        row = await self._db.first(select(remediations).where(remediations.c.id == job_id), conn)
+        return _job(row) if row else None
+
+    async def list(self, incident_id: str | None = None, limit: int = 100) -> list[RemediationJob]:
+        """Newest first (ids are hashes: they do not order)."""
+        t = remediations
+        query = select(t).order_by(t.c.created_at.desc(), t.c.id).limit(limit)
         if incident_id is not None:
-            query = query.where(remediations.c.incident_id == incident_id)
-        async with self._store.engine.connect() as conn:
-            return [public(r) for r in await conn.execute(query)]
-
-
-__all__ = ["Decision", "Limits", "RemediationJob", "RemediationStore"]
+            query = query.where(t.c.incident_id == incident_id)
+        async with self._db.read() as conn:
+            return [_job(r) for r in await conn.execute(query)]

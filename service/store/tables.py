@@ -43,7 +43,8 @@ incidents = Table(
 )
 
 # Transactional outbox: events are stored with the state change that caused them
-# and published afterwards, so a crash between the two loses nothing.
+# and published afterwards, so a crash between the two loses nothing. The relay that
+# publishes a row holds its lease.
 outbox = Table(
     "outbox",
     metadata,
@@ -52,6 +53,10 @@ outbox = Table(
     Column("key", LargeBinary, nullable=False),
     Column("value", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=True),
+    Column("lease_owner", String(32), nullable=True),
+    # Per-key order: a key's earlier rows held by another relay are looked up by key.
+    Index("ix_outbox_key", "key", "id"),
 )
 
 page_jobs = Table(

@@ -12,11 +12,11 @@ from typing import Self
 
 
 class LoopbackServer:
-    """Subclasses give ``_handler()``; handler threads call ``_notify()`` after each event."""
+    """Subclasses give ``_handler()``; handler threads call ``notify_waiters()`` after each event."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._holds: set[threading.Event] = set()
+        self.lock = threading.RLock()
+        self.held: set[threading.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._server: ThreadingHTTPServer | None = None
@@ -37,8 +37,8 @@ class LoopbackServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        with self._lock:
-            holds = list(self._holds)
+        with self.lock:
+            holds = list(self.held)
         for hold in holds:  # never leave a handler thread parked on a test's event
             hold.set()
         if self._server is not None:
@@ -67,7 +67,7 @@ class LoopbackServer:
 
         await asyncio.wait_for(_wait(), timeout)
 
-    def _notify(self) -> None:
+    def notify_waiters(self) -> None:
         loop, changed = self._loop, self._changed
         if loop is not None and changed is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile

@@ -235,7 +235,7 @@ class FakeKubernetes(LoopbackServer):
         }
         if paused:  # omitempty, as the API server writes it
             spec["paused"] = True
-        with self._lock:
+        with self.lock:
             key = (namespace, name)
             if key in self._objects["deployments"]:
                 raise ValueError(f"deployment {namespace}/{name} already exists")
@@ -248,7 +248,7 @@ class FakeKubernetes(LoopbackServer):
 
     def set_image(self, namespace: str, name: str, image: str, *, at: datetime | None = None) -> None:
         """A user's rollout of a new image; the new ReplicaSet is created ``at``."""
-        with self._lock:
+        with self.lock:
             deployment = self._get(DEPLOYMENTS, namespace, name)
             container = deployment["spec"]["template"]["spec"]["containers"][0]
             if container.get("image") == image:
@@ -260,7 +260,7 @@ class FakeKubernetes(LoopbackServer):
 
     def set_healthy(self, namespace: str, name: str, healthy: bool) -> None:
         """Whether the deployment's pods come up: status, conditions, ready counts."""
-        with self._lock:
+        with self.lock:
             self._get(DEPLOYMENTS, namespace, name)
             self._healthy[(namespace, name)] = healthy
             self._reconcile((namespace, name))
@@ -278,7 +278,7 @@ class FakeKubernetes(LoopbackServer):
     ) -> Obj:
         if (owner_kind is None) != (owner_name is None):
             raise ValueError("give both owner_kind and owner_name, or neither")
-        with self._lock:
+        with self.lock:
             if (namespace, name) in self._objects["pods"]:
                 raise ValueError(f"pod {namespace}/{name} already exists")
             meta = self._new_meta(namespace, name, labels)
@@ -312,7 +312,7 @@ class FakeKubernetes(LoopbackServer):
             return copy.deepcopy(pod)
 
     def add_node(self, name: str, *, labels: dict[str, str] | None = None) -> Obj:
-        with self._lock:
+        with self.lock:
             labels = dict(labels) if labels is not None else {"kubernetes.io/hostname": name}
             node = {
                 "metadata": self._new_meta(None, name, labels),
@@ -339,45 +339,45 @@ class FakeKubernetes(LoopbackServer):
             spec["maxUnavailable"] = max_unavailable
         else:
             spec["minAvailable"] = min_available
-        with self._lock:
+        with self.lock:
             meta = self._new_meta(namespace, name, {})
             meta["generation"] = 1
             self._objects["poddisruptionbudgets"][(namespace, name)] = {"metadata": meta, "spec": spec}
             return self._out(PDBS, self._objects["poddisruptionbudgets"][(namespace, name)])
 
     def deployment(self, namespace: str, name: str) -> Obj:
-        with self._lock:
+        with self.lock:
             return copy.deepcopy(self._get(DEPLOYMENTS, namespace, name))
 
     def replicasets(self, namespace: str) -> list[Obj]:
         """The namespace's ReplicaSets, oldest revision first."""
-        with self._lock:
+        with self.lock:
             found = [rs for (ns, _), rs in self._objects["replicasets"].items() if ns == namespace]
             return copy.deepcopy(sorted(found, key=lambda rs: (_revision(rs), rs["metadata"]["name"])))
 
     def pods(self, namespace: str | None = None) -> list[Obj]:
-        with self._lock:
+        with self.lock:
             found = sorted(
                 (key, pod) for key, pod in self._objects["pods"].items() if namespace in (None, key[0])
             )
             return copy.deepcopy([pod for _, pod in found])
 
     def pod(self, namespace: str, name: str) -> Obj | None:
-        with self._lock:
+        with self.lock:
             return copy.deepcopy(self._objects["pods"].get((namespace, name)))
 
     def node(self, name: str) -> Obj:
-        with self._lock:
+        with self.lock:
             return copy.deepcopy(self._get(NODES, None, name))
 
     @property
     def resource_version(self) -> int:
-        with self._lock:
+        with self.lock:
             return self._rv
 
     @property
     def requests(self) -> list[Request]:
-        with self._lock:
+        with self.lock:
             return list(self._requests)
 
     @property
@@ -397,7 +397,7 @@ class FakeKubernetes(LoopbackServer):
         """Answer the next ``method`` request whose path ends with ``path_suffix`` with
         ``status`` (a Status object unless ``body``), without touching the state.
         ``dry_run``: match only dry runs (True) or only real writes (False)."""
-        with self._lock:
+        with self.lock:
             self._failures.append(_Failure(method.upper(), path_suffix, status, body, dry_run))
 
     # -- serving --------------------------------------------------------------
@@ -414,10 +414,10 @@ class FakeKubernetes(LoopbackServer):
             if self.before_write is not None and method in WRITE_METHODS and not dry_run:
                 self.before_write(method, path)
         except Exception as exc:
-            with self._lock:
+            with self.lock:
                 self.errors.append(traceback.format_exc())
             answer = 500, status_body(500, f"FakeKubernetes test hook failed: {exc!r}")
-        with self._lock:
+        with self.lock:
             if answer is None:
                 answer = self._take_failure(method, path, dry_run)
             if answer is None:
@@ -937,7 +937,7 @@ def _handler_for(fake: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
-            fake._notify()
+            fake.notify_waiters()
 
         do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _serve
 

@@ -38,7 +38,7 @@ class TopicReader:
             parts = self._consumer.partitions_for_topic(self.topic)
             if parts:
                 return set(parts)
-            await self._consumer._client.force_metadata_update()
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public metadata refresh
             await asyncio.sleep(0.05)
         raise AssertionError(f"topic {self.topic} has no partitions")
 

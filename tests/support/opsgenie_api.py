@@ -132,25 +132,25 @@ class FakeOpsgenie(LoopbackServer):
 
         Rules are tried in the order they were added; an exhausted rule no longer applies.
         """
-        with self._lock:
+        with self.lock:
             self._rules.append(_Rule(endpoint, when, deque(replies)))
 
     # -- what the server saw ---------------------------------------------------
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        with self._lock:
+        with self.lock:
             return list(self._requests)
 
     @property
     def answers(self) -> list[Answered]:
-        with self._lock:
+        with self.lock:
             return list(self._answers)
 
     @property
     def alerts(self) -> list[FakeAlert]:
         """Every distinct alert ever created (a deduplicated create is not one)."""
-        with self._lock:
+        with self.lock:
             return list(self._alerts)
 
     def requests_to(self, endpoint: Endpoint, alias: str | None = None) -> list[RecordedRequest]:
@@ -176,12 +176,12 @@ class FakeOpsgenie(LoopbackServer):
     # -- request handling (server threads) ---------------------------------------
 
     def _record(self, request: RecordedRequest) -> Reply | None:
-        with self._lock:
+        with self.lock:
             self._requests.append(request)
             reply = self._scripted(request)
             if reply is not None and reply.hold is not None:
-                self._holds.add(reply.hold)
-        self._notify()
+                self.held.add(reply.hold)
+        self.notify_waiters()
         return reply
 
     def _scripted(self, request: RecordedRequest) -> Reply | None:
@@ -193,16 +193,18 @@ class FakeOpsgenie(LoopbackServer):
             return rule.replies.popleft()
         return None
 
-    def _answer(self, request: RecordedRequest) -> tuple[int, dict[str, str], dict[str, Any] | bytes] | None:
+    def answer_request(
+        self, request: RecordedRequest
+    ) -> tuple[int, dict[str, str], dict[str, Any] | bytes] | None:
         """The answer to send, or None to hang up without one."""
         request_id = str(uuid.uuid4())
         reply = self._record(request)
         if reply is not None and reply.hold is not None:
             reply.hold.wait(HOLD_LIMIT_SECONDS)
         if reply is not None and reply.drop:
-            with self._lock:
+            with self.lock:
                 self._answers.append(Answered(request, 0, request_id))
-            self._notify()
+            self.notify_waiters()
             return None
         body: dict[str, Any] | bytes
         if reply is not None and not 200 <= reply.status < 300:
@@ -215,9 +217,9 @@ class FakeOpsgenie(LoopbackServer):
                 body = reply.body
         if reply is not None and reply.raw is not None:
             body = reply.raw
-        with self._lock:
+        with self.lock:
             self._answers.append(Answered(request, status, request_id))
-        self._notify()
+        self.notify_waiters()
         return status, headers, body
 
     def _apply(self, request: RecordedRequest, request_id: str) -> tuple[int, dict[str, Any]]:
@@ -237,7 +239,7 @@ class FakeOpsgenie(LoopbackServer):
             if problem:
                 return 422, {**_error_body(422, request_id, "Request has not been processed"), **problem}
             body = request.body
-            with self._lock:
+            with self.lock:
                 existing = next(
                     (a for a in self._alerts if a.alias == body["alias"] and a.status == "open"), None
                 )
@@ -257,7 +259,7 @@ class FakeOpsgenie(LoopbackServer):
             if request.query.get("identifierType") != ["alias"]:
                 return 422, _error_body(422, request_id, "this fake only acts by alias")
             note = request.body.get("note") if isinstance(request.body, dict) else None
-            with self._lock:
+            with self.lock:
                 for alert in self._alerts:
                     if alert.alias == request.identifier and alert.status == "open":
                         if request.endpoint == "acknowledge":
@@ -345,7 +347,7 @@ def _handler_for(fake: FakeOpsgenie) -> type[BaseHTTPRequestHandler]:
                 endpoint=endpoint,
                 identifier=identifier,
             )
-            answer = fake._answer(request)
+            answer = fake.answer_request(request)
             if answer is None:
                 self.close_connection = True
                 return

@@ -46,11 +46,11 @@ class FakePagerDuty(LoopbackServer):
         return self.base_url
 
     def script(self, *replies: Reply, when: Callable[[dict[str, Any]], bool] = lambda e: True) -> None:
-        with self._lock:
+        with self.lock:
             self._replies.extend((when, r) for r in replies)
 
     def answer(self, event: dict[str, Any]) -> Reply:
-        with self._lock:
+        with self.lock:
             self.events.append(event)
             for i, (when, reply) in enumerate(self._replies):
                 if when(event):
@@ -93,13 +93,13 @@ def _handler_for(fake: FakePagerDuty) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"status": "invalid event", "errors": ["body is not JSON"]}, {})
                 return
             reply = fake.answer(event)
-            fake._notify()
+            fake.notify_waiters()
             if reply.hold is not None:
-                with fake._lock:
-                    fake._holds.add(reply.hold)
+                with fake.lock:
+                    fake.held.add(reply.hold)
                 reply.hold.wait(20)
             self._send(reply.status, reply.body or {"status": "error"}, reply.headers)
-            fake._notify()
+            fake.notify_waiters()
 
         def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
             data = json.dumps(body).encode()

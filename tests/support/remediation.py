@@ -15,17 +15,19 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from service.batch import DeadLetter, Record
 from service.clock import ManualClock
 from service.config import Settings
+from service.context import Context
 from service.emit.cloudevents import EventFactory
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
-from service.pipeline import DeadLetter, Record, build_pipeline
+from service.pipeline import build_pipeline
 from service.remediate.approval import Approvals
+from service.remediate.control import RemediationControl
 from service.remediate.kube import Kube
 from service.remediate.worker import RemediationWorker
 from service.ruleset import RuleSet, load_rules
-from service.store.remediations import RemediationStore
 from service.store.store import Store
 from tests.support.k8s_api import FakeKubernetes
 from tests.support.payloads import body, webhook
@@ -143,23 +145,16 @@ class Scenario:
         async def sink(dead: list[DeadLetter]) -> None:
             self.dead.extend(dead)
 
-        self.pipeline = build_pipeline(
-            rules, store, events, [self.pager.name], sink, self.metrics, self.settings.remediation_mode
-        )
-        self.jobs = RemediationStore(store)
-        self.worker = RemediationWorker(
-            store, self.jobs, rules, events, self.clock, self.metrics, self.settings, [self.pager.name]
-        )
-        self.worker.kube = kube
-        self.pages = PageWorker(
-            store, {self.pager.name: self.pager}, rules, events, self.clock, self.metrics, self.settings
-        )
-        self.approvals = Approvals(self.jobs, self.clock, self.worker.wake)
+        ctx = Context(store, rules, events, self.clock, self.metrics, self.settings)
+        self.pipeline = build_pipeline(ctx, [self.pager.name], sink, self.settings.remediation_mode)
+        self.worker = RemediationWorker(ctx, [self.pager.name], kube)
+        self.pages = PageWorker(ctx, {self.pager.name: self.pager})
+        self.approvals = Approvals(store, self.clock, self.worker.wake)
+        self.control = RemediationControl(ctx, cluster=kube is not None, wake=self.worker.wake)
         self.offset = 0
 
     async def start(self) -> Scenario:
         await self.store.start()
-        await self.jobs.start()
         return self
 
     async def alert(self, *alerts: dict[str, Any], settle: bool = True) -> None:
@@ -180,7 +175,7 @@ class Scenario:
 
     async def events(self, prefix: str = "remediation.") -> list[dict[str, Any]]:
         """Every stored event whose type starts with io.incidentd.<prefix>, oldest first."""
-        found = [json.loads(r.value) for _, r in await self.store.fetch_outbox(100_000)]
+        found = [json.loads(r.value) for r in await self.store.outbox.unpublished(100_000)]
         return [e for e in found if e["type"].startswith(f"io.incidentd.{prefix}")]
 
     async def outcomes(self) -> list[tuple[str, str | None]]:

@@ -81,8 +81,8 @@ async def run_service(
     clock: Clock | None = None,
     notifiers: dict[str, Notifier] | None = None,
 ) -> AsyncIterator[RunningService]:
-    runtime = Runtime(settings, load_rules(settings.rules_dir), clock=clock, notifiers=notifiers)
-    app = create_app(runtime)
+    runtime = await Runtime.create(settings, load_rules(settings.rules_dir), clock=clock, notifiers=notifiers)
+    app = create_app(runtime.http_services(), runtime.http_settings(), lifespan=runtime.lifespan)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.http_port, log_level="warning")
     )

@@ -101,25 +101,25 @@ class FakeSlackWebhook(LoopbackServer):
 
         Rules are tried in the order they were added; an exhausted rule no longer applies.
         """
-        with self._lock:
+        with self.lock:
             self._rules.append(_Rule(when, deque(replies)))
 
     # -- what the server saw ---------------------------------------------------
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        with self._lock:
+        with self.lock:
             return list(self._requests)
 
     @property
     def answers(self) -> list[Answered]:
-        with self._lock:
+        with self.lock:
             return list(self._answers)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         """Every message posted to the channel, in order."""
-        with self._lock:
+        with self.lock:
             return list(self._messages)
 
     def texts(self) -> list[str]:
@@ -128,12 +128,12 @@ class FakeSlackWebhook(LoopbackServer):
     # -- request handling (server threads) ---------------------------------------
 
     def _record(self, request: RecordedRequest) -> Reply | None:
-        with self._lock:
+        with self.lock:
             self._requests.append(request)
             reply = self._scripted(request)
             if reply is not None and reply.hold is not None:
-                self._holds.add(reply.hold)
-        self._notify()
+                self.held.add(reply.hold)
+        self.notify_waiters()
         return reply
 
     def _scripted(self, request: RecordedRequest) -> Reply | None:
@@ -145,7 +145,7 @@ class FakeSlackWebhook(LoopbackServer):
             return rule.replies.popleft()
         return None
 
-    def _answer(self, request: RecordedRequest) -> tuple[int, dict[str, str], str] | None:
+    def answer_request(self, request: RecordedRequest) -> tuple[int, dict[str, str], str] | None:
         """The answer to send, or None to hang up without one."""
         reply = self._record(request)
         if reply is not None and reply.hold is not None:
@@ -166,9 +166,9 @@ class FakeSlackWebhook(LoopbackServer):
         return status, headers, text
 
     def _answered(self, request: RecordedRequest, status: int, text: str) -> None:
-        with self._lock:
+        with self.lock:
             self._answers.append(Answered(request, status, text))
-        self._notify()
+        self.notify_waiters()
 
     def _post(self, request: RecordedRequest) -> tuple[int, str]:
         """What Slack does with a post to a webhook."""
@@ -182,7 +182,7 @@ class FakeSlackWebhook(LoopbackServer):
             return 400, "no_text"
         if blocks is not None and _blocks_problem(blocks):
             return 400, "invalid_blocks"
-        with self._lock:
+        with self.lock:
             self._messages.append(message)
         return 200, "ok"
 
@@ -260,7 +260,7 @@ def _handler_for(fake: FakeSlackWebhook) -> type[BaseHTTPRequestHandler]:
                 raw=raw,
                 body=body,
             )
-            answer = fake._answer(request)
+            answer = fake.answer_request(request)
             if answer is None:
                 self.close_connection = True
                 return

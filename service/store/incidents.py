@@ -1,0 +1,82 @@
+"""Incidents: one row per incident, its state as JSON, optimistic versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.models import Incident
+from service.store.codec import dump_incident, load_incident
+from service.store.database import Database, chunks
+from service.store.tables import incidents
+
+
+class ConcurrentUpdate(Exception):
+    """Another worker changed an incident this transaction read; redo the work."""
+
+
+class Incidents:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load_current(self, group_keys: Iterable[str]) -> dict[str, Incident]:
+        """group key -> the group's current incident (open, or resolved and reopenable)."""
+        found: dict[str, Incident] = {}
+        async with self._db.read() as conn:
+            for chunk in chunks(list(set(group_keys))):
+                rows = await conn.execute(
+                    select(incidents).where(incidents.c.group_key.in_(chunk), incidents.c.is_current)
+                )
+                for row in rows:
+                    found[row.group_key] = load_incident(row)
+        return found
+
+    async def get(self, incident_id: str) -> Incident | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(incidents).where(incidents.c.id == incident_id))).first()
+        return load_incident(row) if row else None
+
+    async def list(self, status: str | None, severity: str | None, limit: int) -> list[Incident]:
+        """Newest first."""
+        query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
+        if status:
+            query = query.where(incidents.c.status == status)
+        if severity:
+            query = query.where(incidents.c.severity == severity)
+        async with self._db.read() as conn:
+            return [load_incident(r) for r in await conn.execute(query)]
+
+    async def open_counts(self) -> dict[str, int]:
+        """severity -> open incidents."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(incidents.c.severity, func.count())
+                .where(incidents.c.status == "open")
+                .group_by(incidents.c.severity)
+            )
+            return {sev: n for sev, n in rows}
+
+    @staticmethod
+    async def save(conn: AsyncConnection, inc: Incident) -> None:
+        """Insert a new incident or update it from the version it was read at; raises
+        :class:`ConcurrentUpdate` if someone else wrote it since."""
+        values = {
+            "group_key": inc.group_key,
+            "is_current": inc.is_current,
+            "status": inc.status.value,
+            "severity": inc.severity,
+            "opened_at": inc.opened_at.timestamp(),
+            "data": dump_incident(inc),
+        }
+        if inc.version == 0:
+            await conn.execute(insert(incidents).values(id=inc.id, version=1, **values))
+            return
+        result = await conn.execute(
+            update(incidents)
+            .where(incidents.c.id == inc.id, incidents.c.version == inc.version)
+            .values(version=inc.version + 1, **values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(inc.id)

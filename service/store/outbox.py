@@ -1,0 +1,114 @@
+"""The transactional outbox and the incident timeline written with it.
+
+Events are stored with the state change that caused them and published afterwards,
+so a crash between the two loses nothing. The relay claims rows through the work
+queue, so with several replicas each event is published by one of them (again only
+after a crash); claims take turns and skip keys whose earlier events another replica
+holds, so the events of one incident go out in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, insert, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.clock import from_epoch
+from service.store.database import Database
+from service.store.queue import WorkQueue
+from service.store.tables import outbox, timeline
+
+# PostgreSQL advisory-lock key that makes relay claims take turns ("incidentd outbox").
+OUTBOX_CLAIM_LOCK = 0x1D0B0C5
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    incident_id: str
+    type: str  # the event suffix, such as incident.acknowledged
+    summary: str
+
+
+@dataclass(slots=True)
+class OutboxRecord:
+    """An encoded event, ready for Kafka."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    # The incident timeline entry this event makes (none for records without one).
+    timeline: TimelineEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineItem:
+    at: datetime
+    type: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxClaim:
+    owner: str
+    records: list[tuple[int, OutboxRecord]]
+
+
+class Outbox:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.queue = WorkQueue(db, outbox, runnable=true(), serialise_claims=OUTBOX_CLAIM_LOCK)
+
+    @staticmethod
+    async def add(conn: AsyncConnection, events: Sequence[OutboxRecord], now: datetime) -> None:
+        if not events:
+            return
+        stamp = now.timestamp()
+        entries = [
+            {"incident_id": t.incident_id, "type": t.type, "summary": t.summary, "at": stamp}
+            for e in events
+            if (t := e.timeline) is not None
+        ]
+        if entries:
+            await conn.execute(insert(timeline), entries)
+        await conn.execute(
+            insert(outbox),
+            [{"topic": e.topic, "key": e.key, "value": e.value, "created_at": stamp} for e in events],
+        )
+
+    async def claim(self, now: datetime, limit: int, lease_seconds: float) -> OutboxClaim:
+        """The oldest unpublished events, minus those of keys whose earlier events
+        another replica is publishing (they wait for that one to finish)."""
+        earlier = outbox.alias("earlier")
+        held_earlier = exists().where(
+            and_(
+                earlier.c.key == outbox.c.key,
+                earlier.c.id < outbox.c.id,
+                earlier.c.lease_until >= now.timestamp(),
+            )
+        )
+        claim = await self.queue.claim(now, limit, lease_seconds, where=~held_earlier)
+        records = [(r.id, OutboxRecord(r.topic, r.key, r.value)) for r in claim.rows]
+        return OutboxClaim(claim.owner, records)
+
+    async def published(self, claim: OutboxClaim) -> int:
+        """Remove what went out; returns how many rows were still ours to remove."""
+        async with self._db.write() as conn:
+            return await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
+
+    async def unpublished(self, limit: int) -> list[OutboxRecord]:
+        """What waits to be published, oldest first; a read that claims nothing."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(select(outbox).order_by(outbox.c.id).limit(limit))
+            return [OutboxRecord(r.topic, r.key, r.value) for r in rows]
+
+    async def timeline(self, incident_id: str) -> list[TimelineItem]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(timeline.c.at, timeline.c.type, timeline.c.summary)
+                .where(timeline.c.incident_id == incident_id)
+                .order_by(timeline.c.id)
+            )
+            return [TimelineItem(from_epoch(r.at), r.type, r.summary) for r in rows]

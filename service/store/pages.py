@@ -1,0 +1,249 @@
+"""Page jobs: one per (incident opening, pager, action, target), sent by the page worker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.batch import PageIntent
+from service.models import PageAction
+from service.store.database import Database
+from service.store.queue import WorkQueue
+from service.store.tables import page_jobs
+
+
+class PageStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    # Not sent because it no longer made sense (resolved before the page went out).
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class NewPage:
+    """A page job to store: a :class:`PageIntent` for one pager."""
+
+    incident_id: str
+    integration: str
+    action: PageAction
+    opening: int
+    target: str = "first"
+    roles: tuple[str, ...] = ()
+    message: str | None = None
+    by: str | None = None
+
+    @classmethod
+    def fan_out(cls, intent: PageIntent, integrations: Sequence[str]) -> list[NewPage]:
+        return [
+            cls(
+                intent.incident_id,
+                name,
+                intent.action,
+                intent.opening,
+                intent.target,
+                tuple(intent.roles),
+                intent.message,
+                intent.by,
+            )
+            for name in integrations
+        ]
+
+
+@dataclass(slots=True)
+class PageJob:
+    """A claimed page job; ``lease`` must accompany its outcome."""
+
+    id: int
+    incident_id: str
+    integration: str
+    action: PageAction
+    opening: int
+    attempts: int
+    lease: str = ""
+    target: str = "first"
+    roles: list[str] = field(default_factory=list)
+    message: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageOutcome:
+    status: PageStatus
+    attempts: int
+    error: str | None = None
+    next_attempt_at: datetime | None = None  # when it is tried again (status pending)
+
+
+@dataclass(frozen=True, slots=True)
+class PageView:
+    """A page job as the incident API shows it."""
+
+    integration: str
+    action: str
+    target: str
+    opening: int
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+def _payload(page: NewPage) -> str:
+    body = {k: v for k, v in (("message", page.message), ("by", page.by)) if v is not None}
+    return json.dumps(body)
+
+
+def _job(row: Row[Any], lease: str) -> PageJob:
+    payload = json.loads(row.payload)
+    return PageJob(
+        row.id,
+        row.incident_id,
+        row.integration,
+        PageAction(row.action),
+        row.opening,
+        row.attempts,
+        lease,
+        row.target,
+        json.loads(row.roles),
+        payload.get("message"),
+        payload.get("by"),
+    )
+
+
+class PageJobs:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.queue = WorkQueue(
+            db,
+            page_jobs,
+            runnable=page_jobs.c.status == PageStatus.PENDING,
+            due=page_jobs.c.next_attempt_at,
+        )
+
+    @staticmethod
+    def _first_pending(integrations: set[str]) -> ColumnElement[bool]:
+        """The oldest pending job of each incident and pager: jobs of one incident run
+        in order, so a close never overtakes its trigger."""
+        first = (
+            select(func.min(page_jobs.c.id))
+            .where(page_jobs.c.status == PageStatus.PENDING, page_jobs.c.integration.in_(integrations))
+            .group_by(page_jobs.c.incident_id, page_jobs.c.integration)
+        )
+        return page_jobs.c.id.in_(first)
+
+    async def add(self, conn: AsyncConnection, pages: Sequence[NewPage], now: datetime) -> None:
+        """Store page jobs; one already stored under the same key is left as it is."""
+        if not pages:
+            return
+        stamp = now.timestamp()
+        rows = [
+            {
+                "incident_id": p.incident_id,
+                "integration": p.integration,
+                "action": p.action.value,
+                "opening": p.opening,
+                "target": p.target,
+                "roles": json.dumps(list(p.roles)),
+                "payload": _payload(p),
+                "status": PageStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": stamp,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            for p in pages
+        ]
+        await conn.execute(self._db.insert_ignore(page_jobs), rows)
+
+    async def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        skip_incidents: set[str],
+        integrations: set[str],
+    ) -> list[PageJob]:
+        """Lease up to ``limit`` due jobs, oldest first, for the pagers this replica has,
+        leaving out incidents this worker is already paging for."""
+        if limit <= 0 or not integrations:
+            return []
+        where = self._first_pending(integrations)
+        if skip_incidents:
+            where = where & page_jobs.c.incident_id.not_in(skip_incidents)
+        claim = await self.queue.claim(now, limit, lease_seconds, where=where)
+        return [_job(r, claim.owner) for r in claim.rows]
+
+    async def finish(self, conn: AsyncConnection, job: PageJob, outcome: PageOutcome, now: datetime) -> bool:
+        """Record an attempt's outcome; False if the lease was lost (another replica
+        took the job and records the outcome, not us)."""
+        values: dict[str, Any] = {
+            "status": outcome.status.value,
+            "attempts": outcome.attempts,
+            "last_error": outcome.error,
+            "updated_at": now.timestamp(),
+        }
+        if outcome.next_attempt_at is not None:
+            values["next_attempt_at"] = outcome.next_attempt_at.timestamp()
+        return await self.queue.finish(conn, job.id, job.lease, **values)
+
+    async def next_due(self, integrations: set[str]) -> float | None:
+        """When the next claimable job can run. Only the first pending job of each
+        incident counts, so a close queued behind a trigger in backoff does not make
+        the worker spin."""
+        if not integrations:
+            return None
+        return await self.queue.next_due(self._first_pending(integrations))
+
+    async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:
+        """Is there a job for the same incident opening and pager with this action and
+        status? A trigger whose close is queued need not be sent."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(page_jobs.c.id).where(
+                        page_jobs.c.incident_id == job.incident_id,
+                        page_jobs.c.integration == job.integration,
+                        page_jobs.c.opening == job.opening,
+                        page_jobs.c.action == action.value,
+                        page_jobs.c.status == status.value,
+                    )
+                )
+            ).first()
+            return row is not None
+
+    async def sent_trigger_targets(self, job: PageJob) -> list[str]:
+        """The pages of this opening that went out, so an ack or close reaches each."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(page_jobs.c.target)
+                .where(
+                    page_jobs.c.incident_id == job.incident_id,
+                    page_jobs.c.integration == job.integration,
+                    page_jobs.c.opening == job.opening,
+                    page_jobs.c.action == PageAction.TRIGGER.value,
+                    page_jobs.c.status == PageStatus.SENT.value,
+                )
+                .order_by(page_jobs.c.id)
+            )
+            return [r.target for r in rows]
+
+    async def for_incident(self, incident_id: str) -> list[PageView]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(page_jobs).where(page_jobs.c.incident_id == incident_id).order_by(page_jobs.c.id)
+            )
+            return [
+                PageView(r.integration, r.action, r.target, r.opening, r.status, r.attempts, r.last_error)
+                for r in rows
+            ]
+
+    async def abandon(self, job: PageJob) -> None:
+        """Give the job back at once (shutdown) instead of at the end of its lease."""
+        await self.queue.release([job.id], job.lease)

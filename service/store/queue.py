@@ -1,0 +1,171 @@
+"""One leased work queue over a table: page jobs, timers, remediation jobs, the outbox.
+
+A worker claims due rows with a lease and an owner token; only the holder of the
+lease may record an outcome, and a row whose holder died is claimed again when its
+lease runs out. On PostgreSQL the claim is one ``UPDATE ... WHERE id IN (SELECT ...
+FOR UPDATE SKIP LOCKED) RETURNING``, so replicas claiming at once never wait for or
+take each other's rows; on SQLite writes are serialised in-process and the same
+statement, without the row locks, does the same.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Table, and_, case, delete, func, or_, select, text, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import KeyedColumnElement
+
+from service.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The rows one claim leased, oldest first, and the token that proves the lease."""
+
+    owner: str
+    rows: list[Row[Any]]
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        db: Database,
+        table: Table,
+        *,
+        runnable: ColumnElement[bool],
+        due: KeyedColumnElement[Any] | None = None,
+        serialise_claims: int | None = None,
+    ) -> None:
+        """``runnable``: rows that still have work (by status); ``due``: the column that
+        says when a row may run (none: as soon as it exists), earliest first, then by id;
+        ``serialise_claims``: a PostgreSQL advisory-lock key that makes claims take turns,
+        for queues whose claims must see each other (the outbox keeps order per key)."""
+        self._db = db
+        self.table = table
+        self._runnable = runnable
+        self._due = due
+        self._order = [table.c.id] if due is None else [due, table.c.id]
+        self._serialise = serialise_claims
+
+    def _unleased(self, stamp: float) -> ColumnElement[bool]:
+        t = self.table
+        return or_(t.c.lease_until.is_(None), t.c.lease_until < stamp)
+
+    def _due_by(self, stamp: float) -> ColumnElement[bool]:
+        return true() if self._due is None else self._due <= stamp
+
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        where: ColumnElement[bool] | None = None,
+    ) -> Claim:
+        """Lease up to ``limit`` due rows (``where`` narrows them) in a transaction of its own."""
+        async with self._db.write() as conn:
+            return await self.claim_in(conn, now, limit, lease_seconds, where)
+
+    async def claim_in(
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        where: ColumnElement[bool] | None = None,
+    ) -> Claim:
+        owner = uuid.uuid4().hex
+        if limit <= 0:
+            return Claim(owner, [])
+        t, stamp = self.table, now.timestamp()
+        free = and_(self._runnable, self._unleased(stamp))
+        candidates = (
+            select(t.c.id)
+            .where(free, self._due_by(stamp), true() if where is None else where)
+            .order_by(*self._order)
+            .limit(limit)
+        )
+        if self._db.postgres:
+            candidates = candidates.with_for_update(skip_locked=True)
+            if self._serialise is not None:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
+        # Status and lease are checked again in the UPDATE: a row another process finished
+        # or took between the SELECT and here (SQLite across processes) is not taken.
+        result = await conn.execute(
+            update(t)
+            .where(t.c.id.in_(candidates.scalar_subquery()), free)
+            .values(lease_until=stamp + lease_seconds, lease_owner=owner)
+            .returning(*t.c)
+        )
+        rows = list(result.all())
+        names = [c.key for c in self._order]
+        rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
+        return Claim(owner, rows)
+
+    def held(self, row_id: Any, owner: str) -> ColumnElement[bool]:
+        """The row, as long as ``owner`` still holds its lease."""
+        t = self.table
+        return and_(t.c.id == row_id, t.c.lease_owner == owner)
+
+    async def finish(self, conn: AsyncConnection, row_id: Any, owner: str, **values: Any) -> bool:
+        """Record a claimed row's outcome and end the lease; False if the lease was lost
+        (it ran out and another worker took the row: that worker records the outcome)."""
+        result = await conn.execute(
+            update(self.table)
+            .where(self.held(row_id, owner))
+            .values(**values, lease_until=None, lease_owner=None)
+        )
+        return bool(result.rowcount == 1)
+
+    async def renew(self, conn: AsyncConnection, row_id: Any, owner: str, until: datetime) -> bool:
+        result = await conn.execute(
+            update(self.table).where(self.held(row_id, owner)).values(lease_until=until.timestamp())
+        )
+        return bool(result.rowcount == 1)
+
+    async def release(self, row_ids: Sequence[Any], owner: str) -> None:
+        """Give rows back at once (shutdown, a decision to redo) rather than at lease end."""
+        if not row_ids:
+            return
+        t = self.table
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(t)
+                .where(t.c.id.in_(list(row_ids)), t.c.lease_owner == owner)
+                .values(lease_until=None, lease_owner=None)
+            )
+
+    async def delete(self, conn: AsyncConnection, row_ids: Sequence[Any], owner: str) -> int:
+        """Finish claimed rows by removing them (the outbox once published)."""
+        t = self.table
+        result = await conn.execute(delete(t).where(t.c.id.in_(list(row_ids)), t.c.lease_owner == owner))
+        return int(result.rowcount)
+
+    async def next_due(self, where: ColumnElement[bool] | None = None) -> float | None:
+        """When the next row can be claimed (epoch seconds), a leased one from when its
+        lease ends; None when nothing is left to do."""
+        t = self.table
+        lease = func.coalesce(t.c.lease_until, 0.0)
+        due = self._due if self._due is not None else lease
+        runnable_at = case((lease > due, lease), else_=due)
+        query = select(func.min(runnable_at)).where(self._runnable, true() if where is None else where)
+        async with self._db.read() as conn:
+            value = (await conn.execute(query)).scalar()
+        return float(value) if value is not None else None
+
+    async def any_due(self, now: datetime, where: ColumnElement[bool] | None = None) -> bool:
+        """A read-only look: is anything claimable? (Spares a write transaction, which
+        would queue behind the consumer's, when nothing is.)"""
+        t, stamp = self.table, now.timestamp()
+        query = (
+            select(t.c.id)
+            .where(self._runnable, self._unleased(stamp), self._due_by(stamp))
+            .where(true() if where is None else where)
+            .limit(1)
+        )
+        async with self._db.read() as conn:
+            return (await conn.execute(query)).first() is not None
