@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.ruleset import RulesError, RuleSet, load_rules
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 rules_app = typer.Typer(no_args_is_help=True, help="Validate the rules in rules/.")
 app.add_typer(rules_app, name="rules")
+db_app = typer.Typer(no_args_is_help=True, help="The database schema (INCIDENTD_DATABASE_URL).")
+app.add_typer(db_app, name="db")
 
 
 def embedded_defaults(settings: Settings) -> dict[str, object]:
@@ -41,8 +44,8 @@ def _settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = [f"INCIDENTD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
         raise _fail("invalid configuration:\n  " + "\n  ".join(lines)) from None
-    except OSError as exc:
-        raise _fail(f"cannot read a secret file: {exc}") from None
+    except ConfigError as exc:
+        raise _fail(f"invalid configuration: {exc}") from None
 
 
 @rules_app.command("check")
@@ -61,6 +64,48 @@ def rules_check(path: Path = typer.Argument(Path("rules"), help="rules directory
         f"{len(rules.contacts.roles)} roles, {len(rules.remediation.policies)} remediation policies "
         f"in mode {rules.remediation.mode})"
     )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the schema up to this version (safe with replicas running or starting)."""
+    from service.store import schema
+    from service.store.database import Database
+
+    async def _upgrade() -> tuple[str | None, str]:
+        db = Database(_settings().database_url)
+        try:
+            return await schema.upgrade(db)
+        finally:
+            await db.close()
+
+    try:
+        before, now = asyncio.run(_upgrade())
+    except Exception as exc:
+        raise _fail(f"cannot upgrade the database: {exc.__class__.__name__}: {exc}") from None
+    typer.echo(f"database schema at {now}" + ("" if before == now else f" (was {before or 'empty'})"))
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema's version and this version's; exit 1 if they differ."""
+    from service.store import schema
+    from service.store.database import Database
+
+    async def _current() -> str | None:
+        db = Database(_settings().database_url)
+        try:
+            return await schema.current(db)
+        finally:
+            await db.close()
+
+    try:
+        revision = asyncio.run(_current())
+    except Exception as exc:
+        raise _fail(f"cannot read the database: {exc.__class__.__name__}: {exc}") from None
+    typer.echo(f"database schema {revision or '(none)'}; this version needs {schema.head()}")
+    if revision != schema.head():
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -100,7 +145,7 @@ def run(
         raise _fail("rules are invalid, not starting:\n" + str(exc)) from None
     try:
         asyncio.run(_serve(settings, rules, embedded))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except _StartupError as exc:
         raise _fail(str(exc)) from None
@@ -110,13 +155,41 @@ class _StartupError(Exception):
     pass
 
 
+class _Signals:
+    """SIGTERM and SIGINT stop the service the same way: the HTTP server stops taking
+    requests, then the runtime drains and everything this process started stops, and
+    the process exits 0. Before the server runs, a signal abandons the start; a second
+    signal while draining makes the HTTP server stop at once."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._received, sig)
+
+    def _received(self, sig: signal.Signals) -> None:
+        log = logging.getLogger("service.cli")
+        if self.server is None:
+            log.warning("%s while starting: stopping", sig.name)
+            if self._task is not None:
+                self._task.cancel()
+        elif self.server.should_exit:
+            self.server.force_exit = True
+        else:
+            log.info("%s: shutting down", sig.name)
+            self.server.should_exit = True
+
+
 async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
     import uvicorn
 
     from service.embedded.broker import EmbeddedBrokerError, embedded_broker
     from service.http.app import create_app
     from service.runtime import Runtime
+    from service.store.schema import SchemaError
 
+    signals = _Signals()
     async with contextlib.AsyncExitStack() as stack:
         if embedded:
             Path("var").mkdir(exist_ok=True)
@@ -132,6 +205,8 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
             raise _StartupError(str(exc)) from None
         try:
             await stack.enter_async_context(runtime.running())
+        except SchemaError as exc:
+            raise _StartupError(str(exc)) from None
         except Exception as exc:
             raise _StartupError(
                 f"cannot start: {exc.__class__.__name__}: {exc} "
@@ -145,6 +220,10 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
             lifespan="on",
         )
         server = uvicorn.Server(config)
+        # Ours, not uvicorn's: uvicorn re-raises the signal once it stops serving, which
+        # would kill the process before the runtime drains.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        signals.server = server
         startup = server.startup
 
         async def startup_then_banner(sockets: Any = None) -> None:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     kafka_batch_timeout_ms: int = Field(default=20, ge=0)
 
     database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
+    # Upgrade the schema at start; false: only check it (migrations run as `incidentd db upgrade`).
+    database_migrate: bool = True
     rules_dir: Path = Path("rules")
 
     http_host: str = "0.0.0.0"
@@ -81,6 +83,8 @@ class Settings(BaseSettings):
     event_source: str = "/incidentd"
 
     log_level: str = "INFO"
+    # SIGTERM/SIGINT: how long the service may take to finish what it has in hand.
+    shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -93,14 +97,39 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:
-        if self.webhook_token is None and self.webhook_token_file is not None:
-            self.webhook_token = SecretStr(self.webhook_token_file.read_text().strip())
-        if self.opsgenie_api_key is None and self.opsgenie_api_key_file is not None:
-            self.opsgenie_api_key = SecretStr(self.opsgenie_api_key_file.read_text().strip())
-        if self.pagerduty_routing_key is None and self.pagerduty_routing_key_file is not None:
-            self.pagerduty_routing_key = SecretStr(self.pagerduty_routing_key_file.read_text().strip())
-        if self.slack_webhook_url is None and self.slack_webhook_url_file is not None:
-            self.slack_webhook_url = SecretStr(self.slack_webhook_url_file.read_text().strip())
-        if self.kube_token is None and self.kube_token_file is not None:
-            self.kube_token = SecretStr(self.kube_token_file.read_text().strip())
+        """Every ``*_FILE`` must name a readable file with something in it, and every
+        secret that is set must not be empty: a secret mount that failed must stop the
+        service, never leave it running open."""
+        for name in type(self).model_fields:
+            if not name.endswith("_file") or getattr(self, name) is None:
+                continue
+            content = _read_file(name, getattr(self, name))
+            secret = name.removesuffix("_file")
+            if secret not in type(self).model_fields:
+                continue  # a file that is not a secret (a CA bundle): it only has to be there
+            if getattr(self, secret) is not None:
+                raise ConfigError(f"{_env(secret)} and {_env(name)} are both set; set one of them")
+            setattr(self, secret, SecretStr(content))
+        for name, value in self:
+            if isinstance(value, SecretStr) and not value.get_secret_value():
+                raise ConfigError(f"{_env(name)} is set but empty")
         return self
+
+
+class ConfigError(Exception):
+    """A setting that must stop the service at start; the message is one line."""
+
+
+def _env(field: str) -> str:
+    return f"INCIDENTD_{field.upper()}"
+
+
+def _read_file(field: str, path: Path) -> str:
+    try:
+        content = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{_env(field)}={path}: cannot read it: {reason}") from None
+    if not content:
+        raise ConfigError(f"{_env(field)}={path}: the file is empty")
+    return content

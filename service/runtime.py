@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from faststream.kafka import KafkaBroker
 
@@ -37,6 +37,9 @@ from service.remediate.kube import Kube
 from service.remediate.kube import connect as connect_kube
 from service.remediate.worker import RemediationWorker
 from service.ruleset.models import RuleSet
+from service.scheduling import DueWorker
+from service.store.leases import LeaseKeeper
+from service.store.listener import WorkListener
 from service.store.store import Store
 from service.store.views import IncidentViews
 
@@ -105,6 +108,11 @@ class Runtime:
         self.gauges = OpenIncidentGauges(
             self.store.incidents, self.metrics, list(rules.severities), self.clock
         )
+        # The relay leases by wall time; the other queues by the clock their workers use.
+        leased = [(self.store.pages.queue, self.clock), (self.store.timers.queue, self.clock)]
+        leased += [(self.store.remediations.queue, self.clock), (self.store.outbox.queue, SystemClock())]
+        self.leases = LeaseKeeper(leased, self.clock)
+        self.listener = WorkListener(settings.database_url, self._heard) if self.store.db.postgres else None
         self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
         self.pipeline: Pipeline = build_pipeline(
             ctx,
@@ -186,6 +194,18 @@ class Runtime:
         self.pages.wake()
         self.gauges.wake()
 
+    def _heard(self, queues: set[str] | None) -> None:
+        """Another replica (or this one) stored or gave back work in ``queues``."""
+        workers = {
+            "outbox": self.relay,
+            "page_jobs": self.pages,
+            "timers": self.timers,
+            "remediations": self.remediation,
+        }
+        for name, worker in workers.items():
+            if queues is None or name in queues:
+                worker.wake()
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
         """:meth:`running` as an ASGI app's lifespan."""
@@ -194,32 +214,60 @@ class Runtime:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
-        await self.store.start()
+        await self.store.start(migrate=self.settings.database_migrate)
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self.broker.start()
-        tasks = [
-            asyncio.create_task(self.relay.run(), name="outbox-relay"),
-            asyncio.create_task(self.pages.run(), name="page-worker"),
-            asyncio.create_task(self.timers.run(), name="timer-worker"),
-            asyncio.create_task(self.gauges.run(), name="gauges"),
-        ]
+        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.gauges, self.leases]
         if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.
-            tasks.append(asyncio.create_task(self.remediation.run(), name="remediation-worker"))
+            workers.append(self.remediation)
+        tasks = [asyncio.create_task(w.run(), name=w.name) for w in workers]
+        if self.listener is not None:
+            tasks.append(asyncio.create_task(self.listener.run(), name="work listener"))
         # Deliver what a previous run stored but did not get to publish or page.
         self._wake_all()
         try:
             yield self
         finally:
-            self.consumer.stop()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.pages.drain()
-            await self.broker.stop()
-            for notifier in self.notifiers.values():
-                await notifier.aclose()
-            if self.kube is not None:
-                await self.kube.close()
-            await self.store.close()
+            await self._stop(tasks)
+
+    async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop consuming (the batch in hand is stored and committed), stop the workers,
+        let the pages being sent finish, publish what is stored, give back every lease,
+        then close; bounded by ``INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS``."""
+        self.consumer.stop()
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
+                await _quietly("stop consuming", self.consumer.subscriber.stop())
+                await _quietly("stop consuming commands", self.command_consumer.subscriber.stop())
+                await _cancel(tasks)
+                await self.pages.drain()
+                await _quietly("publish the outbox", self.relay.flush())
+        except TimeoutError:
+            log.warning(
+                "shutdown took over %ss; stopping what is left", self.settings.shutdown_timeout_seconds
+            )
+        await _cancel(tasks)
+        await self.pages.cancel()
+        await _quietly("give back leases", self.leases.release_all())
+        await _quietly("stop the Kafka client", self.broker.stop())
+        for notifier in self.notifiers.values():
+            await _quietly(f"close the {notifier.name} pager", notifier.aclose())
+        if self.kube is not None:
+            await _quietly("close the Kubernetes client", self.kube.close())
+        await self.store.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _quietly(what: str, step: Awaitable[object]) -> None:
+    """One shutdown step; a failure is logged and the next step still runs."""
+    try:
+        await step
+    except Exception as exc:
+        log.warning("shutdown: cannot %s: %s: %s", what, exc.__class__.__name__, exc)

@@ -9,9 +9,14 @@ import asyncio
 import contextlib
 import logging
 
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError
+
 from service.clock import Clock
 
-OUTAGE_RETRY_SECONDS = 5.0
+# After a failure (the store or Kafka unreachable), the first retry; doubled up to the cap.
+RETRY_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
 # Even with nothing due, look again now and then: another replica may have added work.
 IDLE_SECONDS = 30.0
 
@@ -42,6 +47,7 @@ class DueWorker(abc.ABC):
         """The epoch time the next work is due; None if none is."""
 
     async def run(self) -> None:
+        retry = RETRY_SECONDS
         while True:
             self._wake.clear()
             try:
@@ -50,9 +56,19 @@ class DueWorker(abc.ABC):
                 due = await self.next_due()
                 now = self._clock.now().timestamp()
                 delay = IDLE_SECONDS if due is None else min(IDLE_SECONDS, max(0.05, due - now))
-            except Exception:
-                self._log.exception("%s: store unavailable, retrying", self.name)
-                delay = OUTAGE_RETRY_SECONDS
+                retry = RETRY_SECONDS
+            except Exception as exc:
+                # The store or Kafka is away (a bug would show here too: keep its traceback).
+                expected = isinstance(exc, OSError | TimeoutError | DBAPIError | KafkaError)
+                self._log.warning(
+                    "%s: %s: %s; retrying in %.1fs",
+                    self.name,
+                    exc.__class__.__name__,
+                    exc,
+                    retry,
+                    exc_info=not expected,
+                )
+                delay, retry = retry, min(retry * 2, RETRY_MAX_SECONDS)
             if self.pace:
                 await asyncio.sleep(self.pace)  # a wake meanwhile stays set: the next round is not lost
             with contextlib.suppress(TimeoutError):

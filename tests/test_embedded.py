@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiosqlite
 import httpx
 
 from tests.support.payloads import alert, body, webhook
@@ -122,3 +123,64 @@ async def test_embedded_refuses_a_port_in_use_with_a_clear_message(tmp_path: Pat
         assert "Traceback" not in err.decode()
     finally:
         server.close()
+
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _started(tmp: Path) -> tuple[Proc, int, int, int]:
+    kafka_port, http_port = free_port(), free_port()
+    proc = await start(tmp, kafka_port, http_port)
+    await proc.read_until("out", r"incidentd is running \(embedded")
+    m = await proc.read_until("err", r"embedded broker \(tansu\) listening on .*, pid (\d+)")
+    return proc, int(m.group(1)), kafka_port, http_port
+
+
+async def test_sigterm_with_a_page_in_hand_stops_everything_and_frees_the_ports(tmp_path: Path) -> None:
+    proc, broker, kafka_port, http_port = await _started(tmp_path)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(
+                f"http://127.0.0.1:{http_port}/api/v1/alerts/alertmanager",
+                content=body(webhook(alert("ApiDown", namespace="aragora"))),
+            )
+        assert resp.status_code == 202
+        proc.proc.send_signal(signal.SIGTERM)  # while the alert is being stored and paged
+        assert await asyncio.wait_for(proc.proc.wait(), 60) == 0
+        await proc.read_until("err", r"SIGTERM: shutting down")
+        assert not alive(broker), "the embedded broker outlived the service"
+        assert port_free(kafka_port) and port_free(http_port)
+        leftovers = [line for line in proc.err if "Traceback" in line or "ERROR" in line]
+        assert leftovers == []
+        # Nothing it held is left leased: a replica (or the next start) takes it at once.
+        db = tmp_path / "var" / f"incidentd-{http_port}.db"
+        leased = 0
+        async with aiosqlite.connect(db) as conn:
+            for table in ("page_jobs", "timers", "outbox", "remediations"):
+                cursor = await conn.execute(f"SELECT count(*) FROM {table} WHERE lease_owner IS NOT NULL")
+                leased += (await cursor.fetchone() or (0,))[0]
+        assert leased == 0
+    finally:
+        if proc.proc.returncode is None:
+            proc.proc.kill()
+            await proc.proc.wait()
+
+
+async def test_a_killed_service_takes_its_embedded_broker_with_it(tmp_path: Path) -> None:
+    proc, broker, kafka_port, _ = await _started(tmp_path)
+    proc.proc.kill()
+    await proc.proc.wait()
+    for _ in range(100):  # the kernel signals the broker when its parent dies
+        if not alive(broker):
+            break
+        await asyncio.sleep(0.05)
+    assert not alive(broker), "the embedded broker outlived a killed service"
+    assert port_free(kafka_port)

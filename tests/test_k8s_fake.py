@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from service.config import Settings
+from service.remediate.kube import KubeError, connect
 from tests.support.k8s_api import REVISION, REVISION_HISTORY, TEMPLATE_HASH, FakeKubernetes
 
 MERGE = "application/merge-patch+json"
@@ -24,8 +27,19 @@ async def fake() -> AsyncIterator[FakeKubernetes]:
 
 @pytest.fixture
 async def api(fake: FakeKubernetes) -> AsyncIterator[client.ApiClient]:
-    async with client.ApiClient(client.Configuration(host=fake.base_url)) as api_client:
+    cfg = client.Configuration(host=fake.base_url)
+    cfg.api_key, cfg.api_key_prefix = {"BearerToken": fake.token}, {"BearerToken": "Bearer"}
+    async with client.ApiClient(cfg) as api_client:
         yield api_client
+
+
+async def test_a_request_without_the_token_is_refused(fake: FakeKubernetes) -> None:
+    fake.add_deployment("shop", "api")
+    async with client.ApiClient(client.Configuration(host=fake.base_url)) as anonymous:
+        with pytest.raises(ApiException) as refused:
+            await client.AppsV1Api(anonymous).read_namespaced_deployment("api", "shop")
+    assert refused.value.status == 401
+    assert status_of(refused.value)["reason"] == "Unauthorized"
 
 
 def status_of(exc: ApiException) -> dict:  # type: ignore[type-arg]
@@ -300,3 +314,23 @@ async def test_node_cordon_patch_and_injected_failures(fake: FakeKubernetes, api
         await core.read_node("node-b")
     assert missing.value.status == 404
     assert (await client.VersionApi(api).get_code()).git_version == "v1.30.0"
+
+
+async def test_the_service_sends_the_token_its_settings_name(fake: FakeKubernetes, tmp_path: Path) -> None:
+    fake.add_deployment("shop", "api")
+    (tmp_path / "token").write_text(fake.token + "\n")
+    kube = await connect(Settings(kube_api_url=fake.base_url, kube_token_file=tmp_path / "token"))
+    assert kube is not None
+    try:
+        deployment = await kube.read(kube.apps.read_namespaced_deployment, "api", "shop")
+    finally:
+        await kube.close()
+    assert deployment["metadata"]["name"] == "api"
+    anonymous = await connect(Settings(kube_api_url=fake.base_url))
+    assert anonymous is not None
+    try:
+        with pytest.raises(KubeError) as refused:
+            await anonymous.read(anonymous.apps.read_namespaced_deployment, "api", "shop")
+    finally:
+        await anonymous.close()
+    assert refused.value.status == 401

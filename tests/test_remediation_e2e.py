@@ -37,6 +37,7 @@ async def svc(kafka: str, fake: FakeKubernetes, tmp_path: Path) -> AsyncIterator
         tmp_path,
         rules_dir=rules_dir_with(tmp_path, ENFORCED),
         kube_api_url=fake.base_url,
+        kube_token=fake.token,
         remediation_mode="enforce",
         remediation_verify_interval_seconds=0.2,
     )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,6 +49,18 @@ async def _port_open(host: str, port: int) -> bool:
     return True
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the broker's process, before exec: SIGTERM when the process that started it
+    dies (Linux PR_SET_PDEATHSIG); elsewhere the broker is stopped on a clean exit only."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
 @contextlib.asynccontextmanager
 async def embedded_broker(bootstrap: str, log_file: Path | None = None) -> AsyncIterator[int]:
     """Start Tansu listening on ``bootstrap``; stop it (and only it) on exit. Yields its pid."""
@@ -68,6 +83,8 @@ async def embedded_broker(bootstrap: str, log_file: Path | None = None) -> Async
         stdin=subprocess.DEVNULL,
         # Own process group: Ctrl-C reaches us, and we stop the broker last, in order.
         start_new_session=True,
+        # ...and if we are killed outright, the kernel stops it: it must not outlive us.
+        preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
     )
     try:

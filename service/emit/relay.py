@@ -15,11 +15,9 @@ from service.clock import SystemClock
 from service.observability.metrics import Metrics
 from service.scheduling import DueWorker
 from service.store.outbox import Outbox, OutboxRecord
+from service.store.queue import LEASE_SECONDS
 
 CE_HEADERS = {"content-type": "application/cloudevents+json; charset=utf-8"}
-# Longer than a publish can take (Kafka's request timeout is 30 s): a lease that ran out
-# mid-publish would let another replica publish the same rows.
-LEASE_SECONDS = 120.0
 
 
 class OutboxRelay(DueWorker):
@@ -38,7 +36,7 @@ class OutboxRelay(DueWorker):
         return await self.flush()
 
     async def next_due(self) -> float | None:
-        return await self._outbox.queue.next_due()
+        return await self._outbox.next_due(self._clock.now())
 
     async def flush(self) -> int:
         """Publish everything in the outbox this replica can claim; return how many
@@ -56,7 +54,7 @@ class OutboxRelay(DueWorker):
                         ids = [row_id for row_id, _ in claim.records]
                         await asyncio.shield(self._outbox.queue.release(ids, claim.owner))
                         raise
-                    await self._outbox.published(claim)
+                    await asyncio.shield(self._outbox.published(claim))
                     self._metrics.events_published.inc(len(claim.records))
                     total += len(claim.records)
                 if len(claim.records) < self._batch:

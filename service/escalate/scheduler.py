@@ -21,12 +21,11 @@ from service.escalate.policy import REMINDER, EscalationPolicy, escalation_key
 from service.models import Incident, IncidentStatus, PageAction
 from service.scheduling import DueWorker
 from service.store.pages import NewPage
+from service.store.queue import LEASE_SECONDS
 from service.store.store import ConcurrentUpdate, Effects
 from service.store.timers import TimerJob, TimerStatus
 
 log = logging.getLogger(__name__)
-
-LEASE_SECONDS = 60.0
 
 
 class TimerWorker(DueWorker):

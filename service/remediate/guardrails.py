@@ -43,7 +43,6 @@ class Start:
     """What :meth:`Guardrails.reserve` records when an action may start."""
 
     lock_until: datetime  # the target's lock, for as long as the job may run
-    lease_until: datetime  # the job's lease, long enough for the change itself
     started: OutboxRecord  # the remediation.started event
     dry_run: JsonObject
 
@@ -165,7 +164,7 @@ class Guardrails:
                 raise Refused("hold", f"automation is stopped for {job.target_key} until resumed: {hold}")
             await self._within_limits(conn, job, now, limits)
             await self._control.take_lock(conn, job.target_key, job.id, start.lock_until)
-            await self._jobs.mark_started(conn, job, now, start.dry_run, start.lease_until)
+            await self._jobs.mark_started(conn, job, now, start.dry_run)
             await self._store.outbox.add(conn, [start.started], now)
         # Raised inside the transaction, a refusal rolled it back; here it committed.
         job.started_at, job.dry_run = now, start.dry_run

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -105,6 +106,19 @@ async def _call(
     return body
 
 
+def from_url(url: str, token: str | None, ca_file: Path | None = None, timeout: float = 10.0) -> Kube:
+    """A client for an API server at ``url``, sending ``Authorization: Bearer <token>``."""
+    cfg = client.Configuration()
+    cfg.host = url.rstrip("/")
+    if token:
+        # The key kubernetes-asyncio's auth_settings() reads for the Authorization header.
+        cfg.api_key = {"BearerToken": token}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    if ca_file:
+        cfg.ssl_ca_cert = str(ca_file)
+    return Kube(client.ApiClient(cfg), timeout)
+
+
 def configured(settings: Settings) -> bool:
     """Is there an API server to talk to? Without one remediation is off."""
     return bool(
@@ -117,16 +131,11 @@ def configured(settings: Settings) -> bool:
 async def connect(settings: Settings) -> Kube | None:
     """The API client from settings: an explicit URL, in-cluster, or a kubeconfig; None
     if none is configured (remediation then refuses every action, loudly)."""
-    cfg = client.Configuration()
     if settings.kube_api_url:
-        cfg.host = settings.kube_api_url.rstrip("/")
         token = settings.kube_token.get_secret_value() if settings.kube_token else None
-        if token:
-            cfg.api_key = {"authorization": token}
-            cfg.api_key_prefix = {"authorization": "Bearer"}
-        if settings.kube_ca_file:
-            cfg.ssl_ca_cert = str(settings.kube_ca_file)
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return from_url(settings.kube_api_url, token, settings.kube_ca_file, settings.kube_timeout_seconds)
+    cfg = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     elif settings.kube_config and settings.kube_config.exists():
         await config.load_kube_config(config_file=str(settings.kube_config), client_configuration=cfg)

@@ -29,9 +29,9 @@ from service.store.remediations import ApprovalDecision, JobStatus, JobUpdate, R
 
 log = logging.getLogger(__name__)
 
-# A step is a few API calls of at most INCIDENTD_KUBE_TIMEOUT_SECONDS each; a drain of many
-# pods is the longest. Jobs are claimed one at a time, so the lease covers one step.
-LEASE_SECONDS = 300.0
+# The target's lock outlasts the verification by this much (the lock is also released
+# when its job ends, and a running job keeps it however long it takes).
+LOCK_MARGIN_SECONDS = 300.0
 LOCK_POLL = timedelta(seconds=15)
 
 
@@ -151,14 +151,11 @@ class Steps:
             return False
         dry = await s.action.apply(self._kube, s.target, s.params, plan, dry_run=True)
         now = self._clock.now()
-        # Long enough for the change itself: a drain makes two calls per pod.
-        lease = LEASE_SECONDS + 2 * len(plan.get("pods", [])) * self._settings.kube_timeout_seconds
         started = self._out.event(
             "remediation.started", job, s.inc, plan=plan, dry_run=dry, approval=approval_part(job)
         )
         start = Start(
-            lock_until=now + s.policy.verify.timeout + timedelta(seconds=LEASE_SECONDS),
-            lease_until=now + timedelta(seconds=lease),
+            lock_until=now + s.policy.verify.timeout + timedelta(seconds=LOCK_MARGIN_SECONDS),
             started=started,
             dry_run=dry,
         )

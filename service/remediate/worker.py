@@ -18,9 +18,10 @@ from service.remediate.actions.registry import ACTIONS
 from service.remediate.guardrails import Guardrails
 from service.remediate.kube import Kube, KubeError
 from service.remediate.outcomes import MAX_ATTEMPTS, Ending, Outcomes
-from service.remediate.steps import LEASE_SECONDS, Step, Steps
+from service.remediate.steps import Step, Steps
 from service.remediate.target import Refused
 from service.scheduling import DueWorker
+from service.store.queue import LEASE_SECONDS
 from service.store.remediations import JobStatus, RemediationJob
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ class RemediationWorker(DueWorker):
         self._jobs = ctx.store.remediations
         self._rules = ctx.rules.remediation
         self._params = ctx.rules.remediation_params
-        self.kube = kube
         self.guardrails = Guardrails(ctx)
         self._out = Outcomes(ctx, pagers)
         self._steps = Steps(ctx, kube, self.guardrails, self._out)

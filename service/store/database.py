@@ -18,8 +18,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from service.store.tables import metadata
-
 T = TypeVar("T")
 
 
@@ -57,13 +55,6 @@ class Database:
             return (await conn.execute(query)).first()
         async with self.read() as own:
             return (await own.execute(query)).first()
-
-    async def create_schema(self) -> None:
-        async with self.write() as conn:
-            if not self.postgres:
-                # WAL lets the HTTP readiness probe read while the consumer writes.
-                await conn.execute(text("PRAGMA journal_mode=WAL"))
-            await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists, insert, select, true
+from sqlalchemy import ColumnElement, and_, exists, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import from_epoch
 from service.store.database import Database
+from service.store.listener import notify
 from service.store.queue import WorkQueue
 from service.store.tables import outbox, timeline
 
@@ -78,9 +79,10 @@ class Outbox:
             [{"topic": e.topic, "key": e.key, "value": e.value, "created_at": stamp} for e in events],
         )
 
-    async def claim(self, now: datetime, limit: int, lease_seconds: float) -> OutboxClaim:
-        """The oldest unpublished events, minus those of keys whose earlier events
-        another replica is publishing (they wait for that one to finish)."""
+    @staticmethod
+    def _not_behind_held(now: datetime) -> ColumnElement[bool]:
+        """Rows no earlier row of the same key is leased ahead of: the others wait for the
+        replica publishing that key to finish."""
         earlier = outbox.alias("earlier")
         held_earlier = exists().where(
             and_(
@@ -89,14 +91,26 @@ class Outbox:
                 earlier.c.lease_until >= now.timestamp(),
             )
         )
-        claim = await self.queue.claim(now, limit, lease_seconds, where=~held_earlier)
+        return ~held_earlier
+
+    async def claim(self, now: datetime, limit: int, lease_seconds: float) -> OutboxClaim:
+        """The oldest unpublished events that are not waiting behind another replica."""
+        claim = await self.queue.claim(now, limit, lease_seconds, where=self._not_behind_held(now))
         records = [(r.id, OutboxRecord(r.topic, r.key, r.value)) for r in claim.rows]
         return OutboxClaim(claim.owner, records)
 
+    async def next_due(self, now: datetime) -> float | None:
+        """Now if anything can be claimed; else when a lease ahead of the rest ends."""
+        return await self.queue.next_due(self._not_behind_held(now))
+
     async def published(self, claim: OutboxClaim) -> int:
-        """Remove what went out; returns how many rows were still ours to remove."""
+        """Remove what went out; returns how many rows were still ours to remove. Events
+        that waited behind these can go now: other replicas are told."""
         async with self._db.write() as conn:
-            return await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
+            removed = await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
+            if self._db.postgres:
+                await notify(conn, [outbox.name])
+            return removed
 
     async def unpublished(self, limit: int) -> list[OutboxRecord]:
         """What waits to be published, oldest first; a read that claims nothing."""

@@ -1,11 +1,14 @@
 """One leased work queue over a table: page jobs, timers, remediation jobs, the outbox.
 
 A worker claims due rows with a lease and an owner token; only the holder of the
-lease may record an outcome, and a row whose holder died is claimed again when its
-lease runs out. On PostgreSQL the claim is one ``UPDATE ... WHERE id IN (SELECT ...
-FOR UPDATE SKIP LOCKED) RETURNING``, so replicas claiming at once never wait for or
-take each other's rows; on SQLite writes are serialised in-process and the same
-statement, without the row locks, does the same.
+lease may record an outcome. Leases are short and renewed while this process lives
+(``renew_held``), so a row whose holder died is claimed again within ``LEASE_SECONDS``;
+a process that stops gives its rows back (``release_held``).
+
+On PostgreSQL a claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` then ``UPDATE ... RETURNING``
+in one transaction, so replicas claiming at once never wait for or take each other's
+rows; on SQLite writes are serialised in-process and the same statements, without the
+row locks, do the same.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from service.store.database import Database
+from service.store.listener import notify
+
+# Every owner token this process writes starts with this, so that it can renew and
+# release all of its leases in one statement per table.
+PROCESS = uuid.uuid4().hex[:12]
+# How long a claim holds without renewal: the longest a dead process's rows wait.
+LEASE_SECONDS = 10.0
+RENEW_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,10 @@ class WorkQueue:
         self._due = due
         self._order = [table.c.id] if due is None else [due, table.c.id]
         self._serialise = serialise_claims
+        # Claims made, and whether the last renewal found leases to renew: renewing
+        # writes, and on SQLite every write is an fsync, so an idle queue does not renew.
+        self._claims = 0
+        self._holding = False
 
     def _unleased(self, stamp: float) -> ColumnElement[bool]:
         t = self.table
@@ -78,7 +93,7 @@ class WorkQueue:
         lease_seconds: float,
         where: ColumnElement[bool] | None = None,
     ) -> Claim:
-        owner = uuid.uuid4().hex
+        owner = PROCESS + uuid.uuid4().hex[:20]
         if limit <= 0:
             return Claim(owner, [])
         t, stamp = self.table, now.timestamp()
@@ -93,15 +108,23 @@ class WorkQueue:
             candidates = candidates.with_for_update(skip_locked=True)
             if self._serialise is not None:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
+        # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
+        # subquery again for every row and so take more than ``limit`` rows (measured).
+        ids = list((await conn.execute(candidates)).scalars())
+        if not ids:
+            return Claim(owner, [])
         # Status and lease are checked again in the UPDATE: a row another process finished
         # or took between the SELECT and here (SQLite across processes) is not taken.
         result = await conn.execute(
             update(t)
-            .where(t.c.id.in_(candidates.scalar_subquery()), free)
+            .where(t.c.id.in_(ids), free)
             .values(lease_until=stamp + lease_seconds, lease_owner=owner)
             .returning(*t.c)
         )
         rows = list(result.all())
+        if rows:
+            self._claims += 1
+            self._holding = True
         names = [c.key for c in self._order]
         rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
         return Claim(owner, rows)
@@ -138,6 +161,39 @@ class WorkQueue:
                 .where(t.c.id.in_(list(row_ids)), t.c.lease_owner == owner)
                 .values(lease_until=None, lease_owner=None)
             )
+            await self._released(conn)
+
+    async def _released(self, conn: AsyncConnection) -> None:
+        if self._db.postgres:
+            await notify(conn, [self.table.name])
+
+    def _ours(self) -> ColumnElement[bool]:
+        return self.table.c.lease_owner.like(f"{PROCESS}%")
+
+    async def renew_held(self, now: datetime, lease_seconds: float = LEASE_SECONDS) -> int:
+        """Extend every lease this process holds that has not run out yet."""
+        if not self._holding:
+            return 0
+        t, until, claims = self.table, now.timestamp() + lease_seconds, self._claims
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(t)
+                .where(self._ours(), t.c.lease_until >= now.timestamp(), t.c.lease_until < until)
+                .values(lease_until=until)
+            )
+        if result.rowcount == 0 and claims == self._claims:
+            self._holding = False
+        return int(result.rowcount)
+
+    async def release_held(self) -> int:
+        """Give back every row this process holds (at shutdown, once its work stopped)."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(self.table).where(self._ours()).values(lease_until=None, lease_owner=None)
+            )
+            if result.rowcount:
+                await self._released(conn)
+        return int(result.rowcount)
 
     async def delete(self, conn: AsyncConnection, row_ids: Sequence[Any], owner: str) -> int:
         """Finish claimed rows by removing them (the outbox once published)."""

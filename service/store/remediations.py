@@ -250,25 +250,16 @@ class RemediationJobs:
         return await self.queue.finish(conn, job.id, job.lease, **change.values(), updated_at=now.timestamp())
 
     async def mark_started(
-        self,
-        conn: AsyncConnection,
-        job: RemediationJob,
-        now: datetime,
-        dry_run: JsonObject,
-        lease_until: datetime,
+        self, conn: AsyncConnection, job: RemediationJob, now: datetime, dry_run: JsonObject
     ) -> bool:
-        """Record that an enforced action starts (its slot is reserved) and keep the lease
-        for the change itself; False if the job is no longer ours or already started."""
+        """Record that an enforced action starts (its slot is reserved), keeping the lease
+        (renewed while this process lives); False if the job is no longer ours or already
+        started."""
         t = remediations
         result = await conn.execute(
             update(t)
             .where(self._still_ours(job, now), t.c.started_at.is_(None))
-            .values(
-                started_at=now.timestamp(),
-                dry_run=json.dumps(dry_run),
-                lease_until=lease_until.timestamp(),
-                updated_at=now.timestamp(),
-            )
+            .values(started_at=now.timestamp(), dry_run=json.dumps(dry_run), updated_at=now.timestamp())
         )
         return bool(result.rowcount == 1)
 

@@ -16,12 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import RemediationRequest, TimerIntent
 from service.models import Incident
+from service.store import schema
 from service.store.control import ControlState
 from service.store.database import Database
 from service.store.incidents import ConcurrentUpdate, Incidents
+from service.store.listener import notify
 from service.store.outbox import Outbox, OutboxRecord
 from service.store.pages import NewPage, PageJobs
 from service.store.remediations import RemediationJobs
+from service.store.tables import outbox, page_jobs, remediations, timers
 from service.store.timers import Timers
 
 
@@ -38,6 +41,16 @@ class Effects:
     def __bool__(self) -> bool:
         return bool(self.incidents or self.events or self.pages or self.timers or self.remediations)
 
+    def queues(self) -> list[str]:
+        """The work queues (table names) these effects add work to."""
+        parts = [
+            (self.events, outbox.name),
+            (self.pages, page_jobs.name),
+            (self.timers, timers.name),
+            (self.remediations, remediations.name),
+        ]
+        return [name for items, name in parts if items]
+
 
 class Store:
     def __init__(self, url: str) -> None:
@@ -49,8 +62,13 @@ class Store:
         self.remediations = RemediationJobs(self.db)
         self.control = ControlState(self.db)
 
-    async def start(self) -> None:
-        await self.db.create_schema()
+    async def start(self, migrate: bool = True) -> None:
+        """Upgrade the schema (or, with ``migrate`` False, check it is current; raises
+        :class:`SchemaError`), then the rows every replica expects."""
+        if migrate:
+            await schema.upgrade(self.db)
+        else:
+            await schema.check(self.db)
         await self.control.start()
 
     async def close(self) -> None:
@@ -68,6 +86,8 @@ class Store:
         await self.pages.add(conn, effects.pages, now)
         await self.timers.add(conn, effects.timers)
         await self.remediations.add(conn, effects.remediations, now)
+        if self.db.postgres:
+            await notify(conn, effects.queues())
 
     async def commit(
         self,

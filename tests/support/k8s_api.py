@@ -187,8 +187,12 @@ _PATH = re.compile(
 class FakeKubernetes(LoopbackServer):
     """Test helpers are synchronous and thread-safe; reads hand out deep copies."""
 
-    def __init__(self) -> None:
+    # A real API server refuses a request without the service account's token.
+    TOKEN = "k8s-stand-in-token"
+
+    def __init__(self, token: str = TOKEN) -> None:
         super().__init__()
+        self.token = token
         self._objects: dict[str, dict[tuple[str, str], Obj]] = {plural: {} for plural in _KINDS}
         self._healthy: dict[tuple[str, str], bool] = {}
         self._rv = 0
@@ -402,7 +406,13 @@ class FakeKubernetes(LoopbackServer):
 
     # -- serving --------------------------------------------------------------
 
-    def serve(self, method: str, target: str, content_type: str, raw: bytes) -> tuple[int, Obj]:
+    def serve(
+        self, method: str, target: str, content_type: str, raw: bytes, authorization: str = ""
+    ) -> tuple[int, Obj]:
+        if authorization != f"Bearer {self.token}":
+            with self.lock:
+                self._requests.append(Request(method, urlsplit(target).path, {}, content_type, None, 401))
+            return 401, status_body(401, "Unauthorized")
         parts = urlsplit(target)
         path, query = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
         body = _loads(raw)
@@ -927,7 +937,13 @@ def _handler_for(fake: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
-            status, body = fake.serve(self.command, self.path, self.headers.get("content-type", ""), raw)
+            status, body = fake.serve(
+                self.command,
+                self.path,
+                self.headers.get("content-type", ""),
+                raw,
+                self.headers.get("authorization", ""),
+            )
             data = json.dumps(body).encode()
             try:
                 self.send_response(status)

@@ -13,8 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from service.batch import DeadLetter, Record
 from service.clock import ManualClock
 from service.config import Settings
@@ -25,7 +23,7 @@ from service.observability.metrics import Metrics
 from service.pipeline import build_pipeline
 from service.remediate.approval import Approvals
 from service.remediate.control import RemediationControl
-from service.remediate.kube import Kube
+from service.remediate.kube import Kube, from_url
 from service.remediate.worker import RemediationWorker
 from service.ruleset import RuleSet, load_rules
 from service.store.store import Store
@@ -90,9 +88,10 @@ def rules_with(tmp: Path, remediation: str) -> RuleSet:
 
 
 def kube_for(api: FakeKubernetes | str) -> Kube:
-    """The service's Kubernetes client, on the stand-in (or any URL)."""
-    url = api if isinstance(api, str) else api.base_url
-    return Kube(client.ApiClient(client.Configuration(host=url)), timeout=5.0)
+    """The service's Kubernetes client, on the stand-in (or any URL), with its token."""
+    if isinstance(api, str):
+        return from_url(api, FakeKubernetes.TOKEN, timeout=5.0)
+    return from_url(api.base_url, api.token, timeout=5.0)
 
 
 def node_with_guarded_db(fake: FakeKubernetes) -> None:
