@@ -377,12 +377,28 @@ def test_chart_lints_and_renders_with_default_values(rendered: list[dict[str, An
     assert kinds == [
         "ConfigMap",
         "Deployment",
+        "Job",
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
+
+
+@helm_timeout
+def test_schema_upgrades_in_a_hook_before_the_pods_roll(rendered: list[dict[str, Any]]) -> None:
+    job = _one(rendered, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    assert migrate["args"] == ["db", "upgrade"]
+    (url,) = migrate["env"]
+    assert (
+        url["name"] == "INCIDENTD_DATABASE_URL"
+        and url["valueFrom"]["secretKeyRef"]["name"] == "incidentd-database"
+    )
+    env = {e["name"]: e for e in _container(rendered)["env"]}
+    assert env["INCIDENTD_DATABASE_MIGRATE"]["value"] == "false"  # the pods only check the schema
 
 
 @helm_timeout
