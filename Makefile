@@ -32,7 +32,7 @@ lint: install
 
 ## make test: everything the CI runs.
 test: install deps-system lint
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -n 3 --dist loadfile
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -195,3 +195,26 @@ async def produce_keyed(bootstrap: str, topic: str, records: list[tuple[bytes, b
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_replicas_joining_and_leaving_under_load_lose_nothing(cluster: dict[str, Any]) -> None:
+    settings = cluster["settings"]
+    records, expected = storm(groups=150, distinct=2, repeats=4)
+    parts = [records[i::3] for i in range(3)]
+    pager: FakePagerDuty = cluster["pager"]
+    first = await cluster["start"]("r0")
+    await produce_keyed(settings.kafka_bootstrap_servers, settings.kafka_alerts_topic, parts[0])
+    await pager.wait_for(lambda: len(pager.created) >= 20, 120)  # the first one is at work
+    second = await cluster["start"]("r1")  # joins: the partitions are shared out again
+    await produce_keyed(settings.kafka_bootstrap_servers, settings.kafka_alerts_topic, parts[1])
+    assert await first.stop() == 0  # leaves cleanly while the rest is produced
+    await produce_keyed(settings.kafka_bootstrap_servers, settings.kafka_alerts_topic, parts[2])
+    await pager.wait_for(lambda: len(pager.created) >= 150, 180)
+    assert_one_incident_per_group(await incidents_in(cluster["pg"]), expected)
+    assert len(pager.created) == 150
+    events: EventLog = cluster["events"]
+    await events.wait_types({"incident.opened": 150}, timeout=60)
+    ids = Counter(e["id"] for e in events.events)
+    assert max(ids.values()) == 1, "a clean stop publishes nothing twice"
+    assert await second.stop() == 0
