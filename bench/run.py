@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from bench.common import ROOT, RULES, Setup, alert_storm, free_port, quiet_logging
 from bench.latency import LatencyResult, run_latency
 from bench.raw import RawResult, run_raw
+from bench.replicas import ReplicaResult, run_replicas
 from bench.storm import StormResult, run_storm
 from service.embedded.broker import embedded_broker
 from service.ruleset import load_rules
@@ -55,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     opt("--partitions", int, "3", "partitions of every topic")
     opt("--max-batch", int, "1000", "records per poll, raw loop and service")
     opt("--repeat", int, "3", "runs of (a) and (b), alternating; the median is reported")
-    opt("--only", str, "abc", "which parts to run: any of a, b, c")
+    opt("--only", str, "abcd", "which parts to run: any of a, b, c, d (1 vs 2 replicas, kill -9)")
     opt("--json", Path, str(ROOT / "var" / "bench.json"), "where to write the results")
     p.add_argument(
         "--profile",
@@ -64,8 +65,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="cProfile the first (b) into var/bench-storm.prof, print the top functions [BENCH_PROFILE]",
     )
     args = p.parse_args(argv)
-    if not args.only or not set(args.only) <= set("abc"):
-        p.error("--only takes letters among a, b, c")
+    if not args.only or not set(args.only) <= set("abcd"):
+        p.error("--only takes letters among a, b, c, d")
     if args.repeat < 1 or args.alerts < 1 or args.webhooks < 1:
         p.error("--repeat, --alerts and --webhooks must be at least 1")
     return args
@@ -93,6 +94,8 @@ async def bench(args: argparse.Namespace) -> Results:
                     results.storm.append(result)
             if "c" in args.only:
                 results.latency = await run_latency(setup, args.webhooks, args.rate)
+            if "d" in args.only:
+                results.replicas = await run_replicas(setup, storm)
     return results
 
 
@@ -101,6 +104,7 @@ class Results:
     raw: list[RawResult] = field(default_factory=list)
     storm: list[StormResult] = field(default_factory=list)
     latency: LatencyResult | None = None
+    replicas: ReplicaResult | None = None
 
 
 def _num(value: float) -> str:
@@ -215,7 +219,25 @@ def report(args: argparse.Namespace, results: Results, wall: float) -> dict[str,
                 f"p99 {am.get('p99', 0):.1f} ms, max {am.get('max', 0):.1f} ms",
             ),
         ]
+    rep = results.replicas
+    if rep:
+        out["replicas"] = rep.as_json()
+        fo = rep.failover_page_ms
+        rows += [
+            (
+                "(d) 1 vs 2 replicas on PostgreSQL, same storm",
+                f"{rep.ratio:.2f}x",
+                f"{_num(rep.one_replica_alerts_per_s)} vs {_num(rep.two_replicas_alerts_per_s)} alerts/s "
+                "(groups joined; first record -> all committed)",
+            ),
+            (
+                "(e) kill -9 of a replica -> new incidents paged",
+                f"p50 {fo.get('p50', 0):.0f} ms",
+                f"p99 {fo.get('p99', 0):.0f} ms, max {fo.get('max', 0):.0f} ms (webhook 202 -> page.sent)",
+            ),
+        ]
     problems = [p for r in results.storm for p in r.problems] + (lat.problems if lat else [])
+    problems += rep.problems if rep else []
     out["problems"] = problems
     out["wall_seconds"] = round(wall, 1)
 

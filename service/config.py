@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # batch subscriber waits after one. Lower is faster to react, costlier when idle.
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=0)
     kafka_batch_timeout_ms: int = Field(default=20, ge=0)
+    # How soon the group hands a dead replica's partitions to the others (Kafka's smallest
+    # allowed session by default is 6 s); heartbeats a third of it.
+    kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
 
     database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
     # Upgrade the schema at start; false: only check it (migrations run as `incidentd db upgrade`).

@@ -26,10 +26,15 @@ from service.ruleset.remediation import Mode
 
 
 def build_pipeline(
-    ctx: Context, pagers: Sequence[str], dead_letters: DeadLetterSink, remediation_mode: Mode = "dry-run"
+    ctx: Context,
+    pagers: Sequence[str],
+    dead_letters: DeadLetterSink,
+    remediation_mode: Mode = "dry-run",
+    fallbacks: Sequence[str] = (),
 ) -> Pipeline:
-    """``pagers``: the page jobs each page intent becomes; ``remediation_mode``: the
-    ceiling over remediation.yaml's modes ("off" without a Kubernetes API)."""
+    """``pagers``: the page jobs each page intent becomes (closes also go to the
+    ``fallbacks``); ``remediation_mode``: the ceiling over remediation.yaml's modes ("off"
+    without a Kubernetes API)."""
     rules, store, classifier = ctx.rules, ctx.store, Classifier(ctx.rules)
     return Pipeline(
         [
@@ -38,6 +43,6 @@ def build_pipeline(
             CorrelateStage(store.incidents, Correlator(rules, describe=classifier.describe), rules),
             EscalateStage(EscalationPolicy(rules)),
             RemediateStage(rules, store.remediations, remediation_mode),
-            PersistStage(store, ctx.events, pagers, dead_letters, ctx.metrics),
+            PersistStage(ctx, pagers, fallbacks, dead_letters),
         ]
     )

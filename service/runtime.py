@@ -25,7 +25,7 @@ from service.ingest.deadletter import DeadLetterPublisher
 from service.ingest.intake import AlertIntake, kafka_publisher
 from service.ingest.topics import ensure_topics
 from service.notify.base import Notifier
-from service.notify.registry import build_notifiers
+from service.notify.registry import build_fallbacks, build_notifiers
 from service.notify.worker import PageWorker
 from service.observability.gauges import OpenIncidentGauges
 from service.observability.metrics import Metrics
@@ -96,12 +96,16 @@ class Runtime:
             settings.kafka_events_topic, settings.event_type_prefix, settings.event_source
         )
         self.notifiers = notifiers if notifiers is not None else build_notifiers(settings)
+        # Pagers used only when another keeps failing (contacts.yaml `fallback`).
+        self.fallbacks = build_fallbacks(settings, rules.contacts, self.notifiers)
         self.kube = kube
         pagers = list(self.notifiers)
         ctx = Context(self.store, rules, self.events, self.clock, self.metrics, settings, self._wake_all)
         self.relay = OutboxRelay(self.store.outbox, self.broker, self.metrics)
         # A page's outcome is an event to publish, nothing more.
-        self.pages = PageWorker(dataclasses.replace(ctx, on_effects=self.relay.wake), self.notifiers)
+        self.pages = PageWorker(
+            dataclasses.replace(ctx, on_effects=self.relay.wake), self.notifiers, self.fallbacks
+        )
         comms = [name for name, n in self.notifiers.items() if n.comms]
         self.timers = TimerWorker(ctx, pagers, comms)
         self.remediation = RemediationWorker(ctx, pagers, kube)
@@ -120,9 +124,11 @@ class Runtime:
             self.dead_letters,
             # No API server, no remediation: planning actions that can only be skipped is noise.
             settings.remediation_mode if kube is not None else "off",
+            fallbacks=list(self.fallbacks),
         )
         self.progress = Progress()
-        self.commands = CommandHandler(ctx, pagers)
+        # Acks and closes also reach the fallback pagers, in case a page went out through them.
+        self.commands = CommandHandler(ctx, [*pagers, *self.fallbacks])
         self.approvals = Approvals(self.store, self.clock, on_change=self.remediation.wake)
         self.remediation_control = RemediationControl(
             ctx, cluster=kube is not None, wake=self.remediation.wake
@@ -252,7 +258,7 @@ class Runtime:
         await self.pages.cancel()
         await _quietly("give back leases", self.leases.release_all())
         await _quietly("stop the Kafka client", self.broker.stop())
-        for notifier in self.notifiers.values():
+        for notifier in [*self.notifiers.values(), *self.fallbacks.values()]:
             await _quietly(f"close the {notifier.name} pager", notifier.aclose())
         if self.kube is not None:
             await _quietly("close the Kubernetes client", self.kube.close())

@@ -121,16 +121,18 @@ async def test_retry_after_from_the_pager_is_honoured(store: Store, rules: RuleS
     assert await w.run_once() == 1
 
 
-async def test_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None:
+async def test_an_update_gives_up_after_max_attempts(store: Store, rules: RuleSet) -> None:
+    # Only pages nobody waits on give up; a trigger for an open incident keeps trying
+    # (tests/test_page_failover.py).
     clock = ManualClock(T0)
     rec = Recorder([PageError("HTTP 500", retryable=True) for _ in range(3)])
-    await store.commit(Effects(incidents=[make_incident()], pages=[job("trigger")]), T0)
+    await store.commit(Effects(incidents=[make_incident()], pages=[job("update")]), T0)
     w = worker(store, rules, rec, clock, page_max_attempts=3)
     for _ in range(3):
         await tick(w)
         clock.advance(timedelta(minutes=5))
     assert await w.run_once() == 0
-    assert await jobs(store) == [("trigger", "failed", 3)]
+    assert await jobs(store) == [("update", "failed", 3)]
     last = (await events(store))[-1]
     assert last["data"]["page"] == {**last["data"]["page"], "retrying": False, "attempt": 3}
 

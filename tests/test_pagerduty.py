@@ -189,3 +189,33 @@ async def test_service_retries_pagerduty_then_resolves_the_same_key(
         await fake.wait_for(lambda: ("R0UTING", sent["idempotency_key"]) in fake.resolved)
         assert fake.open == {}
         assert [e["event_action"] for e in fake.events] == ["trigger", "trigger", "resolve"]
+
+
+async def test_a_pagerduty_outage_429_500_hanging_then_recovering_pages_each_incident_once(
+    kafka: str, tmp_path: Path, fake: FakePagerDuty
+) -> None:
+    hang = threading.Event()
+    fake.script(
+        Reply(429, {"status": "throttle"}, {"Retry-After": "1"}),
+        Reply(500, {"status": "error"}),
+        Reply(202, {"status": "success"}, hold=hang),  # answers only after the client gave up
+        Reply(503, {"status": "error"}),
+    )
+    settings = test_settings(kafka, tmp_path, pagers=["pagerduty"])
+    pd = PagerDutyNotifier("R0UTING", fake.url, 0.5)
+    try:
+        async with run_service(settings, notifiers={"pagerduty": pd}) as svc:
+            names = ["OutageA", "OutageB", "OutageC"]
+            for name in names:
+                doc = body(webhook(alert(name, namespace="pd-outage", severity="critical")))
+                assert (await svc.post_webhook(doc)).status_code == 202
+            await svc.events.wait_types({"page.sent": 3}, timeout=60)
+            failed = svc.events.of_type("page.failed")
+            assert len(failed) >= 4 and all(f["data"]["page"]["retrying"] for f in failed)
+            sent = svc.events.of_type("page.sent")
+            assert len({s["subject"] for s in sent}) == 3
+            # One PagerDuty incident per page: every retry carried the same dedup key.
+            keys = [("R0UTING", s["data"]["page"]["idempotency_key"]) for s in sent]
+            assert sorted(fake.created) == sorted(keys)
+    finally:
+        hang.set()

@@ -73,6 +73,33 @@ def test_unknown_key_missing_file_and_template_error(broken: Path) -> None:
     assert any("incident.md.j2: template line 1:" in p for p in problems)
 
 
+def test_unknown_fallback_pager_is_reported(broken: Path) -> None:
+    _edit(broken / "contacts.yaml", "roles:\n", "fallback: pagerdooty\nroles:\n")
+    _edit(
+        broken / "contacts.yaml",
+        "DevOps: {opsgenie: {team: devops}}",
+        "DevOps: {opsgenie: {team: devops}, fallback: sms}",
+    )
+    problems = _problems(broken)
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{broken / 'contacts.yaml'}: fallback (line ")
+    assert "unknown pager 'pagerdooty'; one of console, opsgenie, pagerduty, slack" in problems[0]
+    assert problems[1].startswith(f"{broken / 'contacts.yaml'}: roles.DevOps.fallback (line ")
+    assert "unknown pager 'sms'" in problems[1]
+
+
+def test_known_fallback_pagers_load(broken: Path) -> None:
+    _edit(broken / "contacts.yaml", "roles:\n", "fallback: slack\nroles:\n")
+    _edit(
+        broken / "contacts.yaml",
+        "DevOps: {opsgenie: {team: devops}}",
+        "DevOps: {opsgenie: {team: devops}, fallback: pagerduty}",
+    )
+    contacts = load_rules(broken).contacts
+    assert contacts.fallbacks_for(["DevOps", "Legal"]) == ["pagerduty", "slack"]
+    assert contacts.fallback_pagers() == {"pagerduty", "slack"}
+
+
 def test_cli_rules_check_exit_codes_and_format(broken: Path, rules_dir: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "service", "rules", "check", str(rules_dir)], capture_output=True, text=True

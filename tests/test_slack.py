@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
 from service.notify.slack import SlackNotifier
 from service.ruleset import RuleSet
@@ -428,7 +428,6 @@ def test_from_settings_reads_the_url_file(tmp_path: Path) -> None:
     ("url", "complaint"),
     [
         (None, "INCIDENTD_SLACK_WEBHOOK_URL"),
-        ("", "empty"),
         ("   ", "empty"),
         ("ftp://hooks.slack.com/services/T0/B0/ftpSecretToken", "http(s)"),
         ("hooks.slack.com/services/T0/B0/bareSecretToken", "http(s)"),
@@ -443,6 +442,12 @@ def test_from_settings_refuses_a_missing_or_bad_url(url: str | None, complaint: 
     assert complaint in message
     assert "slack" in message.lower()
     assert "SecretToken" not in message  # never quote the credential back
+
+
+def test_an_empty_url_is_refused_by_the_settings_already() -> None:
+    # A secret that is set but empty stops the service before any pager is built.
+    with pytest.raises(ConfigError, match="INCIDENTD_SLACK_WEBHOOK_URL is set but empty"):
+        _settings("")
 
 
 # -- through the whole service on the real broker ---------------------------------------

@@ -38,6 +38,10 @@ class PagePart(_Closed):
     retrying: bool = False
     error: str | None = None
     reference: str | None = None
+    failover: list[str] = Field(
+        default=[],
+        description="page.failed: the fallback pagers this failed trigger was handed to as well",
+    )
 
 
 class CommandPart(_Closed):

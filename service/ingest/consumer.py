@@ -74,6 +74,8 @@ class AlertConsumer:
             max_records=settings.kafka_max_batch,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             batch_timeout_ms=settings.kafka_batch_timeout_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_records,
         )

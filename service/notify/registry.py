@@ -10,6 +10,7 @@ from service.notify.console import ConsoleNotifier
 from service.notify.opsgenie import OpsgenieNotifier
 from service.notify.pagerduty import PagerDutyNotifier
 from service.notify.slack import SlackNotifier
+from service.ruleset.models import PAGER_NAMES, ContactsFile
 
 NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "console": ConsoleNotifier.from_settings,
@@ -17,6 +18,12 @@ NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "pagerduty": PagerDutyNotifier.from_settings,
     "slack": SlackNotifier.from_settings,
 }
+
+# contacts.yaml's `fallback` is checked against PAGER_NAMES when the rules load, without
+# importing the pagers; a pager added here but not there (or the reverse) must not pass
+# unnoticed. Not an assert: those vanish under `python -O`.
+if set(NOTIFIERS) != set(PAGER_NAMES):
+    raise RuntimeError(f"NOTIFIERS {sorted(NOTIFIERS)} and ruleset PAGER_NAMES {sorted(PAGER_NAMES)} differ")
 
 
 def build_notifiers(settings: Settings) -> dict[str, Notifier]:
@@ -26,3 +33,17 @@ def build_notifiers(settings: Settings) -> dict[str, Notifier]:
             f"unknown pager(s) {', '.join(unknown)} in INCIDENTD_PAGERS; known: {', '.join(NOTIFIERS)}"
         )
     return {name: NOTIFIERS[name](settings) for name in settings.pagers}
+
+
+def build_fallbacks(
+    settings: Settings, contacts: ContactsFile, notifiers: dict[str, Notifier]
+) -> dict[str, Notifier]:
+    """The notifiers for the fallback pagers contacts.yaml names that ``notifiers`` (the
+    INCIDENTD_PAGERS ones) lack. Built at start, so a fallback without its settings (say
+    INCIDENTD_PAGERDUTY_ROUTING_KEY) stops the service there, not at the moment a page
+    needs it."""
+    return {
+        name: NOTIFIERS[name](settings)
+        for name in sorted(contacts.fallback_pagers())
+        if name not in notifiers and name in NOTIFIERS
+    }

@@ -5,6 +5,11 @@ change that caused it. The worker leases due jobs, calls the pager, and records
 the outcome with its ``page.sent`` / ``page.failed`` event in one transaction.
 A crash mid-call means the lease expires and the call is made again, under the
 same idempotency key, so the pager deduplicates it.
+
+A trigger is tried for as long as somebody still has to answer it (its incident open,
+in the same opening, not acknowledged), with no attempt limit, and is handed to the
+roles' fallback pager as well once its own pager has failed a few times. Everything
+else gives up after ``page_max_attempts``.
 """
 
 from __future__ import annotations
@@ -12,33 +17,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.context import Context
-from service.models import Incident, PageAction
+from service.escalate.policy import escalation_key
+from service.models import Incident, IncidentStatus, PageAction
 from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
 from service.scheduling import DueWorker
 from service.store.outbox import OutboxRecord
-from service.store.pages import PageJob, PageOutcome, PageStatus
+from service.store.pages import NewPage, PageJob, PageOutcome, PageStatus
+from service.store.queue import LEASE_SECONDS
 from service.store.store import Effects
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0
 # Pagers that reach people only through contacts.yaml. (PagerDuty falls back to its
 # default routing key, a real service; console and Slack reach a channel.)
 ROUTED_PAGERS = ("opsgenie",)
 
+# Failed attempts of a trigger before its roles' fallback pager is paged too. One failure is
+# often a blip (a timeout, a 503 during a deploy) that the next try rides out; three in a row,
+# with the default backoff about 6 s plus up to three request timeouts, means the pager is
+# down for now. Waiting longer eats into a SEV-1's 15-minute response time, and a page too
+# many on a second channel costs far less than a page lost.
+PAGE_FAILOVER_AFTER = 3
+
 
 class PageWorker(DueWorker):
+    """``notifiers``: the INCIDENTD_PAGERS; ``fallbacks``: the other pagers contacts.yaml
+    names as fallbacks, used only for the pages failed over to them."""
+
     name = "page worker"
 
-    def __init__(self, ctx: Context, notifiers: dict[str, Notifier]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        notifiers: dict[str, Notifier],
+        fallbacks: dict[str, Notifier] | None = None,
+        *,
+        failover_after: int = PAGE_FAILOVER_AFTER,
+    ) -> None:
         super().__init__(ctx.clock)
         self._store = ctx.store
         self._jobs = ctx.store.pages
-        self._notifiers = notifiers
+        # A pager that is configured and also a fallback keeps its one notifier; jobs of
+        # both kinds are claimed, so the pages failed over to a fallback get sent.
+        self._notifiers = {**(fallbacks or {}), **notifiers}
+        self._failover_after = failover_after
         self._rules = ctx.rules
         self._events = ctx.events
         self._metrics = ctx.metrics
@@ -74,6 +101,13 @@ class PageWorker(DueWorker):
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def cancel(self) -> None:
+        """Stop the jobs still running (a shutdown out of time); their leases are given
+        back, and another replica sends them again under the same idempotency key."""
+        for task in self._tasks:
+            task.cancel()
+        await self.drain()
+
     async def _guarded(self, job: PageJob) -> None:
         try:
             async with self._sem:
@@ -94,10 +128,7 @@ class PageWorker(DueWorker):
             await self._finish(job, PageOutcome(PageStatus.FAILED, job.attempts, "incident not found"))
             return
         superseded = PageOutcome(PageStatus.SUPERSEDED, job.attempts)
-        if job.action is PageAction.TRIGGER and await self._jobs.has_sibling(
-            job, PageAction.CLOSE, PageStatus.PENDING
-        ):
-            # Resolved before anyone could be paged: a page now would be noise.
+        if job.action is PageAction.TRIGGER and await self._moot(job, inc):
             await self._finish(job, superseded)
             return
         targets = [job.target]
@@ -129,14 +160,33 @@ class PageWorker(DueWorker):
         await self._finish(job, PageOutcome(PageStatus.SENT, attempt), [event])
         self._metrics.pages_sent.labels(job.integration, job.action).inc()
 
+    async def _moot(self, job: PageJob, inc: Incident) -> bool:
+        """Has this trigger no one left to reach? Then it is superseded, never sent."""
+        if inc.status is not IncidentStatus.OPEN or inc.opening != job.opening:
+            # Resolved or reopened since: that opening's pages are closed, and a trigger
+            # never goes out for a key that was closed (the pager would revive or ignore it).
+            return True
+        if _asked_before_ack(inc, job):
+            # Somebody already answered; paging them now would be noise.
+            return True
+        # Resolved since the incident was read above (its close is queued with the resolution).
+        return await self._jobs.has_sibling(job, PageAction.CLOSE, PageStatus.PENDING)
+
     async def _failed(self, job: PageJob, inc: Incident, request: PageRequest, exc: PageError) -> None:
         now, attempt, reason = self._clock.now(), job.attempts + 1, exc.reason
-        retrying = exc.retryable and attempt < self._settings.page_max_attempts
+        # A trigger nobody has answered yet never gives up: a pager outage of any length must
+        # not lose the page. The backoff cap (and Retry-After) keeps it to one call per
+        # INCIDENTD_PAGE_BACKOFF_MAX_SECONDS at most.
+        unanswered = _awaits_answer(inc, job)
+        retrying = exc.retryable and (unanswered or attempt < self._settings.page_max_attempts)
         next_at = now + timedelta(seconds=self._backoff(attempt, exc.retry_after)) if retrying else None
-        part = _page_part(job, request, attempt, error=reason, retrying=retrying)
+        failover = await self._failover(job, attempt, retrying)
+        fallbacks = [p.integration for p in failover]
+        part = _page_part(job, request, attempt, error=reason, retrying=retrying, failover=fallbacks)
         event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
         status = PageStatus.PENDING if retrying else PageStatus.FAILED
-        await self._finish(job, PageOutcome(status, attempt, reason, next_at), [event])
+        outcome = PageOutcome(status, attempt, reason, next_at)
+        recorded = await self._finish(job, outcome, [event], failover)
         self._metrics.pages_failed.labels(job.integration, str(retrying).lower()).inc()
         log.warning(
             "page %s for %s via %s failed (attempt %d, %s): %s",
@@ -144,26 +194,82 @@ class PageWorker(DueWorker):
             job.incident_id,
             job.integration,
             attempt,
-            "will retry" if retrying else "giving up",
+            _retry_note(retrying, unanswered and attempt >= self._settings.page_max_attempts),
             reason,
         )
+        if recorded and fallbacks:
+            for fallback in fallbacks:
+                self._metrics.page_failovers.labels(job.integration, fallback).inc()
+            log.error(
+                "page %s for %s (%s) failing via %s (attempt %d): paging through fallback %s as well",
+                job.action,
+                job.incident_id,
+                job.target,
+                job.integration,
+                attempt,
+                ", ".join(fallbacks),
+            )
+
+    async def _failover(self, job: PageJob, attempt: int, retrying: bool) -> list[NewPage]:
+        """The pages this failed trigger is handed to: the same page through each fallback
+        pager of its roles that has not got it yet. After ``failover_after`` failures, or at
+        once when the pager refused for good (nothing else would reach anyone)."""
+        if job.action is not PageAction.TRIGGER or (retrying and attempt < self._failover_after):
+            return []
+        wanted = [p for p in self._rules.contacts.fallbacks_for(job.roles) if p != job.integration]
+        if not wanted:
+            return []
+        missing = [p for p in wanted if p not in self._notifiers]
+        if missing:
+            log.error(
+                "page for %s: fallback pager(s) %s of contacts.yaml not set up in this process",
+                job.incident_id,
+                ", ".join(missing),
+            )
+        # Once per pager: a page it already has (failed over earlier, or a configured pager
+        # paged from the start) is not handed over again (the job table would ignore it too).
+        has = {
+            v.integration
+            for v in await self._jobs.for_incident(job.incident_id)
+            if v.action == PageAction.TRIGGER and v.opening == job.opening and v.target == job.target
+        }
+        return [
+            NewPage(
+                job.incident_id,
+                name,
+                PageAction.TRIGGER,
+                job.opening,
+                job.target,
+                tuple(job.roles),
+                job.message,
+                job.by,
+            )
+            for name in wanted
+            if name in self._notifiers and name not in has
+        ]
 
     async def _finish(
-        self, job: PageJob, outcome: PageOutcome, events: list[OutboxRecord] | None = None
-    ) -> None:
-        """The attempt's outcome and its events, in one transaction, if we still hold the job."""
+        self,
+        job: PageJob,
+        outcome: PageOutcome,
+        events: list[OutboxRecord] | None = None,
+        pages: Sequence[NewPage] = (),
+    ) -> bool:
+        """The attempt's outcome, its events and the pages it hands over, in one
+        transaction, if we still hold the job; False if the lease was lost."""
         now = self._clock.now()
 
         async def finish(conn: Any) -> bool:
             return await self._jobs.finish(conn, job, outcome, now)
 
-        recorded = await self._store.commit(Effects(events=events or []), now, guard=finish)
+        recorded = await self._store.commit(Effects(events=events or [], pages=pages), now, guard=finish)
         if not recorded:
             log.warning(
                 "page job %s: lease lost before its outcome (%s) was recorded", job.id, outcome.status
             )
         elif events:
             self._on_events()
+        return recorded
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         s = self._settings
@@ -241,9 +347,38 @@ class PageWorker(DueWorker):
         log.error("incident %s: %s", inc.id, reason)
 
 
+def _awaits_answer(inc: Incident, job: PageJob) -> bool:
+    """Is this a trigger somebody still has to answer: its incident open, in the same
+    opening, not acknowledged?"""
+    return (
+        job.action is PageAction.TRIGGER
+        and inc.status is IncidentStatus.OPEN
+        and inc.opening == job.opening
+        and inc.acknowledged_at is None
+    )
+
+
+def _asked_before_ack(inc: Incident, job: PageJob) -> bool:
+    """Was this page asked for before the incident was acknowledged? The first page always
+    was; an escalation if it fired before. A condition escalation that fires after the ack
+    (a data breach found later) must still reach its roles, as must remediation hand-overs."""
+    if inc.acknowledged_at is None:
+        return False
+    if job.target == "first":
+        return True
+    fired = inc.escalations.get(escalation_key(inc, job.target))
+    return fired is not None and datetime.fromisoformat(fired) <= inc.acknowledged_at
+
+
+def _retry_note(retrying: bool, past_limit: bool) -> str:
+    if not retrying:
+        return "giving up"
+    return "will retry until acknowledged or resolved" if past_limit else "will retry"
+
+
 def _page_part(job: PageJob, request: PageRequest, attempt: int, **outcome: Any) -> dict[str, Any]:
-    """The ``page`` part of page.* events; ``outcome``: reference, error, retrying."""
-    return {
+    """The ``page`` part of page.* events; ``outcome``: reference, error, retrying, failover."""
+    part = {
         "integration": job.integration,
         "action": job.action,
         "target": request.target,
@@ -255,3 +390,6 @@ def _page_part(job: PageJob, request: PageRequest, attempt: int, **outcome: Any)
         "error": outcome.get("error"),
         "reference": outcome.get("reference"),
     }
+    if outcome.get("failover"):
+        part["failover"] = outcome["failover"]
+    return part

@@ -61,6 +61,12 @@ class Metrics:
             ["integration", "retrying"],
             registry=r,
         )
+        self.page_failovers = Counter(
+            "incidentd_page_failovers_total",
+            "Trigger pages handed to a fallback pager after repeated failures, by pager and fallback.",
+            ["integration", "fallback"],
+            registry=r,
+        )
         self.escalations = Counter(
             "incidentd_escalations_total",
             "Escalations fired, by kind (time, condition, sla, response_overdue).",

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from service.batch import Batch, DeadLetter
-from service.emit.cloudevents import EventFactory
-from service.observability.metrics import Metrics
+from service.batch import Batch, DeadLetter, PageIntent
+from service.context import Context
+from service.models import PageAction
 from service.store.pages import NewPage
-from service.store.store import Effects, Store
+from service.store.store import Effects
 
 
 class DeadLetterSink(Protocol):
@@ -20,18 +20,16 @@ class DeadLetterSink(Protocol):
 
 class PersistStage:
     def __init__(
-        self,
-        store: Store,
-        events: EventFactory,
-        pagers: Sequence[str],
-        dead_letters: DeadLetterSink,
-        metrics: Metrics,
+        self, ctx: Context, pagers: Sequence[str], closers: Sequence[str], dead_letters: DeadLetterSink
     ) -> None:
-        self._store = store
-        self._events = events
+        """``pagers``: who gets each page; ``closers``: who else gets its close (the fallback
+        pagers, in case a page went out through them)."""
+        self._store = ctx.store
+        self._events = ctx.events
         self._pagers = list(pagers)
+        self._closers = [*pagers, *(c for c in closers if c not in pagers)]
         self._dead_letters = dead_letters
-        self._metrics = metrics
+        self._metrics = ctx.metrics
 
     async def __call__(self, batch: Batch) -> Batch:
         if batch.dead:
@@ -40,7 +38,7 @@ class PersistStage:
         effects = Effects(
             incidents=list(batch.changed.values()),
             events=[self._events.build(e.type, e.incident, e.extra, batch.now) for e in batch.events],
-            pages=[page for p in batch.pages for page in NewPage.fan_out(p, self._pagers)],
+            pages=[page for p in batch.pages for page in NewPage.fan_out(p, self._route(p))],
             timers=batch.timers,
             remediations=batch.remediations,
         )
@@ -48,6 +46,9 @@ class PersistStage:
             await self._store.commit(effects, batch.now)
         self._count(batch)
         return batch
+
+    def _route(self, page: PageIntent) -> list[str]:
+        return self._closers if page.action in (PageAction.ACK, PageAction.CLOSE) else self._pagers
 
     def _count(self, batch: Batch) -> None:
         """Counted once the batch is stored, so a batch read again is not counted twice."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.ruleset.errors import RuleProblem, RulesError
 from service.ruleset.models import (
+    PAGER_NAMES,
     ClassifyFile,
     ContactsFile,
     EscalationFile,
@@ -107,12 +108,14 @@ def load_rules(root: Path | str) -> RuleSet:
     cls, cls_doc = c.load("classify.yaml", ClassifyFile)
     grp, _ = c.load("grouping.yaml", GroupingFile)
     esc, esc_doc = c.load("escalation.yaml", EscalationFile)
-    contacts, _ = c.load("contacts.yaml", ContactsFile)
+    contacts, contacts_doc = c.load("contacts.yaml", ContactsFile)
     # Optional: a rules directory without it has no remediation at all.
     remediation, rem_doc = c.load("remediation.yaml", RemediationFile, optional=True)
     templates = _load_templates(c, root / "templates")
     if sev and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
+    if contacts and contacts_doc:
+        _check_fallbacks(c, (root / "contacts.yaml", contacts_doc), contacts)
     known = _Known(set(contacts.roles), {s.name for s in sev.severities}) if contacts and sev else None
     if esc and esc_doc and known:
         _check_escalation_refs(c, (root / "escalation.yaml", esc_doc), esc, known)
@@ -195,6 +198,16 @@ def check_remediation(
                 f"only for deployment actions, not {policy.action}",
             )
     return params
+
+
+def _check_fallbacks(c: _Collector, source: tuple[Path, LocatedYaml], contacts: ContactsFile) -> None:
+    """Every ``fallback`` names a pager incidentd has (a typo would only show when a page fails)."""
+    path, doc = source
+    named: list[tuple[tuple[str | int, ...], str | None]] = [(("fallback",), contacts.fallback)]
+    named += [(("roles", role, "fallback"), contact.fallback) for role, contact in contacts.roles.items()]
+    for loc, name in named:
+        if name is not None and name not in PAGER_NAMES:
+            c.add(path, c.where(doc, loc), f"unknown pager {name!r}; one of {', '.join(PAGER_NAMES)}")
 
 
 def _check_escalation_refs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -134,14 +135,43 @@ class SlackContact(Strict):
     mention: str = Field(min_length=1)
 
 
+# The pager names of INCIDENTD_PAGERS, which contacts.yaml's ``fallback`` may name. Kept here,
+# not read from notify/registry.py: the rules must load without the pager clients (notify
+# imports the ruleset, never the other way round); the registry refuses to import if the two
+# ever disagree.
+PAGER_NAMES = ("console", "opsgenie", "pagerduty", "slack")
+
+
 class Contact(Strict):
     opsgenie: OpsgenieContact | None = None
     pagerduty: PagerDutyContact | None = None
     slack: SlackContact | None = None
+    # The pager a trigger for this role fails over to while its own pager keeps failing.
+    fallback: str | None = None
 
 
 class ContactsFile(Strict):
     roles: dict[str, Contact] = Field(min_length=1)
+    # The fallback pager of every role that names none of its own.
+    fallback: str | None = None
+
+    def fallbacks_for(self, roles: Sequence[str]) -> list[str]:
+        """The pagers a page for ``roles`` fails over to: each role's own, else the global
+        one (also for a page with no roles, or a role contacts.yaml does not list)."""
+        if not roles:
+            return [self.fallback] if self.fallback is not None else []
+        found: list[str] = []
+        for role in roles:
+            contact = self.roles.get(role)
+            name = contact.fallback if contact is not None and contact.fallback else self.fallback
+            if name is not None and name not in found:
+                found.append(name)
+        return found
+
+    def fallback_pagers(self) -> set[str]:
+        """Every pager named as a fallback: the notifiers to build for failover."""
+        named = {c.fallback for c in self.roles.values()} | {self.fallback}
+        return {name for name in named if name is not None}
 
 
 class Templates(Strict):
