@@ -224,21 +224,23 @@ class Runtime:
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self.broker.start()
-        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.gauges, self.leases]
+        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.gauges]
         if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.
             workers.append(self.remediation)
         tasks = [asyncio.create_task(w.run(), name=w.name) for w in workers]
         if self.listener is not None:
             tasks.append(asyncio.create_task(self.listener.run(), name="work listener"))
+        # Renews the leases of the work in hand, until the very end of a shutdown.
+        keeper = asyncio.create_task(self.leases.run(), name=self.leases.name)
         # Deliver what a previous run stored but did not get to publish or page.
         self._wake_all()
         try:
             yield self
         finally:
-            await self._stop(tasks)
+            await self._stop(tasks, keeper)
 
-    async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _stop(self, tasks: list[asyncio.Task[None]], keeper: asyncio.Task[None]) -> None:
         """Stop consuming (the batch in hand is stored and committed), stop the workers,
         let the pages being sent finish, publish what is stored, give back every lease,
         then close; bounded by ``INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS``."""
@@ -256,6 +258,7 @@ class Runtime:
             )
         await _cancel(tasks)
         await self.pages.cancel()
+        await _cancel([keeper])
         await _quietly("give back leases", self.leases.release_all())
         await _quietly("stop the Kafka client", self.broker.stop())
         for notifier in [*self.notifiers.values(), *self.fallbacks.values()]:
