@@ -2,8 +2,8 @@
 -> Kafka -> incidents -> pages -> CloudEvents on the events topic.
 
 Nothing here is simulated: alerts are fired and resolved with amtool, Alertmanager groups
-them and posts its own webhooks (with its own fingerprints, re-sends and, in the HA test,
-two unclustered replicas posting the same group).
+them and posts its own webhooks (with its own fingerprints, re-sends and, in the HA tests,
+two unclustered replicas posting the same group, or a real two-member gossip cluster).
 """
 
 from __future__ import annotations
@@ -17,12 +17,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.correlate.fingerprint import fingerprint
-from tests.support.alertmanager import Alertmanager, run_alertmanager
+from tests.support.alertmanager import (
+    Alertmanager,
+    cluster_status,
+    pipeline_counts,
+    run_alertmanager,
+    run_alertmanager_cluster,
+    wait_decided,
+)
 from tests.support.service import RunningService, run_service, test_settings
 
 pytestmark = pytest.mark.alertmanager
@@ -52,6 +60,20 @@ API_DOWN = {"alertname": "ApiDown", "namespace": "aragora"}
 SLOW_A = {"alertname": "SlowResponses", "namespace": "aragora", "pod": "api-0"}
 SLOW_B = {"alertname": "SlowResponses", "namespace": "aragora", "pod": "api-1"}
 
+# Three groups of two alerts each (pod and instance are not in group_by), one cluster label.
+CLUSTER_GROUPS: dict[str, list[dict[str, str]]] = {
+    "ApiDown": [{**API_DOWN, "cluster": "prod-eu", "pod": pod} for pod in ("api-0", "api-1")],
+    "ConnectorDown": [
+        {"alertname": "ConnectorDown", "namespace": "aragora", "cluster": "prod-eu", "instance": i}
+        for i in ("conn-0", "conn-1")
+    ],
+    "UIGlitch": [
+        {"alertname": "UIGlitch", "namespace": "web", "cluster": "prod-eu", "pod": pod}
+        for pod in ("ui-0", "ui-1")
+    ],
+}
+CLUSTER_SEVERITIES = {"ApiDown": "SEV-1", "ConnectorDown": "SEV-3", "UIGlitch": "SEV-4"}
+
 StartAlertmanager = Callable[[str], Awaitable[Alertmanager]]
 
 
@@ -77,6 +99,15 @@ async def start_alertmanager(service: RunningService, tmp_path: Path) -> AsyncIt
             )
 
         yield start
+
+
+@pytest.fixture
+async def alertmanager_cluster(service: RunningService, tmp_path: Path) -> AsyncIterator[list[Alertmanager]]:
+    """Two real Alertmanagers gossiping on loopback, both posting to ``service``; yielded once
+    both say the cluster is ready with both peers, terminated at teardown."""
+    webhook = f"{service.url}/api/v1/alerts/alertmanager"
+    async with run_alertmanager_cluster(tmp_path / "alertmanager-cluster", webhook, GROUP_BY) as members:
+        yield members
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +160,25 @@ async def _caught_up(svc: RunningService) -> None:
 async def _am_fingerprints(am: Alertmanager) -> dict[str, str]:
     """Alertmanager's own fingerprints of its active alerts, by their labels (GET /api/v2/alerts)."""
     return {_label_key(a["labels"]): a["fingerprint"] for a in await am.api_alerts()}
+
+
+async def _all_processed(svc: RunningService) -> float:
+    """Every alert the webhook accepted so far went through the pipeline and every event it
+    published reached our reader; returns how many alerts the webhook accepted."""
+    accepted = await _metric(svc, "incidentd_alerts_received_total", source="http")
+    await _wait_metric(svc, "incidentd_alerts_received_total", accepted, source="kafka")
+    await _caught_up(svc)
+    return accepted
+
+
+async def _webhooks_sent(members: list[Alertmanager]) -> dict[str, float]:
+    """Webhook notifications each cluster member sent (for failure messages)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        return {am.name: (await pipeline_counts(am, client)).webhooks for am in members}
+
+
+def _incident_events(svc: RunningService) -> list[dict[str, Any]]:
+    return [e for e in svc.events.events if _suffix(svc, e["type"]).startswith("incident.")]
 
 
 def _label_key(labels: Mapping[str, str]) -> str:
@@ -365,4 +415,95 @@ async def test_two_unclustered_alertmanagers_give_one_incident_and_one_page(
         "page.sent": 2,
         "incident.resolved": 1,
     }
+    _check_every_event(service, event_data_validator)
+
+
+@pytest.mark.timeout(60)
+async def test_two_clustered_alertmanagers_give_one_incident_and_one_page_per_group(
+    service: RunningService,
+    alertmanager_cluster: list[Alertmanager],
+    event_data_validator: Draft202012Validator,
+) -> None:
+    """A real two-member cluster: the notification log is gossiped and the member at position 1
+    waits peer_timeout before it sends what its peer has not, so a firing group is usually
+    notified by one member only. On resolve, that member's flush in flight (taken before the
+    resolve, decided after its peer sent it) re-sends the old firing state and then the resolve
+    (prometheus/alertmanager#2447; nearly every run here). Either way: one incident, one
+    trigger page, one incident.resolved and one close page per group.
+    """
+    members = alertmanager_cluster
+    async with httpx.AsyncClient(timeout=5) as client:
+        statuses = [await cluster_status(am, client) for am in members]
+    assert [s["status"] for s in statuses] == ["ready", "ready"]
+    assert all({p["name"] for p in s["peers"]} == {t["name"] for t in statuses} for s in statuses)
+    alerts = [labels for group in CLUSTER_GROUPS.values() for labels in group]
+    fps = {name: sorted(fingerprint(labels) for labels in group) for name, group in CLUSTER_GROUPS.items()}
+    starts_at = _started()
+
+    # Prometheus sends every alert to every Alertmanager, with the same startsAt.
+    await asyncio.gather(*(am.fire(labels, starts_at=starts_at) for am in members for labels in alerts))
+    for am in members:
+        assert sorted((await _am_fingerprints(am)).values()) == sorted(fp for g in fps.values() for fp in g)
+    # Every member flushed every group with both alerts firing and acted on it: sent its
+    # webhook (answered), or found in the gossiped notification log that its peer had.
+    await wait_decided(members, fps.values(), resolved=False)
+    await service.events.wait_types({"incident.opened": 3, "page.sent": 3}, WAIT)
+    accepted = await _all_processed(service)
+    sent = await _webhooks_sent(members)
+
+    opened = _by_alertname(_of_type(service, "incident.opened"))
+    assert set(opened) == set(CLUSTER_GROUPS), [e["type"] for e in service.events.events]
+    ids = {name: e["subject"] for name, e in opened.items()}
+    for name, event in opened.items():
+        data = event["data"]
+        assert data["severity"] == CLUSTER_SEVERITIES[name]
+        assert data["group_labels"] == {k: CLUSTER_GROUPS[name][0][k] for k in GROUP_BY}
+    # Both alerts of a group in its one incident: in the first notification, or the next one.
+    for name, incident_id in ids.items():
+        *_, latest = (e for e in _incident_events(service) if e["subject"] == incident_id)
+        assert latest["data"]["firing_fingerprints"] == latest["data"]["fingerprints"] == fps[name]
+    pages = _of_type(service, "page.sent")
+    assert Counter((p["subject"], p["data"]["page"]["action"]) for p in pages) == {
+        (incident_id, "trigger"): 1 for incident_id in ids.values()
+    }, f"webhooks sent per member: {sent}"
+    assert await _metric(service, "incidentd_incidents_opened_total") == 3
+    assert await _metric(service, "incidentd_pages_sent_total", action="trigger") == 3
+    # However many webhooks the cluster sent, every alert after its first sighting changed nothing.
+    assert await _metric(service, "incidentd_alerts_deduplicated_total") == accepted - len(alerts), sent
+    kinds = Counter(_suffix(service, e["type"]) for e in service.events.events)
+    assert set(kinds) <= {"incident.opened", "incident.updated", "page.sent"}, kinds
+
+    # Resolved through both members: one incident.resolved and one close page per group.
+    ends_at = datetime.now(UTC)
+    await asyncio.gather(
+        *(am.resolve(labels, starts_at=starts_at, ends_at=ends_at) for am in members for labels in alerts)
+    )
+    await wait_decided(members, fps.values(), resolved=True)
+    await service.events.wait_types({"incident.resolved": 3, "page.sent": 6}, WAIT)
+    accepted = await _all_processed(service)
+    sent = await _webhooks_sent(members)
+
+    resolved = _by_alertname(_of_type(service, "incident.resolved"))
+    assert {name: e["subject"] for name, e in resolved.items()} == ids
+    for name, event in resolved.items():
+        data = event["data"]
+        assert data["status"] == "resolved"
+        assert data["firing_fingerprints"] == []
+        assert data["fingerprints"] == fps[name]
+        assert data["severity"] == CLUSTER_SEVERITIES[name]
+    assert _of_type(service, "incident.reopened") == [], f"webhooks sent per member: {sent}"
+    assert len(_of_type(service, "incident.opened")) == 3
+    pages = _of_type(service, "page.sent")
+    assert Counter((p["subject"], p["data"]["page"]["action"]) for p in pages) == {
+        (incident_id, action): 1 for incident_id in ids.values() for action in ("trigger", "close")
+    }, f"webhooks sent per member: {sent}"
+    assert await _metric(service, "incidentd_pages_sent_total", action="close") == 3
+    assert await _metric(service, "incidentd_alerts_ignored_total") == 0
+    assert await _metric(service, "incidentd_alerts_deduplicated_total") == accepted - 2 * len(alerts), sent
+    # The latest word on every incident is its resolve: no late firing reopened or updated it.
+    for incident_id in ids.values():
+        *_, latest = (e for e in _incident_events(service) if e["subject"] == incident_id)
+        assert _suffix(service, latest["type"]) == "incident.resolved"
+    kinds = Counter(_suffix(service, e["type"]) for e in service.events.events)
+    assert set(kinds) <= {"incident.opened", "incident.updated", "incident.resolved", "page.sent"}, kinds
     _check_every_event(service, event_data_validator)

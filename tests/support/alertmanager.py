@@ -1,8 +1,11 @@
 """Runs a real Prometheus Alertmanager (and amtool) on loopback for end-to-end tests.
 
-Each instance gets its own free port, config file and storage directory, runs
-unclustered (``--cluster.listen-address=``), and is always terminated when the
-context exits.
+Each instance gets its own free port, config file and storage directory, and is always
+terminated when the context exits. ``run_alertmanager`` runs one unclustered
+(``--cluster.listen-address=``); ``run_alertmanager_cluster`` runs a real gossip cluster on
+loopback and returns only once every member reports the cluster ready with all its peers;
+``wait_decided`` waits until every member has acted on (sent, or left to a peer) the
+notification of every group in a given state.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import asyncio
 import atexit
 import contextlib
 import json
+import re
 import shutil
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any, BinaryIO
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.service import free_port
 
@@ -29,6 +34,27 @@ AMTOOL_BIN = shutil.which("amtool") or "/usr/bin/amtool"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 AMTOOL_TIMEOUT = 15.0
+START_ATTEMPTS = 3  # a free port may be taken between choosing and binding it
+
+# Gossip timing for a cluster on loopback. Alertmanager settles when its member count held
+# still for 3 polls spaced 10 gossip intervals apart (0.25: peer.Settle), and until then its
+# notification pipeline waits; a member at position n > 0 waits n * peer_timeout before it
+# looks at the (gossiped) notification log and sends what the others have not.
+CLUSTER_GOSSIP_INTERVAL = "20ms"
+CLUSTER_PUSHPULL_INTERVAL = "1s"
+CLUSTER_PEER_TIMEOUT = "2s"
+CLUSTER_READY_TIMEOUT = 20.0
+DECISION_TIMEOUT = 20.0
+
+# The dispatcher's debug line at the start of every flush of an aggregation group (0.25);
+# logfmt quotes the alerts only when there are several:
+#   aggrGroup="{}:{alertname=\"A\"}" msg=flushing alerts="[A[5cd5a4f][active] A[5cd1a4f][resolved]]"
+#   aggrGroup="{}:{alertname=\"A\"}" msg=flushing alerts=[A[5cd5a4f][active]]
+_FLUSH_LINE = re.compile(
+    r'aggrGroup="(?P<group>(?:[^"\\]|\\.)*)" msg=flushing alerts="?\[(?P<alerts>[^"\n]*)\]"?$',
+    re.MULTILINE,
+)
+_FLUSHED_ALERT = re.compile(r"\[(?P<fp>[0-9a-f]{7})\]\[(?P<state>active|resolved)\]")
 
 
 class AlertmanagerError(RuntimeError):
@@ -171,6 +197,109 @@ class Alertmanager:
             return alerts
 
 
+@dataclass(frozen=True)
+class Flush:
+    """One flush of an aggregation group, as its debug log line shows it."""
+
+    group: str  # Alertmanager's group key
+    alerts: frozenset[tuple[str, str]]  # (first 7 hex digits of the fingerprint, "active" | "resolved")
+
+
+def flushes(am: Alertmanager) -> list[Flush]:
+    """Every flush ``am`` has started, in order (it runs with ``--log.level=debug``)."""
+    try:
+        text = am.log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    text = text[: text.rfind("\n") + 1]  # complete lines only: the process may be writing one
+    return [
+        Flush(m["group"], frozenset((a["fp"], a["state"]) for a in _FLUSHED_ALERT.finditer(m["alerts"])))
+        for m in _FLUSH_LINE.finditer(text)
+    ]
+
+
+@dataclass(frozen=True)
+class PipelineCounts:
+    """Alertmanager's own counters of its notification pipeline (``GET /metrics``)."""
+
+    dedup_queries: float  # one notification-log query per flush, in the dedup stage
+    webhooks: float  # webhook notifications started (past the dedup stage)
+    requests: float  # webhook requests answered
+    failed: float  # webhook requests that failed
+
+    @property
+    def idle(self) -> bool:
+        return self.webhooks == self.requests and self.failed == 0
+
+
+async def pipeline_counts(am: Alertmanager, client: httpx.AsyncClient) -> PipelineCounts:
+    resp = await client.get(f"{am.url}/metrics")
+    resp.raise_for_status()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            if s.labels.get("integration", "webhook") == "webhook":
+                values[s.name] = values.get(s.name, 0.0) + s.value
+    return PipelineCounts(
+        dedup_queries=values.get("alertmanager_nflog_queries_total", 0.0),
+        webhooks=values.get("alertmanager_notifications_total", 0.0),
+        requests=values.get("alertmanager_notification_requests_total", 0.0),
+        failed=values.get("alertmanager_notification_requests_failed_total", 0.0),
+    )
+
+
+def _decided(
+    log: Sequence[Flush], counts: PipelineCounts, targets: Iterable[frozenset[tuple[str, str]]]
+) -> bool:
+    """Has the member made, and carried out, its decision on every group in its target state?
+
+    A group's flush runs the whole pipeline (peer wait, dedup, webhook) before the group's next
+    flush starts, so a later flush of the same group proves it. A group whose alerts are all
+    resolved is emptied by that flush and never flushes again: then the member must be idle,
+    every flush logged so far past its dedup query and no webhook in flight.
+    """
+    # ``counts`` was read before ``log``: equal means no flush was still before its dedup stage.
+    idle = counts.idle and counts.dedup_queries == len(log)
+    for target in targets:
+        first = next((i for i, f in enumerate(log) if f.alerts == target), None)
+        if first is None:
+            return False
+        group = log[first].group
+        if not idle and not any(f.group == group for f in log[first + 1 :]):
+            return False
+    return True
+
+
+async def wait_decided(
+    members: Sequence[Alertmanager], groups: Iterable[Iterable[str]], *, resolved: bool
+) -> None:
+    """Returns once every member has flushed every group with all its alerts firing (or all
+    resolved) and has acted on it: sent its webhook (answered) or left it to a peer.
+
+    ``groups`` are the alerts' full fingerprints, group by group. Holds twice in a row, so a
+    notification between its dedup query and its webhook counter is not missed.
+    """
+    state = "resolved" if resolved else "active"
+    targets = [frozenset((fp[:7], state) for fp in group) for group in groups]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DECISION_TIMEOUT
+    held = 0
+    async with httpx.AsyncClient(timeout=2) as client:
+        while held < 2:
+            counts = await asyncio.gather(*(pipeline_counts(am, client) for am in members))
+            done = all(_decided(flushes(am), c, targets) for am, c in zip(members, counts, strict=True))
+            held = held + 1 if done else 0
+            if held < 2 and loop.time() > deadline:
+                report = "\n".join(
+                    f"{am.name}: {c} {flushes(am)[-6:]}" for am, c in zip(members, counts, strict=True)
+                )
+                raise AlertmanagerError(
+                    f"no decision on every group ({state}) after {DECISION_TIMEOUT}s:\n{report}"
+                )
+            # Neither the log nor the counters have an event to wait on: poll them.
+            await asyncio.sleep(0.05)
+
+
 def _open_log(path: Path) -> BinaryIO:
     return path.open("ab")
 
@@ -220,7 +349,29 @@ def _prepare(workdir: Path, config: dict[str, Any]) -> tuple[Path, Path, Path]:
     return config_path, storage, workdir / "alertmanager.log"
 
 
-async def _start(workdir: Path, name: str, config: dict[str, Any]) -> Alertmanager:
+def _cluster_flags(ports: Sequence[int], index: int) -> list[str]:
+    """Gossip on 127.0.0.1:ports[index], every other member as an initial peer."""
+    own = f"127.0.0.1:{ports[index]}"
+    peers = [f"--cluster.peer=127.0.0.1:{p}" for i, p in enumerate(ports) if i != index]
+    return [
+        f"--cluster.listen-address={own}",
+        # Alertmanager will not advertise a loopback address it finds itself.
+        f"--cluster.advertise-address={own}",
+        *peers,
+        f"--cluster.gossip-interval={CLUSTER_GOSSIP_INTERVAL}",
+        f"--cluster.pushpull-interval={CLUSTER_PUSHPULL_INTERVAL}",
+        f"--cluster.peer-timeout={CLUSTER_PEER_TIMEOUT}",
+        "--cluster.reconnect-interval=1s",
+        f"--cluster.settle-timeout={int(CLUSTER_READY_TIMEOUT)}s",
+    ]
+
+
+async def _start(
+    workdir: Path,
+    name: str,
+    config: dict[str, Any],
+    cluster: Sequence[str] = ("--cluster.listen-address=",),
+) -> Alertmanager:
     config_path, storage, log_path = _prepare(workdir, config)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -232,7 +383,7 @@ async def _start(workdir: Path, name: str, config: dict[str, Any]) -> Alertmanag
             f"--storage.path={storage}",
             f"--web.listen-address=127.0.0.1:{port}",
             f"--web.external-url={url}",
-            "--cluster.listen-address=",
+            *cluster,
             "--log.level=debug",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
@@ -264,15 +415,122 @@ async def run_alertmanager(
     ``timing`` overrides group_wait / group_interval / repeat_interval.
     """
     config = webhook_config(webhook_url, group_by, **timing)
-    attempts = 3  # the free port may be taken between choosing and binding it
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, START_ATTEMPTS + 1):
         try:
             am = await _start(workdir / f"{name}-{attempt}", name, config)
             break
         except AlertmanagerError:
-            if attempt == attempts:
+            if attempt == START_ATTEMPTS:
                 raise
     try:
         yield am
     finally:
         await _stop(am)
+
+
+async def cluster_status(am: Alertmanager, client: httpx.AsyncClient) -> dict[str, Any]:
+    """The ``cluster`` part of ``GET /api/v2/status``: name, status and peers."""
+    resp = await client.get(f"{am.url}/api/v2/status")
+    resp.raise_for_status()
+    cluster: dict[str, Any] = resp.json()["cluster"]
+    return cluster
+
+
+def _cluster_formed(statuses: Sequence[dict[str, Any]], size: int) -> bool:
+    """Every member settled ("ready") and sees all ``size`` members, itself included."""
+    names = {s.get("name") for s in statuses}
+    return len(names) == size and all(
+        s.get("status") == "ready" and {p.get("name") for p in s.get("peers", ())} == names for s in statuses
+    )
+
+
+def _cluster_report(members: Sequence[Alertmanager], statuses: Sequence[Any]) -> str:
+    return "\n".join(f"{am.name}: {st}\n{am.log_tail(15)}" for am, st in zip(members, statuses, strict=True))
+
+
+async def _wait_cluster_ready(members: Sequence[Alertmanager]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLUSTER_READY_TIMEOUT
+    statuses: list[Any] = []
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            for am in members:
+                if am.process.returncode is not None:
+                    raise AlertmanagerError(
+                        f"{am.name} exited with {am.process.returncode}:\n{am.log_tail()}"
+                    )
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                statuses = list(await asyncio.gather(*(cluster_status(am, client) for am in members)))
+                if _cluster_formed(statuses, len(members)):
+                    return
+            if loop.time() > deadline:
+                raise AlertmanagerError(
+                    f"cluster not ready after {CLUSTER_READY_TIMEOUT}s:\n{_cluster_report(members, statuses)}"
+                )
+            # Gossip has no event to wait on from outside: poll /api/v2/status.
+            await asyncio.sleep(0.05)
+
+
+def _cluster_ports(size: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < size:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+async def _stop_cluster(members: Sequence[Alertmanager]) -> None:
+    """One member at a time. A member leaving waits (up to 10 s in 0.25) until its leave was
+    gossiped to a peer it still believes alive; stopped together, each can miss the other."""
+    for am in reversed(members):
+        await _stop(am)
+
+
+async def _start_cluster(workdir: Path, name: str, config: dict[str, Any], size: int) -> list[Alertmanager]:
+    """Starts ``size`` members at once, or none: a member that fails to start stops the others."""
+    ports = _cluster_ports(size)
+    results = await asyncio.gather(
+        *(
+            _start(workdir / f"{name}-{i}", f"{name}-{i}", config, _cluster_flags(ports, i))
+            for i in range(size)
+        ),
+        return_exceptions=True,
+    )
+    members = [r for r in results if isinstance(r, Alertmanager)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        await _stop_cluster(members)
+        # Anything but a failed start (a cancellation, a bug) goes up as it is.
+        raise next((e for e in errors if not isinstance(e, AlertmanagerError)), errors[0])
+    return members
+
+
+@contextlib.asynccontextmanager
+async def run_alertmanager_cluster(
+    workdir: Path,
+    webhook_url: str,
+    group_by: Sequence[str],
+    *,
+    size: int = 2,
+    name: str = "am",
+    **timing: str,
+) -> AsyncIterator[list[Alertmanager]]:
+    """``size`` real Alertmanagers gossiping on loopback, all posting to ``webhook_url``.
+
+    Yields once every member's ``/api/v2/status`` says ``cluster.status == "ready"`` and lists
+    all members as peers. ``timing`` overrides group_wait / group_interval / repeat_interval.
+    """
+    if size < 2:
+        raise ValueError("a cluster has at least two members")
+    config = webhook_config(webhook_url, group_by, **timing)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            members = await _start_cluster(workdir / f"try-{attempt}", name, config, size)
+            break
+        except AlertmanagerError:
+            if attempt == START_ATTEMPTS:
+                raise
+    try:
+        await _wait_cluster_ready(members)
+        yield members
+    finally:
+        await _stop_cluster(members)
