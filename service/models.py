@@ -13,7 +13,10 @@ from pydantic import StringConstraints
 from service.clock import iso
 
 # Who did something (ack, approve, pause), as commands over HTTP and Kafka name them.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# No NUL: PostgreSQL text cannot hold it (a command on Kafka is not checked by HTTP first).
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+]
 
 
 class AlertStatus(StrEnum):

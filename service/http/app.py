@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from service.errors import Conflict, NotFound
 from service.escalate.commands import CommandHandler
 from service.http.auth import BearerAuth
-from service.http.bodies import error
+from service.http.bodies import BodyTooLarge, error, read_limited
 from service.http.incidents import incident_routes
 from service.http.remediation import remediation_routes
 from service.ingest.intake import AlertIntake, TooLarge, Unavailable
@@ -57,29 +58,11 @@ class HttpSettings:
     max_body_bytes: int
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def webhook_route(intake: AlertIntake, metrics: Metrics, max_body: int) -> Route:
     async def alertmanager_webhook(request: Request) -> Response:
         try:
-            body = await _read_limited(request, max_body)
-        except _TooLarge:
+            body = await read_limited(request, max_body)
+        except BodyTooLarge:
             metrics.alerts_invalid.labels("http", "too_large").inc()
             return error(413, f"body larger than {max_body} bytes")
         except ClientDisconnect:
@@ -129,6 +112,22 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     return error(409, str(exc))
 
 
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """The router's own answers (404 no such path, 405 with ``Allow``) in the one error shape."""
+    assert isinstance(exc, HTTPException)
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    allow = (exc.headers or {}).get("Allow")
+    if allow:
+        message += f" (allowed: {allow})"
+    return error(exc.status_code, message, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # The one error shape even for a bug; the traceback goes to the log (Starlette re-raises
+    # after answering), never to the client.
+    return error(500, "internal error")
+
+
 def create_app(
     services: HttpServices,
     settings: HttpSettings,
@@ -153,6 +152,11 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[auth],
-        exception_handlers={NotFound: _not_found, Conflict: _conflict},
+        exception_handlers={
+            NotFound: _not_found,
+            Conflict: _conflict,
+            HTTPException: _http_exception,
+            Exception: _internal_error,
+        },
         lifespan=lifespan,
     )

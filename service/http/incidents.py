@@ -65,7 +65,9 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
 
     def command_endpoint(model: type[Ack | Resolve | Assign]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            cmd = await command(request, model, command=model.model_fields["command"].default)
+            # The model's own default names the command; a body that names another one
+            # (``{"command": "resolve"}`` sent to /ack) is refused by its Literal.
+            cmd = await command(request, model)
             if isinstance(cmd, Response):
                 return cmd
             inc = await commands.apply(request.path_params["incident_id"], cmd, "api")

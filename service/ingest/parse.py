@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from pydantic import ValidationError
 
 from service.correlate.fingerprint import fingerprint, valid_fingerprint
-from service.ingest.payloads import AlertIn, WebhookIn
+from service.ingest.payloads import MAX_JSON_DEPTH, AlertIn, WebhookIn
 from service.models import Alert, AlertStatus
 
 # Alertmanager writes "no end" as Go's zero time.
 _GO_ZERO_YEAR = 1
+_LOC_PART_CHARS = 64
+
+# Structure only: brackets and the quotes that delimit strings.
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+# Text is decoded strictly, so only a \uD800-\uDFFF escape can put a lone surrogate in
+# a decoded string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class PayloadError(Exception):
@@ -26,11 +39,81 @@ class PayloadError(Exception):
         self.details = details or []
 
 
-def decode(raw: bytes) -> dict[str, Any]:
+def nesting_depth(utf8: bytes) -> int:
+    """How deep the arrays and objects of UTF-8 JSON nest, without decoding it.
+
+    A few passes at C speed, cheaper than ``json.loads``; brackets inside strings do not
+    count. For text that is not JSON the answer may be wrong, which is harmless: the
+    decoder refuses that text anyway (and its RecursionError is caught).
+    """
+    # Escaped backslashes pair up left to right, as in a JSON string; then escaped quotes
+    # go, and every quote left opens or closes a string.
+    structure = utf8.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    outside_strings = b"".join(structure.split(b'"')[::2])
+    return max(accumulate(map(_STEP.__getitem__, outside_strings)), default=0)
+
+
+def load_json(raw: bytes) -> Any:
+    """Any JSON value from ``raw``, or :class:`PayloadError`: malformed (not JSON, nested
+    deeper than ``MAX_JSON_DEPTH``) or invalid (lone surrogates, numbers too long)."""
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        encoding = json.detect_encoding(raw)
+        # Strict: bytes that encode surrogates are refused here, not decoded into text.
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
         raise PayloadError("malformed", f"body is not valid JSON: {exc}") from None
+    utf8 = raw if encoding.startswith("utf-8") else text.encode()
+    # Before decoding, which recurses once per level; fewer brackets cannot nest deeper.
+    if utf8.count(b"[") + utf8.count(b"{") > MAX_JSON_DEPTH and nesting_depth(utf8) > MAX_JSON_DEPTH:
+        raise PayloadError("malformed", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError("malformed", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # A safety net for a stack already deep; the depth check above is the bound.
+        raise PayloadError("malformed", "JSON nested too deeply to decode") from None
+    except ValueError as exc:
+        # Valid JSON that Python will not convert: an integer of more than 4,300 digits.
+        raise PayloadError("invalid", f"body cannot be decoded: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        where = find_text(doc, _lone_surrogate)
+        if where is not None:
+            msg = "not valid Unicode (lone surrogate)"
+            raise PayloadError("invalid", f"{where}: {msg}", [{"loc": where, "msg": msg}])
+    return doc
+
+
+def find_text(doc: Any, bad: Callable[[str], bool], loc: str = "") -> str | None:
+    """Where (``alerts.0.labels.team``) the first key or string in ``doc`` is ``bad``, or
+    None. Recursive, so only for documents :func:`load_json` accepted (depth-bounded)."""
+    if isinstance(doc, str):
+        return (loc or "(body)") if bad(doc) else None
+    children: Iterable[tuple[Any, Any]] = ()
+    if isinstance(doc, dict):
+        children = doc.items()
+    elif isinstance(doc, list):
+        children = enumerate(doc)
+    for key, value in children:
+        if isinstance(key, str) and bad(key):
+            # ASCII-escaped: the bad key must not make the answer's own text bad.
+            return f"{loc}.{key!a}" if loc else ascii(key)
+        found = find_text(value, bad, f"{loc}.{key}" if loc else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    doc = load_json(raw)
     if not isinstance(doc, dict):
         raise PayloadError("invalid", "expected a JSON object")
     return doc
@@ -44,16 +127,24 @@ def parse_document(doc: dict[str, Any], now: datetime) -> list[Alert]:
             return [normalise(a, now) for a in webhook.alerts]
         return [normalise(AlertIn.model_validate(doc), now)]
     except ValidationError as exc:
-        details = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        details = [{"loc": ".".join(_loc_part(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         summary = "; ".join(f"{d['loc'] or '(body)'}: {d['msg']}" for d in details[:5])
         raise PayloadError("invalid", f"payload does not validate: {summary}", details) from None
+
+
+def _loc_part(part: str | int) -> str:
+    # A label name over its limit is a loc part too; the answer need not repeat all of it.
+    text = str(part)
+    return text if len(text) <= _LOC_PART_CHARS else f"{text[:_LOC_PART_CHARS]}..."
 
 
 def parse(raw: bytes, now: datetime) -> list[Alert]:
     if b'"alerts"' in raw:
         # Hot path: pydantic parses and validates the JSON in one pass (half the cost
         # of json.loads + model_validate). Any failure takes the slow path below,
-        # which gives the precise reason.
+        # which gives the precise reason. No depth check here: pydantic's parser does not
+        # recurse in Python and stops at 200 levels, and what validates keeps nothing
+        # deeper than labels (a record nested deeper only in ignored fields is taken).
         try:
             return [normalise(a, now) for a in WebhookIn.model_validate_json(raw).alerts]
         except ValidationError:

@@ -5,9 +5,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
-LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+# Limits on what one alert may carry. Each is far beyond what Prometheus and Alertmanager
+# produce (a rule's alert has a dozen or two labels of short identifiers and a few
+# annotations of prose), so a body over one is a bug or an attack, not an alert; every
+# label and annotation is copied into the incident, its events and the pages, so the
+# limits keep one alert from costing the store, Kafka and the pagers much more than its
+# byte size suggests. A body over one is a 422 naming it.
+#
+# JSON nesting: a webhook is 4 levels deep (body, alerts, alert, labels). 64 leaves room
+# for any sender's extra fields and stays far below the depth at which decoding recurses
+# out of stack (Python's json raises RecursionError near 1,000).
+MAX_JSON_DEPTH = 64
+# Labels and annotations per alert: Prometheus sets no limit of its own, but a rule with
+# more than a few dozen is a mistake (a label per pod, say).
+MAX_LABELS = 100
+MAX_ANNOTATIONS = 100
+# A label name is an identifier, a few dozen characters at most in practice. The same
+# bound holds for annotation names, which Prometheus validates as label names.
+MAX_NAME_CHARS = 256
+# Label values identify things (pods, namespaces, instance URLs); annotation values are
+# text for people (descriptions, runbook links, sometimes a log excerpt).
+MAX_LABEL_VALUE_CHARS = 4096
+MAX_ANNOTATION_VALUE_CHARS = 65536
+
+LabelName = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS)]
+AnnotationName = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
+AnnotationValue = Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_VALUE_CHARS)]
+
+
+def _storable(where: str, text: str) -> None:
+    """Text the store, Kafka and the pagers can all carry, or ValueError naming ``where``."""
+    # JSON allows lone surrogates (\ud800); UTF-8, fingerprints and Kafka do not.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: not valid Unicode (lone surrogate)") from None
+    # PostgreSQL text and jsonb cannot hold NUL, and no pager shows it.
+    if "\x00" in text:
+        raise ValueError(f"{where}: contains a NUL character (\\u0000)")
 
 
 class AlertIn(BaseModel):
@@ -16,12 +54,21 @@ class AlertIn(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     status: Literal["firing", "resolved"] | None = None
-    labels: dict[LabelName, str]
-    annotations: dict[str, str] = {}
+    labels: dict[LabelName, LabelValue]
+    annotations: dict[AnnotationName, AnnotationValue] = {}
     starts_at: datetime | None = Field(default=None, alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL")
     fingerprint: str = ""
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _not_too_many(cls, values: object, info: ValidationInfo) -> object:
+        # Before the entries are validated one by one: a body over the limit costs no more.
+        limit = MAX_LABELS if info.field_name == "labels" else MAX_ANNOTATIONS
+        if isinstance(values, dict) and len(values) > limit:
+            raise ValueError(f"at most {limit} {info.field_name} per alert, not {len(values)}")
+        return values
 
     @field_validator("labels")
     @classmethod
@@ -32,15 +79,18 @@ class AlertIn(BaseModel):
 
     @field_validator("labels", "annotations")
     @classmethod
-    def _encodable(cls, values: dict[str, str]) -> dict[str, str]:
-        # JSON allows lone surrogates (\ud800); UTF-8, fingerprints and Kafka do not.
+    def _storable_entries(cls, values: dict[str, str]) -> dict[str, str]:
         for key, value in values.items():
-            try:
-                key.encode()
-                value.encode()
-            except UnicodeEncodeError:
-                raise ValueError(f"{key!r}: not valid Unicode (lone surrogate)") from None
+            # repr: the message must itself be valid Unicode without NULs.
+            _storable(f"name {key!r}", key)
+            _storable(f"{key!r}", value)
         return values
+
+    @field_validator("generator_url")
+    @classmethod
+    def _storable_url(cls, url: str) -> str:
+        _storable("generatorURL", url)
+        return url
 
 
 class WebhookIn(BaseModel):
