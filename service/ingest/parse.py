@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.correlate.fingerprint import fingerprint, valid_fingerprint
-from service.ingest.payloads import MAX_JSON_DEPTH, AlertIn, WebhookIn
+from service.ingest.payloads import MAX_JSON_DEPTH, AlertIn, WebhookIn, encodes
 from service.models import Alert, AlertStatus
 
 # Alertmanager writes "no end" as Go's zero time.
@@ -77,7 +77,7 @@ def load_json(raw: bytes) -> Any:
         # Valid JSON that Python will not convert: an integer of more than 4,300 digits.
         raise PayloadError("invalid", f"body cannot be decoded: {exc}") from None
     if _SURROGATE_ESCAPE.search(text):
-        where = find_text(doc, _lone_surrogate)
+        where = find_text(doc, lambda text: not encodes(text))
         if where is not None:
             msg = "not valid Unicode (lone surrogate)"
             raise PayloadError("invalid", f"{where}: {msg}", [{"loc": where, "msg": msg}])
@@ -102,14 +102,6 @@ def find_text(doc: Any, bad: Callable[[str], bool], loc: str = "") -> str | None
         if found is not None:
             return found
     return None
-
-
-def _lone_surrogate(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def decode(raw: bytes) -> dict[str, Any]:
