@@ -82,52 +82,42 @@ class WorkQueue:
         where: ColumnElement[bool] | None = None,
     ) -> Claim:
         """Lease up to ``limit`` due rows (``where`` narrows them) in a transaction of its own."""
-        async with self._db.write() as conn:
-            return await self.claim_in(conn, now, limit, lease_seconds, where)
-
-    async def claim_in(
-        self,
-        conn: AsyncConnection,
-        now: datetime,
-        limit: int,
-        lease_seconds: float,
-        where: ColumnElement[bool] | None = None,
-    ) -> Claim:
         owner = PROCESS + uuid.uuid4().hex[:20]
         if limit <= 0:
             return Claim(owner, [])
-        t, stamp = self.table, now.timestamp()
-        free = and_(self._runnable, self._unleased(stamp))
-        candidates = (
-            select(t.c.id)
-            .where(free, self._due_by(stamp), true() if where is None else where)
-            .order_by(*self._order)
-            .limit(limit)
-        )
-        if self._db.postgres:
-            candidates = candidates.with_for_update(skip_locked=True)
-            if self._serialise is not None:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
-        # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
-        # subquery again for every row and so take more than ``limit`` rows (measured).
-        ids = list((await conn.execute(candidates)).scalars())
-        if not ids:
-            return Claim(owner, [])
-        # Status and lease are checked again in the UPDATE: a row another process finished
-        # or took between the SELECT and here (SQLite across processes) is not taken.
-        result = await conn.execute(
-            update(t)
-            .where(t.c.id.in_(ids), free)
-            .values(lease_until=stamp + lease_seconds, lease_owner=owner)
-            .returning(*t.c)
-        )
-        rows = list(result.all())
-        if rows:
-            self._claims += 1
-            self._holding = True
-        names = [c.key for c in self._order]
-        rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
-        return Claim(owner, rows)
+        async with self._db.write() as conn:
+            t, stamp = self.table, now.timestamp()
+            free = and_(self._runnable, self._unleased(stamp))
+            candidates = (
+                select(t.c.id)
+                .where(free, self._due_by(stamp), true() if where is None else where)
+                .order_by(*self._order)
+                .limit(limit)
+            )
+            if self._db.postgres:
+                candidates = candidates.with_for_update(skip_locked=True)
+                if self._serialise is not None:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
+            # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
+            # subquery again for every row and so take more than ``limit`` rows (measured).
+            ids = list((await conn.execute(candidates)).scalars())
+            if not ids:
+                return Claim(owner, [])
+            # Status and lease are checked again in the UPDATE: a row another process finished
+            # or took between the SELECT and here (SQLite across processes) is not taken.
+            result = await conn.execute(
+                update(t)
+                .where(t.c.id.in_(ids), free)
+                .values(lease_until=stamp + lease_seconds, lease_owner=owner)
+                .returning(*t.c)
+            )
+            rows = list(result.all())
+            if rows:
+                self._claims += 1
+                self._holding = True
+            names = [c.key for c in self._order]
+            rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
+            return Claim(owner, rows)
 
     def held(self, row_id: Any, owner: str) -> ColumnElement[bool]:
         """The row, as long as ``owner`` still holds its lease."""
@@ -141,12 +131,6 @@ class WorkQueue:
             update(self.table)
             .where(self.held(row_id, owner))
             .values(**values, lease_until=None, lease_owner=None)
-        )
-        return bool(result.rowcount == 1)
-
-    async def renew(self, conn: AsyncConnection, row_id: Any, owner: str, until: datetime) -> bool:
-        result = await conn.execute(
-            update(self.table).where(self.held(row_id, owner)).values(lease_until=until.timestamp())
         )
         return bool(result.rowcount == 1)
 
@@ -213,9 +197,16 @@ class WorkQueue:
             value = (await conn.execute(query)).scalar()
         return float(value) if value is not None else None
 
+    async def claim_if_due(self, now: datetime, limit: int, lease_seconds: float) -> Claim:
+        """:meth:`claim` after a read that finds something to claim: for queues whose
+        workers are woken after every alert batch and nearly always find nothing due (a
+        write transaction would queue behind the consumer's and, on SQLite, fsync)."""
+        if not await self.any_due(now):
+            return Claim("", [])
+        return await self.claim(now, limit, lease_seconds)
+
     async def any_due(self, now: datetime, where: ColumnElement[bool] | None = None) -> bool:
-        """A read-only look: is anything claimable? (Spares a write transaction, which
-        would queue behind the consumer's, when nothing is.)"""
+        """A read-only look: is anything claimable?"""
         t, stamp = self.table, now.timestamp()
         query = (
             select(t.c.id)

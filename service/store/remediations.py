@@ -233,11 +233,7 @@ class RemediationJobs:
     # -- the worker --------------------------------------------------------------
 
     async def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[RemediationJob]:
-        # The worker is woken after every alert batch; nearly always nothing is due, and a
-        # read does not queue behind the consumer's writes as a write transaction would.
-        if not await self.queue.any_due(now):
-            return []
-        claim = await self.queue.claim(now, limit, lease_seconds)
+        claim = await self.queue.claim_if_due(now, limit, lease_seconds)
         return [_job(r, claim.owner) for r in claim.rows]
 
     async def next_due(self) -> float | None:

@@ -9,7 +9,7 @@ the batch's. That is what makes processing at-least-once and side effects idempo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,7 +36,7 @@ class Effects:
     events: Sequence[OutboxRecord] = ()
     pages: Sequence[NewPage] = ()
     timers: Sequence[TimerIntent] = ()
-    remediations: Sequence[RemediationRequest] = field(default_factory=list)
+    remediations: Sequence[RemediationRequest] = ()
 
     def __bool__(self) -> bool:
         return bool(self.incidents or self.events or self.pages or self.timers or self.remediations)

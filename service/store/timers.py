@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import TimerIntent
@@ -33,14 +32,6 @@ class TimerJob:
     name: str
     due_at: datetime
     lease: str
-
-
-@dataclass(frozen=True, slots=True)
-class TimerView:
-    name: str
-    opening: int
-    due_at: datetime
-    status: TimerStatus
 
 
 class Timers:
@@ -70,11 +61,7 @@ class Timers:
         await conn.execute(self._db.insert_ignore(timers), rows)
 
     async def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[TimerJob]:
-        # The worker is woken after every alert batch and nearly always nothing is due: a
-        # read first spares a write transaction (an fsync on SQLite) for nothing.
-        if not await self.queue.any_due(now):
-            return []
-        claim = await self.queue.claim(now, limit, lease_seconds)
+        claim = await self.queue.claim_if_due(now, limit, lease_seconds)
         return [
             TimerJob(r.id, r.incident_id, r.opening, r.name, from_epoch(r.due_at), claim.owner)
             for r in claim.rows
@@ -93,10 +80,3 @@ class Timers:
 
     async def next_due(self) -> float | None:
         return await self.queue.next_due()
-
-    async def for_incident(self, incident_id: str) -> list[TimerView]:
-        async with self._db.read() as conn:
-            rows = await conn.execute(
-                select(timers).where(timers.c.incident_id == incident_id).order_by(timers.c.id)
-            )
-            return [TimerView(r.name, r.opening, from_epoch(r.due_at), TimerStatus(r.status)) for r in rows]
