@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     slack_webhook_url_file: Path | None = None
     slack_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Acknowledgements coming back (service/http/inbound/): each endpoint checks its
+    # sender with its own secret, and answers 404 while that secret is not set.
+    slack_signing_secret: SecretStr | None = None  # the Slack app's Signing Secret
+    slack_signing_secret_file: Path | None = None
+    pagerduty_webhook_secret: SecretStr | None = None  # the V3 webhook subscription's secret
+    pagerduty_webhook_secret_file: Path | None = None
+    opsgenie_webhook_secret: SecretStr | None = None  # sent by the webhook integration as a header
+    opsgenie_webhook_secret_file: Path | None = None
+
     # Kubernetes remediation. The global mode is a ceiling over remediation.yaml's modes;
     # paused is the kill switch (the API can pause too, and that is stored).
     remediation_mode: Literal["off", "dry-run", "enforce"] = "dry-run"

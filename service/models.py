@@ -29,6 +29,15 @@ class IncidentStatus(StrEnum):
     RESOLVED = "resolved"
 
 
+class Phase(StrEnum):
+    """The runbook's [UPDATE] Status line, set by the commander (``status`` stays open/resolved)."""
+
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MITIGATING = "mitigating"
+    RESOLVED = "resolved"
+
+
 class PageAction(StrEnum):
     TRIGGER = "trigger"
     ACK = "ack"  # acknowledge the pages sent (PagerDuty acknowledge, Opsgenie acknowledge)
@@ -115,6 +124,17 @@ class Incident:
     escalations: dict[str, str] = field(default_factory=dict)
     # When the current opening began (opened_at, or the reopen time).
     opening_started_at: datetime | None = None
+    # What the commander says (the runbook's [UPDATE] Status, Root cause and ETA lines).
+    phase: Phase = Phase.INVESTIGATING
+    root_cause: str | None = None
+    eta: str | None = None
+    # The latest note ({"text", "by", "at"}), which the next [UPDATE] carries.
+    latest_note: dict[str, str] | None = None
+    # The reminder sequence in force: a manual [UPDATE] restarts the cadence under a new
+    # sequence, and reminders of an older one are skipped when they come due.
+    update_sequence: int = 0
+    # Who declared it by hand (None: opened by an alert).
+    declared_by: str | None = None
     # Optimistic concurrency: the store refuses a write from a stale copy.
     version: int = 0
 
@@ -156,6 +176,11 @@ class Incident:
             "escalations": dict(self.escalations),
             "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
             "response_due_at": iso(self.response_due_at),
+            "phase": self.phase.value,
+            "root_cause": self.root_cause,
+            "eta": self.eta,
+            "latest_note": dict(self.latest_note) if self.latest_note else None,
+            "declared_by": self.declared_by,
         }
 
 

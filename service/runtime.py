@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 
 from faststream.kafka import KafkaBroker
+from pydantic import SecretStr
 
 from service.batch import Pipeline
 from service.clock import Clock, SystemClock
@@ -19,6 +20,7 @@ from service.emit.relay import OutboxRelay
 from service.escalate.commands import CommandHandler
 from service.escalate.scheduler import TimerWorker
 from service.http.app import HttpServices, HttpSettings
+from service.http.inbound import Inbound, InboundSecrets
 from service.ingest.commands_consumer import CommandConsumer
 from service.ingest.consumer import AlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
@@ -128,7 +130,7 @@ class Runtime:
         )
         self.progress = Progress()
         # Acks and closes also reach the fallback pagers, in case a page went out through them.
-        self.commands = CommandHandler(ctx, [*pagers, *self.fallbacks])
+        self.commands = CommandHandler(ctx, [*pagers, *self.fallbacks], comms)
         self.approvals = Approvals(self.store, self.clock, on_change=self.remediation.wake)
         self.remediation_control = RemediationControl(
             ctx, cluster=kube is not None, wake=self.remediation.wake
@@ -175,6 +177,7 @@ class Runtime:
             readiness=readiness,
             metrics=self.metrics,
             severities=list(self.rules.severities),
+            inbound=Inbound(self.store, self.commands, self.clock, _inbound_secrets(self.settings)),
         )
 
     def http_settings(self) -> HttpSettings:
@@ -266,6 +269,15 @@ class Runtime:
         if self.kube is not None:
             await _quietly("close the Kubernetes client", self.kube.close())
         await self.store.close()
+
+
+def _inbound_secrets(s: Settings) -> InboundSecrets:
+    def raw(secret: SecretStr | None) -> bytes | None:
+        return secret.get_secret_value().encode() if secret is not None else None
+
+    return InboundSecrets(
+        raw(s.slack_signing_secret), raw(s.pagerduty_webhook_secret), raw(s.opsgenie_webhook_secret)
+    )
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

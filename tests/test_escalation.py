@@ -15,7 +15,7 @@ from service.clock import ManualClock
 from service.config import Settings
 from service.context import Context
 from service.emit.cloudevents import EventFactory
-from service.escalate.commands import Ack, CommandHandler
+from service.escalate.commands import Ack, CommandHandler, Declare, Escalate, PostUpdate, SetSeverity
 from service.escalate.scheduler import TimerWorker
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
@@ -44,7 +44,7 @@ class Scenario:
         self.pipeline = build_pipeline(ctx, [pager.name], sink)
         self.pages = PageWorker(ctx, {pager.name: pager})
         self.timers = TimerWorker(ctx, [pager.name], [pager.name] if pager.comms else [])
-        self.commands = CommandHandler(ctx, [pager.name])
+        self.commands = CommandHandler(ctx, [pager.name], [pager.name] if pager.comms else [])
         self.offset = 0
 
     async def alert(self, *alerts: dict[str, Any]) -> None:
@@ -88,7 +88,7 @@ async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     await s.close()
 
 
-async def test_sev1_through_the_whole_matrix_and_an_ack_that_stops_escalation(
+async def test_sev1_through_the_whole_matrix_and_an_ack_that_stops_the_response_rules_only(
     store: Store, rules: RuleSet
 ) -> None:
     sc = Scenario(store, rules, Recorder())
@@ -132,11 +132,16 @@ async def test_sev1_through_the_whole_matrix_and_an_ack_that_stops_escalation(
     assert updates[0]["next_update"] == "2026-11-26T13:00:00Z"  # 30 min after the first update
     assert "- Next update: 2026-11-26T13:00:00Z" in updates[0]["message"]
 
-    # The acknowledged incident escalated to nobody; its updates go on until it resolves.
-    assert await sc.of(second, "incident.escalated") == []
+    # The acknowledged incident skipped the response rules (SLA, overdue), but "SEV-1 > 30
+    # min" means unresolved: it still reaches Engineering Lead and CTO, after the ack.
+    escalated = [e["data"]["escalation"] for e in await sc.of(second, "incident.escalated")]
+    assert [(e["rule"], e["roles"], e["reason"]) for e in escalated] == [
+        ("sev1-unresolved-30m", ["Engineering Lead", "CTO"], "SEV-1 unresolved for 30 min")
+    ]
     assert [p[:2] for p in sc.paged(second)] == [
         ("trigger", "first"),
         ("ack", "first"),  # the page itself is acknowledged too
+        ("trigger", "sev1-unresolved-30m"),
         ("update", "reminder:1"),
         ("update", "reminder:2"),
     ]
@@ -199,3 +204,50 @@ async def test_role_without_contact_is_reported_loudly(store: Store, tmp_path: P
         == 1
     )
     assert len(await sc.of(inc, "page.sent")) == 1  # the reachable roles were still paged
+
+
+async def test_a_manual_update_restarts_the_cadence(store: Store, rules: RuleSet) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("ApiDown", namespace="aragora"))  # SEV-1: an [UPDATE] every 30 min
+    inc = await sc.incident_id("ApiDown")
+    await sc.at(10)
+    await sc.commands.apply(inc, PostUpdate(by="carol", text="Rolling back"), "api")
+    await sc.settle()
+    await sc.at(30)  # reminder 1 was superseded by the update at 10
+    await sc.at(39.9)
+    updates = [e["data"]["comms"] for e in await sc.of(inc, "comms.update")]
+    assert [(u["sequence"], u["next_update"]) for u in updates] == [(2, "2026-11-26T12:40:00Z")]
+    assert "- Rolling back" in updates[0]["message"]
+    await sc.at(40)
+    updates = [e["data"]["comms"] for e in await sc.of(inc, "comms.update")]
+    assert [(u["sequence"], u["next_update"]) for u in updates][1:] == [(3, "2026-11-26T13:10:00Z")]
+    assert [p[1] for p in sc.paged(inc) if p[0] == "update"] == ["reminder:2", "reminder:3"]
+
+
+async def test_raising_the_severity_starts_the_new_rules_then(store: Store, rules: RuleSet) -> None:
+    sc = Scenario(store, rules, Recorder())
+    inc = (await sc.commands.declare(Declare(title="Slow search", severity="SEV-3"), "api")).id
+    await sc.at(10)
+    raised = await sc.commands.apply(inc, SetSeverity(severity="SEV-1", by="carol"), "api")
+    assert raised.response_due_at == T0 + timedelta(minutes=25)  # SEV-1's 15 min, from now
+    for minute in (21.9, 22, 25, 39.9, 40):
+        await sc.at(minute)
+    escalated = await sc.of(inc, "incident.escalated")
+    assert [(e["data"]["escalation"]["rule"], e["time"]) for e in escalated] == [
+        ("sla-violation-imminent", "2026-11-26T12:22:00Z"),  # 80 % of 15 min after the change
+        ("response_overdue", "2026-11-26T12:25:00Z"),
+        ("sev1-unresolved-30m", "2026-11-26T12:40:00Z"),  # 30 min after the change
+    ]
+
+
+async def test_a_manual_escalation_after_the_ack_still_pages(store: Store, rules: RuleSet) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("AuthBroken", namespace="a"))
+    inc = await sc.incident_id("AuthBroken")
+    await sc.commands.apply(inc, Ack(by="alice"), "api")
+    await sc.at(5)
+    await sc.commands.apply(inc, Escalate(roles=["Database Admin"], reason="replica lag", by="alice"), "api")
+    await sc.settle()
+    assert sc.paged(inc)[-1] == ("trigger", "manual:1", ("Database Admin",))
+    [esc] = await sc.of(inc, "incident.escalated")
+    assert esc["data"]["escalation"]["kind"] == "manual" and esc["data"]["escalation"]["by"] == "alice"

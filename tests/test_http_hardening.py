@@ -260,7 +260,7 @@ async def test_body_naming_its_own_command_is_taken(svc: RunningService) -> None
     resp = await svc.client.post(
         f"{base}/assign", json={"command": "assign", "role": "IC", "who": "carol"}, headers=AUTH
     )
-    assert resp.status_code == 200 and resp.json()["incident"]["roles"] == {"IC": "carol"}
+    assert resp.status_code == 200 and resp.json()["incident"]["roles"] == {"Incident Commander": "carol"}
 
 
 @pytest.mark.parametrize("decision", ["approve", "deny"])
@@ -292,7 +292,7 @@ async def test_unknown_path_is_a_json_404(svc: RunningService, method: str, path
     [
         ("GET", "/api/v1/alerts/alertmanager", "POST"),
         ("PUT", "/api/v1/incidents/inc-1/ack", "POST"),
-        ("POST", "/api/v1/incidents", "GET, HEAD"),
+        ("PUT", "/api/v1/incidents", "GET, HEAD, POST"),
         ("DELETE", "/healthz", "GET, HEAD"),
     ],
 )

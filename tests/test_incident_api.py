@@ -47,7 +47,7 @@ async def test_ack_assign_resolve_over_http(svc: RunningService) -> None:
     assert again.json()["incident"]["acknowledged_by"] == "alice"  # idempotent
 
     resp = await svc.client.post(f"{base}/assign", json={"role": "IC", "who": "carol", "by": "alice"})
-    assert resp.status_code == 200 and resp.json()["incident"]["roles"] == {"IC": "carol"}
+    assert resp.status_code == 200 and resp.json()["incident"]["roles"] == {"Incident Commander": "carol"}
     bad_role = await svc.client.post(f"{base}/assign", json={"role": "CEO", "who": "x"})
     assert bad_role.status_code == 422 and bad_role.json()["details"][0]["loc"] == "role"
 
@@ -64,7 +64,7 @@ async def test_ack_assign_resolve_over_http(svc: RunningService) -> None:
     [acked] = events_for(svc, inc, "incident.acknowledged")
     assert acked["data"]["command"] == {"command": "ack", "by": "alice", "source": "api"}
     [updated] = [e for e in events_for(svc, inc, "incident.updated") if "command" in e["data"]]
-    assert updated["data"]["reasons"] == ["assigned:IC"]
+    assert updated["data"]["reasons"] == ["assigned:Incident Commander"]
     [resolved] = events_for(svc, inc, "incident.resolved")
     assert resolved["data"]["command"]["note"] == "rolled back"
     for e in [*events_for(svc, inc, "incident.acknowledged"), updated, resolved]:
@@ -78,6 +78,7 @@ async def test_ack_assign_resolve_over_http(svc: RunningService) -> None:
     assert [(p["action"], p["status"]) for p in shown["pages"]] == [
         ("trigger", "sent"),
         ("ack", "sent"),
+        ("trigger", "sent"),  # carol, paged as the new Incident Commander
         ("close", "sent"),
     ]
 

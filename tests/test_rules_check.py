@@ -130,3 +130,32 @@ def test_run_refuses_to_start_on_broken_rules_without_traceback(broken: Path, tm
     assert "rules are invalid, not starting" in proc.stderr
     assert "classify.yaml: default (line" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_escalation_until_is_checked(broken: Path) -> None:
+    _edit(broken / "escalation.yaml", "    until: resolved\n", "    until: forever\n")
+    _edit(
+        broken / "escalation.yaml",
+        "matchers: ['data_breach=~\"true|suspected\"']",
+        "matchers: ['data_breach=~\"true|suspected\"']\n    until: acknowledged",
+    )
+    problems = _problems(broken)
+    assert any(
+        "escalation.yaml: rules[0].until (line " in p and "'acknowledged' or 'resolved'" in p
+        for p in problems
+    )
+    assert any(
+        "rules[1] (line " in p and "until applies to open_for and response_share" in p for p in problems
+    )
+
+
+def test_roles_in_the_matrix_take_the_runbook_spelling(broken: Path) -> None:
+    _edit(broken / "escalation.yaml", "response_overdue: [Engineering Lead]", "response_overdue: [IC]")
+    assert load_rules(broken).escalation.response_overdue == ["Incident Commander"]
+
+
+def test_an_unknown_approver_role_is_reported(broken: Path) -> None:
+    _edit(broken / "remediation.yaml", "approvers: [Incident Commander]", "approvers: [Incident Comander]")
+    [problem] = _problems(broken)
+    assert "remediation.yaml: policies[0].approval.approvers[0] (line " in problem
+    assert "unknown role 'Incident Comander'" in problem

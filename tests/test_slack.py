@@ -7,6 +7,8 @@ httpx and the sockets between them are the real ones.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import socket
 import threading
@@ -19,8 +21,9 @@ import pytest
 from pydantic import SecretStr
 
 from service.config import ConfigError, Settings
+from service.models import PageAction
 from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
-from service.notify.slack import SlackNotifier
+from service.notify.slack import ACK_ACTION, RESOLVE_ACTION, SlackNotifier
 from service.ruleset import RuleSet
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import run_service, test_settings
@@ -118,7 +121,8 @@ async def test_trigger_posts_one_message_with_the_runbook_text_and_blocks(
     assert "- Status: Investigating" in message["text"]
     assert "- Impact: Complete service outage" in message["text"]
 
-    header, section, context = message["blocks"]
+    header, section, actions, context = message["blocks"]
+    assert actions["type"] == "actions"  # the Acknowledge and Resolve buttons
     assert header == {
         "type": "header",
         "text": {"type": "plain_text", "text": "[INCIDENT] SEV-1: API is down"},
@@ -197,7 +201,7 @@ async def test_long_texts_are_cut_to_slacks_block_limits(
     await notifier.send(long)  # the fake answers invalid_blocks to anything over the limits
 
     [message] = slack.messages
-    header, section, _ = message["blocks"]
+    header, section, _, _ = message["blocks"]
     assert len(header["text"]["text"]) == 150 and header["text"]["text"].endswith("…")
     assert len(section["text"]["text"]) == 3000
     assert message["text"] == f"{long.message}\n{long.description}"  # the full text, within 40k
@@ -213,7 +217,55 @@ async def test_an_empty_description_leaves_the_section_out(
 
     [message] = slack.messages
     assert message["text"] == "[INCIDENT] SEV-1: API is down"
-    assert [b["type"] for b in message["blocks"]] == ["header", "context"]
+    assert [b["type"] for b in message["blocks"]] == ["header", "actions", "context"]
+
+
+async def test_the_incident_message_has_acknowledge_and_resolve_buttons_for_its_opening(
+    slack: FakeSlackWebhook, notifier: SlackNotifier, rules: RuleSet
+) -> None:
+    request = page_request(rules)
+
+    await notifier.send(request)  # the fake checks Block Kit's rules for actions blocks too
+
+    [message] = slack.messages
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    ack, resolve = actions["elements"]
+    assert (ack["type"], ack["action_id"], ack["text"]["text"]) == ("button", ACK_ACTION, "Acknowledge")
+    assert (resolve["action_id"], resolve["text"]["text"]) == (RESOLVE_ACTION, "Resolve")
+    assert "confirm" in resolve and "confirm" not in ack  # resolving asks first
+    value = {"incident": request.incident_id, "opening": 1}
+    assert json.loads(ack["value"]) == json.loads(resolve["value"]) == value
+
+
+async def test_updates_and_the_close_note_have_no_buttons(
+    slack: FakeSlackWebhook, notifier: SlackNotifier, rules: RuleSet
+) -> None:
+    await notifier.send(page_request(rules, "close"))
+    trigger = page_request(rules)
+    await notifier.send(
+        PageRequest(PageAction.UPDATE, trigger.incident, 1, trigger.idempotency_key, "[UPDATE] x", "", "P1")
+    )
+
+    assert [[b["type"] for b in m["blocks"] if b["type"] == "actions"] for m in slack.messages] == [[], []]
+
+
+async def test_the_roles_mentions_lead_the_message_unescaped(
+    slack: FakeSlackWebhook, notifier: SlackNotifier, rules: RuleSet
+) -> None:
+    # contacts.yaml: `Incident Commander: {slack: {mention: "<!subteam^S0IC>"}}`; the page
+    # worker hands each role's contact over as a responder.
+    request = dataclasses.replace(
+        page_request(rules),
+        roles=("Incident Commander", "Technical Lead", "DevOps"),
+        responders=({"mention": "<!subteam^S0IC>"}, {"mention": "<@U0LEAD>"}, {"mention": "<!subteam^S0IC>"}),
+    )
+
+    await notifier.send(request)
+
+    [message] = slack.messages
+    assert message["text"] == f"<!subteam^S0IC> <@U0LEAD>\n{request.message}\n{request.description}"
+    _, mentions, *_ = message["blocks"]
+    assert mentions == {"type": "section", "text": {"type": "mrkdwn", "text": "<!subteam^S0IC> <@U0LEAD>"}}
 
 
 # -- answers and failures --------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from service.batch import EventIntent, PageIntent
 from service.clock import iso
 from service.correlate.fingerprint import group_key
-from service.models import Alert, AlertState, AlertStatus, Incident, IncidentStatus, PageAction
+from service.models import Alert, AlertState, AlertStatus, Incident, IncidentStatus, PageAction, Phase
 from service.ruleset.models import RuleSet
 
 # An update event lists at most this many alerts; a storm gives several events
@@ -168,6 +168,9 @@ class Correlator:
         inc.status = IncidentStatus.OPEN
         inc.resolved_at = None
         inc.acknowledged_at = None
+        # A new opening is investigated afresh; the old root cause stays as a lead.
+        inc.phase = Phase.INVESTIGATING
+        inc.eta = None
         inc.opening += 1
         inc.opening_started_at = now
         inc.set_alert(alert.fingerprint, self._state(alert, inc.alerts.get(alert.fingerprint)))

@@ -67,8 +67,17 @@ def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> s
         outcome = f"{page['integration']} {page['action']} attempt {page['attempt']}"
         parts.append(outcome + (f": {page['error']}" if page.get("error") else ""))
     if command := extra.get("command"):
+        parts.append(f"{command['command']} by {command['by']} via {command['source']}" + _said(command))
+    if escalation := extra.get("escalation"):
         parts.append(
-            f"{command['command']} by {command['by']}"
-            + (f": {command['note']}" if command.get("note") else "")
+            f"{escalation['kind']} escalation to {', '.join(escalation['roles'])}: {escalation['reason']}"
         )
     return " | ".join(parts)
+
+
+def _said(command: dict[str, Any]) -> str:
+    """What the person wrote or set, for the timeline line."""
+    said = [str(command[k]) for k in ("note", "text", "root_cause", "eta", "reason") if command.get(k)]
+    if command.get("role"):
+        said.insert(0, f"{command['role']}: {command.get('who')}")
+    return (": " + "; ".join(said)) if said else ""

@@ -45,25 +45,36 @@ class PagePart(_Closed):
 
 
 class CommandPart(_Closed):
-    command: Literal["ack", "resolve", "assign"]
+    command: Literal[
+        "ack", "resolve", "assign", "status", "note", "update", "declare", "severity", "escalate"
+    ]
     by: str
     note: str | None = None
     role: str | None = None
     who: str | None = None
-    source: Literal["api", "kafka"]
+    phase: str | None = Field(default=None, description="status: the phase set")
+    root_cause: str | None = None
+    eta: str | None = None
+    text: str | None = Field(default=None, description="note / update: what the person wrote")
+    severity: str | None = Field(default=None, description="severity: the new severity")
+    reason: str | None = Field(default=None, description="severity / escalate: why")
+    source: Literal["api", "kafka", "ui", "slack", "pagerduty", "opsgenie"] = Field(
+        description="where the person acted: the API, the command topic, the board, or a pager's app"
+    )
 
 
 class EscalationPart(_Closed):
     rule: str
-    kind: Literal["first_page", "time", "condition", "sla", "response_overdue"]
+    kind: Literal["first_page", "time", "condition", "sla", "response_overdue", "manual"]
     roles: list[str]
     reason: str
+    by: str | None = Field(default=None, description="manual: who escalated")
 
 
 class CommsPart(_Closed):
     message: str
     sequence: int = Field(ge=1)
-    next_update: str
+    next_update: str | None = Field(description="null for a severity with no follow-up cadence")
 
 
 class RemediationTarget(_Closed):
@@ -126,10 +137,21 @@ class IncidentEventData(_Closed):
     opened_at: str
     acknowledged_at: str | None
     acknowledged_by: str | None
-    roles: dict[str, str] = Field(description="runbook roles: IC, Communications, Technical Lead -> who")
+    roles: dict[str, str] = Field(
+        description="runbook roles: Incident Commander, Communications, Technical Lead -> who"
+    )
     escalations: dict[str, str] = Field(description='"<opening>:<rule>" -> when that escalation fired')
     resolved_at: str | None
     response_due_at: str
+    phase: Literal["investigating", "identified", "mitigating", "resolved"] = Field(
+        description="the runbook's Status line, as the commander set it"
+    )
+    root_cause: str | None
+    eta: str | None
+    latest_note: dict[str, str] | None = Field(description="the latest note: text, by, at")
+    declared_by: str | None = Field(
+        description="who declared the incident by hand; null if an alert opened it"
+    )
     alerts: list[AlertPart] | None = Field(
         default=None, description="incident.*: the alerts that caused this event"
     )

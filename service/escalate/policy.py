@@ -11,8 +11,8 @@ from service.batch import TimerIntent
 from service.models import Incident, IncidentStatus
 from service.ruleset.matchers import matches_all
 from service.ruleset.models import EscalationRule, RuleSet
+from service.store.timers import REMINDER
 
-REMINDER = "reminder:"
 OVERDUE = "response_overdue"
 
 
@@ -55,10 +55,12 @@ class EscalationPolicy:
                 found.append(Escalation(rule.name, "condition", list(rule.roles), f"alert matched {matched}"))
         return found
 
-    def timers(self, inc: Incident) -> list[TimerIntent]:
-        """The timers the incident's current opening and severity need (idempotent by name)."""
+    def timers(self, inc: Incident, start: datetime | None = None) -> list[TimerIntent]:
+        """The timers the incident's current opening and severity need (idempotent by name),
+        counted from ``start`` (default: when the opening began; a person's change of
+        severity starts the new severity's rules then)."""
         sev = self._rules.severity(inc.severity)
-        start = inc.opening_started_at or inc.opened_at
+        start = start or inc.opening_started_at or inc.opened_at
         out: list[TimerIntent] = []
 
         def add(name: str, due: datetime) -> None:
@@ -81,9 +83,11 @@ class EscalationPolicy:
     def due_escalation(self, inc: Incident, timer: str, now: datetime) -> Escalation | None:
         """Does this escalation timer still escalate? Re-checked when it fires, since
         acknowledgement, resolution or a new opening may have happened since."""
-        if inc.status is not IncidentStatus.OPEN or inc.acknowledged_at is not None:
+        if inc.status is not IncidentStatus.OPEN:
             return None
         if timer.startswith(OVERDUE):
+            if inc.acknowledged_at is not None:
+                return None
             if now < inc.response_due_at or escalation_key(inc, OVERDUE) in inc.escalations:
                 return None
             return Escalation(
@@ -95,16 +99,25 @@ class EscalationPolicy:
         rule = self._by_name.get(timer.split(":")[1])
         if rule is None or not self._applies(rule, inc) or escalation_key(inc, rule.name) in inc.escalations:
             return None
+        if rule.stops_on == "acknowledged" and inc.acknowledged_at is not None:
+            return None
+        state = "unresolved" if rule.stops_on == "resolved" else "unresolved and unacknowledged"
         if rule.open_for is not None:
-            reason = f"{inc.severity} unresolved and unacknowledged for {_minutes(rule.open_for)}"
+            reason = f"{inc.severity} {state} for {_minutes(rule.open_for)}"
             return Escalation(rule.name, "time", list(rule.roles), reason)
         share = rule.response_share or 0.0
         sev = self._rules.severity(inc.severity)
         start = inc.opening_started_at or inc.opened_at
         if now < start + sev.response_time * share:
             return None
-        reason = f"{int(share * 100)}% of the {inc.severity} response time passed unacknowledged"
+        reason = f"{int(share * 100)}% of the {inc.severity} response time passed {state}"
         return Escalation(rule.name, "sla", list(rule.roles), reason)
+
+    def known_roles(self) -> set[str]:
+        """Every role the matrix or contacts.yaml names: what a manual escalation may page."""
+        esc = self._esc
+        named = {*esc.first_page, *esc.response_overdue, *(r for rule in esc.rules for r in rule.roles)}
+        return named | set(self._rules.contacts.roles)
 
     def follow_up(self, inc: Incident) -> timedelta | None:
         return self._rules.severity(inc.severity).follow_up

@@ -14,16 +14,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from service.batch import PageIntent, TimerIntent
+from service.batch import PageIntent
 from service.clock import iso
 from service.context import Context
-from service.escalate.policy import REMINDER, EscalationPolicy, escalation_key
+from service.escalate.policy import EscalationPolicy, escalation_key
+from service.escalate.updates import post_update, reminder_sequence
 from service.models import Incident, IncidentStatus, PageAction
 from service.scheduling import DueWorker
 from service.store.pages import NewPage
 from service.store.queue import LEASE_SECONDS
 from service.store.store import ConcurrentUpdate, Effects
-from service.store.timers import TimerJob, TimerStatus
+from service.store.timers import REMINDER, TimerJob, TimerStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +82,23 @@ class TimerWorker(DueWorker):
         log.info("incident %s escalated (%s) to %s: %s", inc.id, esc.rule, ", ".join(esc.roles), esc.reason)
 
     async def _remind(self, timer: TimerJob, inc: Incident, now: datetime) -> None:
-        follow_up = self._policy.follow_up(inc)
-        if follow_up is None:
+        sequence = reminder_sequence(timer.name)
+        if self._policy.follow_up(inc) is None or sequence < inc.update_sequence:
+            # No cadence for this severity (any more), or a person's [UPDATE] restarted it.
             await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
             return
-        sequence = int(timer.name.removeprefix(REMINDER))
-        # From the due time, not from now: a late reminder after a restart does not
-        # shift the cadence, and missed ones each fire once, at once.
-        next_due = timer.due_at + follow_up
-        message = self._render_update(inc, next_due)
-        comms = {"message": message, "sequence": sequence, "next_update": iso(next_due)}
-        event = self._events.build("comms.update", inc.snapshot(), {"comms": comms}, now)
-        page = PageIntent(inc.id, PageAction.UPDATE, inc.opening, f"{REMINDER}{sequence}", message=message)
-        following = TimerIntent(inc.id, inc.opening, f"{REMINDER}{sequence + 1}", next_due)
-        effects = Effects(events=[event], pages=NewPage.fan_out(page, self._comms), timers=[following])
+        post = post_update(self._rules, inc, sequence, timer.due_at)
+        event = self._events.build(post.event.type, post.event.incident, post.event.extra, now)
+        # The incident is written (unchanged) so a person's [UPDATE] committed meanwhile
+        # makes this a ConcurrentUpdate, decided again, rather than a second message.
+        effects = Effects(
+            incidents=[inc],
+            events=[event],
+            pages=NewPage.fan_out(post.page, self._comms),
+            timers=post.following,
+        )
         await self._record(timer, TimerStatus.FIRED, effects, now)
         self._metrics.reminders.inc()
-
-    def _render_update(self, inc: Incident, next_due: datetime) -> str:
-        ctx: dict[str, Any] = {**inc.snapshot(), "root_cause": None, "eta": None}
-        try:
-            return self._rules.templates.update.render(incident=ctx, next_update=iso(next_due)).strip()
-        except Exception as exc:  # a user's template must not stop the cadence
-            log.warning("update template failed for %s: %s", inc.id, exc)
-            return f"[UPDATE] {inc.severity}: {inc.title}\n- Next update: {iso(next_due)}"
 
     async def _record(self, timer: TimerJob, status: TimerStatus, effects: Effects, now: datetime) -> None:
         """The timer's outcome with everything it causes, in one transaction."""

@@ -20,12 +20,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, Invalid, NotFound
 from service.escalate.commands import CommandHandler
 from service.http.auth import BearerAuth
 from service.http.bodies import BodyTooLarge, error, read_limited
+from service.http.inbound import PATHS as INBOUND_PATHS
+from service.http.inbound import Inbound, inbound_routes
 from service.http.incidents import incident_routes
 from service.http.remediation import remediation_routes
+from service.http.ui import ui_routes
 from service.ingest.intake import AlertIntake, TooLarge, Unavailable
 from service.ingest.parse import PayloadError
 from service.observability.metrics import Metrics
@@ -49,6 +52,7 @@ class HttpServices:
     readiness: Readiness
     metrics: Metrics
     severities: Sequence[str]
+    inbound: Inbound  # the Slack, PagerDuty and Opsgenie acknowledgements
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,10 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     return error(409, str(exc))
 
 
+async def _invalid(request: Request, exc: Exception) -> Response:
+    return error(422, str(exc))
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     """The router's own answers (404 no such path, 405 with ``Allow``) in the one error shape."""
     assert isinstance(exc, HTTPException)
@@ -145,16 +153,19 @@ def create_app(
         *probe_routes(s.readiness, s.metrics),
         *incident_routes(s.incidents, s.commands, s.severities),
         *remediation_routes(s.remediation, s.approvals),
+        *inbound_routes(s.inbound),
     ]
-    auth = Middleware(
-        BearerAuth, token=settings.token, public=settings.public_paths, routes=routes, on_refused=refused
-    )
+    # The inbound endpoints check their senders' own signatures instead of the bearer token.
+    public = settings.public_paths | INBOUND_PATHS
+    auth = Middleware(BearerAuth, token=settings.token, public=public, routes=routes, on_refused=refused)
     return Starlette(
-        routes=routes,
+        # The board (/ and /ui/...) checks its own session cookie: not in the bearer's routes.
+        routes=[*routes, *ui_routes(s, settings.token)],
         middleware=[auth],
         exception_handlers={
             NotFound: _not_found,
             Conflict: _conflict,
+            Invalid: _invalid,
             HTTPException: _http_exception,
             Exception: _internal_error,
         },

@@ -3,6 +3,10 @@
 Every route that changes or reads incident data asks for the token (compared in
 constant time); the probes and the metrics stay open unless configured otherwise. A
 request that matches no route gets the router's own 404 or 405.
+
+It guards the routes it is given. The incident board's routes (``service/http/ui``,
+``/`` and ``/ui/...``) are not given to it: they check a session cookie of their own
+(and a route added to the guarded list is guarded, so a mistake fails closed).
 """
 
 from __future__ import annotations

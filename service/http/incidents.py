@@ -1,4 +1,6 @@
-"""The incident API: list, show (with timeline and pages), acknowledge, resolve, assign."""
+"""The incident API: list, show (with timeline and pages), declare, and every command a
+person gives an incident (acknowledge, resolve, assign, status, notes, updates,
+severity, escalate)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.clock import iso
-from service.escalate.commands import Ack, Assign, CommandHandler, Resolve
+from service.escalate.commands import (
+    Ack,
+    AddNote,
+    Assign,
+    CommandHandler,
+    Declare,
+    Escalate,
+    IncidentCommand,
+    PostUpdate,
+    Resolve,
+    SetSeverity,
+    SetStatus,
+)
 from service.http.bodies import command, error
+from service.models import Phase
 from service.store.views import IncidentDetail, IncidentViews
 
-STATUSES = ("open", "resolved")
+# triggered: open and not acknowledged (PagerDuty's, Opsgenie's and Grafana OnCall's word).
+STATUSES = ("open", "triggered", "acknowledged", "resolved")
+PHASES = tuple(p.value for p in Phase)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -37,23 +54,40 @@ def detail_json(d: IncidentDetail) -> dict[str, Any]:
     }
 
 
+def _by_method(get: Endpoint, post: Endpoint) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        return await (post if request.method == "POST" else get)(request)
+
+    return endpoint
+
+
+def _list_problems(
+    status: str | None, severity: str | None, phase: str | None, limit: str, known: set[str]
+) -> list[str]:
+    problems = []
+    if status is not None and status not in STATUSES:
+        problems.append(f"status must be one of {', '.join(STATUSES)}")
+    if phase is not None and phase not in PHASES:
+        problems.append(f"phase must be one of {', '.join(PHASES)}")
+    if severity is not None and severity not in known:
+        problems.append(f"severity must be one of {', '.join(sorted(known))}")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        problems.append("limit must be an integer from 1 to 1000")
+    return problems
+
+
 def incident_routes(views: IncidentViews, commands: CommandHandler, severities: Sequence[str]) -> list[Route]:
     known = set(severities)
 
     async def list_incidents(request: Request) -> Response:
         status = request.query_params.get("status")
         severity = request.query_params.get("severity")
+        phase = request.query_params.get("phase")
         limit_raw = request.query_params.get("limit", "100")
-        problems = []
-        if status is not None and status not in STATUSES:
-            problems.append(f"status must be one of {', '.join(STATUSES)}")
-        if severity is not None and severity not in known:
-            problems.append(f"severity must be one of {', '.join(sorted(known))}")
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
-            problems.append("limit must be an integer from 1 to 1000")
+        problems = _list_problems(status, severity, phase, limit_raw, known)
         if problems:
             return error(422, "; ".join(problems))
-        found = await views.list(status, severity, int(limit_raw))
+        found = await views.list(status, severity, int(limit_raw), phase)
         return JSONResponse({"incidents": [inc.snapshot() for inc in found]})
 
     async def show(request: Request) -> Response:
@@ -63,7 +97,7 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
             return error(404, f"no incident {incident_id}")
         return JSONResponse(detail_json(detail))
 
-    def command_endpoint(model: type[Ack | Resolve | Assign]) -> Endpoint:
+    def command_endpoint(model: type[IncidentCommand]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             # The model's own default names the command; a body that names another one
             # (``{"command": "resolve"}`` sent to /ack) is refused by its Literal.
@@ -75,11 +109,24 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
 
         return endpoint
 
+    async def declare(request: Request) -> Response:
+        cmd = await command(request, Declare)
+        if isinstance(cmd, Response):
+            return cmd
+        inc = await commands.declare(cmd, "api")
+        return JSONResponse({"incident": inc.snapshot()}, status_code=201)
+
     base = "/api/v1/incidents"
     return [
-        Route(base, list_incidents, methods=["GET"]),
+        # One route, so a wrong method's 405 names both in Allow.
+        Route(base, _by_method(list_incidents, declare), methods=["GET", "POST"]),
         Route(f"{base}/{{incident_id}}", show, methods=["GET"]),
         Route(f"{base}/{{incident_id}}/ack", command_endpoint(Ack), methods=["POST"]),
         Route(f"{base}/{{incident_id}}/resolve", command_endpoint(Resolve), methods=["POST"]),
         Route(f"{base}/{{incident_id}}/assign", command_endpoint(Assign), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/status", command_endpoint(SetStatus), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/notes", command_endpoint(AddNote), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/updates", command_endpoint(PostUpdate), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/severity", command_endpoint(SetSeverity), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/escalate", command_endpoint(Escalate), methods=["POST"]),
     ]

@@ -1,5 +1,6 @@
-"""The ``incidents.commands`` consumer: ack/resolve/assign and remediation
-approve/deny as JSON records.
+"""The ``incidents.commands`` consumer: the incident commands (ack, resolve, assign,
+status, note, update, declare, severity, escalate) and remediation approve/deny as
+JSON records.
 
 Low volume, so one record at a time; the offset is committed after the command
 is stored (NACK_ON_ERROR), and a command that can never apply goes to the
@@ -17,8 +18,8 @@ from pydantic import ValidationError
 
 from service.batch import DeadLetter, Record
 from service.config import Settings
-from service.errors import Conflict, NotFound
-from service.escalate.commands import CommandHandler, KafkaCommand, UnknownIncident
+from service.errors import Conflict, Invalid, NotFound
+from service.escalate.commands import CommandHandler, Declare, KafkaCommand, UnknownIncident
 from service.ingest.deadletter import DeadLetterPublisher
 from service.remediate.approval import Approvals, Approve, Deny
 
@@ -67,8 +68,12 @@ class CommandConsumer:
                 await self._dead_letters([DeadLetter(record, f"command refused: {exc}")])
             return
         try:
-            await self._handler.apply(cmd.incident_id, cmd.command, "kafka")
+            if isinstance(cmd.command, Declare):
+                # The record's incident_id names the new incident: a redelivery is a repeat.
+                await self._handler.declare(cmd.command, "kafka", cmd.incident_id)
+            else:
+                await self._handler.apply(cmd.incident_id, cmd.command, "kafka")
         except UnknownIncident:
             await self._dead_letters([DeadLetter(record, f"unknown incident {cmd.incident_id}")])
-        except Conflict as exc:
+        except (Conflict, Invalid) as exc:
             await self._dead_letters([DeadLetter(record, f"command refused: {exc}")])

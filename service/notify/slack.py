@@ -19,6 +19,7 @@ of at-least-once delivery; the worker never sends a job it recorded as sent agai
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -38,6 +39,9 @@ SECTION_LIMIT = 3000  # a section's mrkdwn text
 CONTEXT_LIMIT = 3000
 REASON_BODY_LIMIT = 300
 REDACTED = "<slack webhook URL>"
+# The buttons of an [INCIDENT] message; service/http/inbound/slack.py reads them back.
+ACK_ACTION = "incidentd_ack"
+RESOLVE_ACTION = "incidentd_resolve"
 
 
 class SlackNotifier:
@@ -119,13 +123,22 @@ class SlackNotifier:
 
 
 def slack_message(request: PageRequest) -> dict[str, Any]:
-    """The incoming-webhook body: the full runbook text, and blocks for display."""
+    """The incoming-webhook body: the full runbook text, and blocks for display.
+
+    The roles' ``mention``s (contacts.yaml ``slack: {mention: ...}``) lead the text, as
+    written, so ``<!subteam^S0ONCALL>`` or ``<@U0LEAD>`` notifies them. An ``[INCIDENT]``
+    (trigger) message carries the Acknowledge and Resolve buttons; Slack sends a press to
+    ``/api/v1/inbound/slack/interactivity`` (``service/http/inbound/slack.py``).
+    """
     inc = request.incident
     headline = request.message.strip() or _fallback_headline(request)
     full = "\n".join(part for part in (headline, request.description.strip()) if part)
+    mentions = _mentions(request)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(headline, HEADER_LIMIT)}}
     ]
+    if mentions:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(mentions, SECTION_LIMIT)}})
     if request.description.strip():
         blocks.append(
             {
@@ -133,11 +146,56 @@ def slack_message(request: PageRequest) -> dict[str, Any]:
                 "text": {"type": "mrkdwn", "text": _cut(_escape(request.description.strip()), SECTION_LIMIT)},
             }
         )
+    if request.action == "trigger":
+        blocks.append(_buttons(request))
     context = f"Incident `{_escape(str(inc['id']))}` · key `{_escape(request.idempotency_key)}`"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(context, CONTEXT_LIMIT)}]})
     # ``text`` is the notification and fallback; Slack reads it as mrkdwn too, so it is
-    # escaped: a label value like "<!channel>" must not ping the whole channel.
-    return {"text": _cut(_escape(full), TEXT_LIMIT), "blocks": blocks}
+    # escaped: a label value like "<!channel>" must not ping the whole channel. The
+    # mentions come from contacts.yaml (configuration, not alerts) and are meant to ping.
+    text = _escape(full) if not mentions else f"{mentions}\n{_escape(full)}"
+    return {"text": _cut(text, TEXT_LIMIT), "blocks": blocks}
+
+
+def button_value(incident_id: str, opening: int) -> str:
+    """What a button carries back: the incident and the opening the message was for."""
+    return json.dumps({"incident": incident_id, "opening": opening}, separators=(",", ":"))
+
+
+def _buttons(request: PageRequest) -> dict[str, Any]:
+    value = button_value(request.incident_id, request.opening)
+    confirm = {
+        "title": {"type": "plain_text", "text": "Resolve the incident?"},
+        "text": {"type": "plain_text", "text": "It is closed in incidentd and on every pager."},
+        "confirm": {"type": "plain_text", "text": "Resolve"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+    }
+    return {
+        "type": "actions",
+        "block_id": "incidentd",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": ACK_ACTION,
+                "text": {"type": "plain_text", "text": "Acknowledge"},
+                "style": "primary",
+                "value": value,
+            },
+            {
+                "type": "button",
+                "action_id": RESOLVE_ACTION,
+                "text": {"type": "plain_text", "text": "Resolve"},
+                "style": "danger",
+                "value": value,
+                "confirm": confirm,
+            },
+        ],
+    }
+
+
+def _mentions(request: PageRequest) -> str:
+    found = [r["mention"].strip() for r in request.responders if r.get("mention", "").strip()]
+    return " ".join(dict.fromkeys(found))
 
 
 def _fallback_headline(request: PageRequest) -> str:

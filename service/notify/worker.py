@@ -10,6 +10,10 @@ A trigger is tried for as long as somebody still has to answer it (its incident 
 in the same opening, not acknowledged), with no attempt limit, and is handed to the
 roles' fallback pager as well once its own pager has failed a few times. Everything
 else gives up after ``page_max_attempts``.
+
+A trigger sent while nobody has answered leaves a delayed backup page for the roles'
+backup contacts, due ``backup_after`` later and moot once somebody acknowledges. What each
+request says, and whom it reaches (roles, backups, people), is ``requests.py``'s.
 """
 
 from __future__ import annotations
@@ -24,18 +28,15 @@ from typing import Any
 from service.context import Context
 from service.escalate.policy import escalation_key
 from service.models import Incident, IncidentStatus, PageAction
-from service.notify.base import Notifier, PageError, PageRequest, idempotency_key
+from service.notify.base import Notifier, PageError, PageRequest
+from service.notify.requests import backup_pages, build_request, is_backup, person_unreachable, unrouted
 from service.scheduling import DueWorker
 from service.store.outbox import OutboxRecord
-from service.store.pages import NewPage, PageJob, PageOutcome, PageStatus
+from service.store.pages import NewPage, PageJob, PageOutcome, PageStatus, SentTrigger
 from service.store.queue import LEASE_SECONDS
 from service.store.store import Effects
 
 log = logging.getLogger(__name__)
-
-# Pagers that reach people only through contacts.yaml. (PagerDuty falls back to its
-# default routing key, a real service; console and Slack reach a channel.)
-ROUTED_PAGERS = ("opsgenie",)
 
 # Failed attempts of a trigger before its roles' fallback pager is paged too. One failure is
 # often a blip (a timeout, a 503 during a deploy) that the next try rides out; three in a row,
@@ -76,7 +77,7 @@ class PageWorker(DueWorker):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def next_due(self) -> float | None:
-        return await self._jobs.next_due(set(self._notifiers))
+        return await self._jobs.next_due(set(self._notifiers), self._clock.now())
 
     async def run_once(self) -> int:
         """Start every due job; return how many were started."""
@@ -121,7 +122,6 @@ class PageWorker(DueWorker):
 
     async def _process(self, job: PageJob) -> None:
         inc = await self._store.incidents.get(job.incident_id)
-        notifier = self._notifiers[job.integration]  # claims are filtered by our pagers
         if inc is None:
             log.error("page job %s: incident %s not found; giving up", job.id, job.incident_id)
             self._metrics.pages_failed.labels(job.integration, "false").inc()
@@ -131,20 +131,28 @@ class PageWorker(DueWorker):
         if job.action is PageAction.TRIGGER and await self._moot(job, inc):
             await self._finish(job, superseded)
             return
-        targets = [job.target]
+        skipped = person_unreachable(self._rules.contacts, job)
+        if skipped is not None:
+            log.info("incident %s: %s", inc.id, skipped)
+            await self._finish(job, PageOutcome(PageStatus.SUPERSEDED, job.attempts, skipped))
+            return
+        sent = [SentTrigger(job.target, tuple(job.roles))]
         if job.action in (PageAction.ACK, PageAction.CLOSE):
-            # Acknowledge or close every page of this opening that went out: the first and
-            # each escalation.
-            targets = await self._jobs.sent_trigger_targets(job)
-            if not targets:
+            # Acknowledge or close every page of this opening that went out (the first, each
+            # escalation, backup and hand-over), each routed as its trigger was.
+            sent = [s for s in await self._jobs.sent_trigger_targets(job) if s.target != job.answered]
+            if not sent:
                 await self._finish(job, superseded)
                 return
-        requests = [self._request(inc, job, target) for target in targets]
+        await self._send(job, inc, [build_request(self._rules, inc, job, s) for s in sent])
+
+    async def _send(self, job: PageJob, inc: Incident, requests: list[PageRequest]) -> None:
+        notifier = self._notifiers[job.integration]  # claims are filtered by our pagers
         request = requests[0]
         attempt = job.attempts + 1
-        unrouted = self._unrouted(job)
-        if unrouted and attempt == 1:
-            await self._report_unrouted(job, inc, request, unrouted)
+        missing = unrouted(self._rules.contacts, job)
+        if missing and attempt == 1:
+            await self._report_unrouted(job, inc, request, missing)
         try:
             for request in requests:
                 reference = await notifier.send(request)
@@ -155,9 +163,12 @@ class PageWorker(DueWorker):
             reason = f"{job.integration} notifier error: {exc.__class__.__name__}: {exc}"
             await self._failed(job, inc, request, PageError(reason, retryable=True))
             return
+        now = self._clock.now()
         part = _page_part(job, request, attempt, reference=reference)
-        event = self._events.build("page.sent", inc.snapshot(), {"page": part}, self._clock.now())
-        await self._finish(job, PageOutcome(PageStatus.SENT, attempt), [event])
+        event = self._events.build("page.sent", inc.snapshot(), {"page": part}, now)
+        # Nobody has answered yet: the roles' backups are paged if nobody does in time.
+        backups = backup_pages(self._rules.contacts, job, now) if _awaits_answer(inc, job) else []
+        await self._finish(job, PageOutcome(PageStatus.SENT, attempt), [event], backups)
         self._metrics.pages_sent.labels(job.integration, job.action).inc()
 
     async def _moot(self, job: PageJob, inc: Incident) -> bool:
@@ -166,8 +177,8 @@ class PageWorker(DueWorker):
             # Resolved or reopened since: that opening's pages are closed, and a trigger
             # never goes out for a key that was closed (the pager would revive or ignore it).
             return True
-        if _asked_before_ack(inc, job):
-            # Somebody already answered; paging them now would be noise.
+        if _asked_before_ack(inc, job) or (is_backup(job.target) and inc.acknowledged_at is not None):
+            # Somebody already answered; paging them (or the backups) now would be noise.
             return True
         # Resolved since the incident was read above (its close is queued with the resolution).
         return await self._jobs.has_sibling(job, PageAction.CLOSE, PageStatus.PENDING)
@@ -276,60 +287,6 @@ class PageWorker(DueWorker):
         base = min(s.page_backoff_max_seconds, s.page_backoff_initial_seconds * 2 ** (attempt - 1))
         jittered = base * random.uniform(0.8, 1.2)
         return float(max(jittered, retry_after or 0.0))
-
-    def _request(self, inc: Incident, job: PageJob, target: str) -> PageRequest:
-        snapshot = inc.snapshot()
-        if job.action is PageAction.UPDATE or job.message is not None:
-            # Reminders and remediation hand-overs carry their own text.
-            text = job.message or ""
-        elif job.action is PageAction.ACK:
-            text = f"[UPDATE] {inc.severity}: {inc.title}\n- Status: Acknowledged by {job.by or 'unknown'}"
-        else:
-            template = (
-                self._rules.templates.incident
-                if job.action is PageAction.TRIGGER
-                else self._rules.templates.close_note
-            )
-            ctx = {**snapshot, "alert_count": len(inc.alerts), "paged_roles": job.roles}
-            try:
-                text = template.render(incident=ctx).strip()
-            except Exception as exc:  # any error in a user's template, not only Jinja's own
-                log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
-                text = f"[INCIDENT] {inc.severity}: {inc.title}"
-        message, _, description = text.partition("\n")
-        return PageRequest(
-            action=job.action,
-            incident=snapshot,
-            opening=job.opening,
-            idempotency_key=idempotency_key(inc.id, job.opening, target),
-            message=message,
-            description=description,
-            priority=self._rules.severity(inc.severity).opsgenie_priority,
-            target=target,
-            roles=tuple(job.roles),
-            responders=tuple(self._responders(job)),
-        )
-
-    def _contact(self, role: str, integration: str) -> Any:
-        contact = self._rules.contacts.roles.get(role)
-        return getattr(contact, integration, None) if contact is not None else None
-
-    def _responders(self, job: PageJob) -> list[dict[str, str]]:
-        out: list[dict[str, str]] = []
-        for role in job.roles:
-            contact = self._contact(role, job.integration)
-            if contact is None:
-                continue
-            responder = contact.responder() if hasattr(contact, "responder") else contact.model_dump()
-            if responder not in out:
-                out.append(responder)
-        return out
-
-    def _unrouted(self, job: PageJob) -> list[str]:
-        """Roles this page is for that the pager has no contact for (contacts.yaml)."""
-        if job.integration not in ROUTED_PAGERS:
-            return []
-        return [role for role in job.roles if self._contact(role, job.integration) is None]
 
     async def _report_unrouted(
         self, job: PageJob, inc: Incident, request: PageRequest, roles: list[str]

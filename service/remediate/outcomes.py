@@ -60,17 +60,51 @@ class Outcomes:
         self, job: RemediationJob, change: JobUpdate, events: list[OutboxRecord], *, next_at: datetime
     ) -> None:
         """Record a step that does not end the job; it runs again at ``next_at``."""
+        await self.save_effects(job, change, Effects(events=events), next_at=next_at)
+
+    async def save_effects(
+        self, job: RemediationJob, change: JobUpdate, effects: Effects, *, next_at: datetime
+    ) -> None:
+        """:meth:`save` with the pages it causes too, in the same transaction."""
         now = self._clock.now()
         change = replace(change, next_attempt_at=next_at)
 
         async def update(conn: Any) -> bool:
             return await self._jobs.update(conn, job, change, now)
 
-        if not await self._store.commit(Effects(events=events), now, guard=update):
+        if not await self._store.commit(effects, now, guard=update):
             log.warning("remediation %s: lease lost; another replica continues it", job.id)
-        elif events:
+        elif effects:
             self._on_effects()
-            self._metrics.remediations.labels(job.action, "planned").inc(len(events))
+            if effects.events:
+                self._metrics.remediations.labels(job.action, "planned").inc(len(effects.events))
+
+    def approval_pages(
+        self, job: RemediationJob, inc: Incident, approvers: list[str], due: datetime
+    ) -> list[NewPage]:
+        """The page asking the approvers to approve or deny ``job`` before ``due``. Sent
+        after an acknowledgement too: approval is asked of people who already answered."""
+        message = (
+            f"[APPROVAL NEEDED] {inc.severity}: {job.action} on {job.target_key} waits for your approval"
+        )
+        api = f"/api/v1/remediation/actions/{job.id}"
+        lines = [
+            message,
+            f"- Incident: {inc.id} ({inc.title})",
+            f"- Policy: {job.policy}",
+            f"- Asks: {job.action} on {job.target_key}, plan {_brief(job.plan or {})}",
+            f"- Approve: POST {api}/approve (deny: POST {api}/deny), or on the incident board",
+            f"- No answer by {iso(due)} means denied",
+        ]
+        intent = PageIntent(
+            inc.id,
+            PageAction.TRIGGER,
+            inc.opening,
+            f"approval:{job.id}",
+            list(approvers),
+            message="\n".join(lines),
+        )
+        return NewPage.fan_out(intent, self._pagers)
 
     async def retry(
         self, job: RemediationJob, inc: Incident | None, reason: str, stage: str | None = None

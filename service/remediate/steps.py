@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.clock import iso
@@ -24,8 +24,9 @@ from service.remediate.kube import Kube, KubeError
 from service.remediate.outcomes import Ending, Outcomes, approval_part
 from service.remediate.target import Refused
 from service.ruleset.durations import format_duration
-from service.ruleset.remediation import Policy
+from service.ruleset.remediation import Approval, Policy
 from service.store.remediations import ApprovalDecision, JobStatus, JobUpdate, RemediationJob
+from service.store.store import Effects
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +93,28 @@ class Steps:
             return
         approval = s.policy.approval
         if approval is not None and s.inc.severity in approval.severities:
-            due = now + approval.timeout
-            info = {"required": True, "due_at": iso(due)}
-            event = self._out.event("remediation.planned", s.job, s.inc, plan=plan, approval=info)
-            change = JobUpdate(status=JobStatus.AWAITING_APPROVAL, plan=plan, approval_due_at=due)
-            await self._out.save(s.job, change, [event], next_at=due)
-            log.info(
-                "remediation %s (%s on %s) waits for approval until %s",
-                s.job.id,
-                s.job.action,
-                s.target.key,
-                due,
-            )
+            await self._ask_approval(s, approval, now)
             return
         event = self._out.event("remediation.planned", s.job, s.inc, plan=plan)
         await self._out.save(
             s.job, JobUpdate(status=JobStatus.ACTING, plan=plan, attempts=0), [event], next_at=now
+        )
+
+    async def _ask_approval(self, s: Step, approval: Approval, now: datetime) -> None:
+        """Wait for a person's decision, and page the approvers, with the status change."""
+        due = now + approval.timeout
+        info = {"required": True, "due_at": iso(due)}
+        event = self._out.event("remediation.planned", s.job, s.inc, plan=s.job.plan, approval=info)
+        change = JobUpdate(status=JobStatus.AWAITING_APPROVAL, plan=s.job.plan, approval_due_at=due)
+        pages = self._out.approval_pages(s.job, s.inc, approval.approvers, due)
+        await self._out.save_effects(s.job, change, Effects(events=[event], pages=pages), next_at=due)
+        log.info(
+            "remediation %s (%s on %s) waits for approval until %s; paged %s",
+            s.job.id,
+            s.job.action,
+            s.target.key,
+            due,
+            ", ".join(approval.approvers),
         )
 
     async def await_approval(self, s: Step) -> None:

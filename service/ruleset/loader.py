@@ -161,6 +161,7 @@ def check_remediation(
                 c.where(doc, ("page_roles", i)),
                 f"unknown role {role!r}; contacts.yaml defines {', '.join(sorted(roles))}",
             )
+    _check_approvers(c, source, rem, roles)
     params: dict[str, Any] = {}
     for i, policy in enumerate(rem.policies):
         at: tuple[str | int, ...] = ("policies", i)
@@ -198,6 +199,18 @@ def check_remediation(
                 f"only for deployment actions, not {policy.action}",
             )
     return params
+
+
+def _check_approvers(
+    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, roles: set[str]
+) -> None:
+    """Approval pages go to roles contacts.yaml knows (a typo would page nobody)."""
+    path, doc = source
+    for i, policy in enumerate(rem.policies):
+        for j, role in enumerate(policy.approval.approvers if policy.approval else []):
+            if role not in roles:
+                where = c.where(doc, ("policies", i, "approval", "approvers", j))
+                c.add(path, where, f"unknown role {role!r}; contacts.yaml defines {', '.join(sorted(roles))}")
 
 
 def _check_fallbacks(c: _Collector, source: tuple[Path, LocatedYaml], contacts: ContactsFile) -> None:

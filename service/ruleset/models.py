@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from service.roles import canonical
 from service.ruleset.base import SEVERITY_NAME, MatcherField, Strict, reject_duplicates
 from service.ruleset.durations import Duration
 from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import TemplateField
+
+# A role as the matrix names it, under the runbook's spelling ("IC" is Incident Commander).
+AnyRoleName = Annotated[str, AfterValidator(canonical)]
 
 
 class Severity(Strict):
@@ -73,20 +77,29 @@ class GroupingFile(Strict):
 
 
 class EscalationRule(Strict):
-    """One row of the matrix: exactly one trigger (open_for, matchers or response_share)."""
+    """One row of the matrix: exactly one trigger (open_for, matchers or response_share).
 
-    name: str = Field(min_length=1)
-    roles: list[str] = Field(min_length=1)
+    ``until`` says what stops a timed rule: ``resolved`` (the runbook's "SEV-1 > 30 min"
+    means unresolved, acknowledged or not; the default for ``open_for``) or
+    ``acknowledged`` (the default for ``response_share``, a rule about the response).
+    """
+
+    # A page target (and ``backup:<name>``): the page table holds 128 characters.
+    name: str = Field(min_length=1, max_length=100)
+    roles: list[AnyRoleName] = Field(min_length=1)
     severities: list[str] = []
     open_for: Duration | None = None
     matchers: list[MatcherField] = []
     response_share: float | None = Field(default=None, gt=0, lt=1)
+    until: Literal["acknowledged", "resolved"] | None = None
 
     @model_validator(mode="after")
     def _one_trigger(self) -> EscalationRule:
         triggers = [self.open_for is not None, bool(self.matchers), self.response_share is not None]
         if sum(triggers) != 1:
             raise ValueError("give exactly one of open_for, matchers or response_share")
+        if self.matchers and self.until is not None:
+            raise ValueError("until applies to open_for and response_share rules, not to matchers")
         return self
 
     @property
@@ -95,10 +108,17 @@ class EscalationRule(Strict):
             return "time"
         return "condition" if self.matchers else "sla"
 
+    @property
+    def stops_on(self) -> str:
+        """What ends this rule's wait: ``acknowledged`` or ``resolved``."""
+        if self.until is not None:
+            return self.until
+        return "resolved" if self.open_for is not None else "acknowledged"
+
 
 class EscalationFile(Strict):
-    first_page: list[str] = Field(min_length=1)
-    response_overdue: list[str] = []
+    first_page: list[AnyRoleName] = Field(min_length=1)
+    response_overdue: list[AnyRoleName] = []
     rules: list[EscalationRule] = []
 
     @model_validator(mode="after")
@@ -141,19 +161,61 @@ class SlackContact(Strict):
 # ever disagree.
 PAGER_NAMES = ("console", "opsgenie", "pagerduty", "slack")
 
+# One pager's contact for a role or a person.
+PagerContact = OpsgenieContact | PagerDutyContact | SlackContact
 
-class Contact(Strict):
+
+class Reach(Strict):
+    """How to reach someone on each pager that routes to people (console reaches everyone)."""
+
     opsgenie: OpsgenieContact | None = None
     pagerduty: PagerDutyContact | None = None
     slack: SlackContact | None = None
+
+    def on(self, pager: str) -> PagerContact | None:
+        """The contact for ``pager``; None for a pager with none (or no contact model)."""
+        value = getattr(self, pager, None) if pager in Reach.model_fields else None
+        return value if isinstance(value, OpsgenieContact | PagerDutyContact | SlackContact) else None
+
+
+class Contact(Reach):
     # The pager a trigger for this role fails over to while its own pager keeps failing.
     fallback: str | None = None
+    # Who is paged when a page to this role goes unacknowledged for ``backup_after``.
+    backup: Reach | None = None
+    backup_after: Duration | None = None
+
+    @model_validator(mode="after")
+    def _backup_after_needs_backup(self) -> Contact:
+        if self.backup_after is not None and self.backup is None:
+            raise ValueError("backup_after without a backup contact")
+        return self
+
+
+def _canonical_roles(value: object) -> object:
+    """Role keys under the runbook's names (``IC:`` is Incident Commander); two keys for
+    one role are refused."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, object] = {}
+    spelt: dict[str, object] = {}
+    for key, contact in value.items():
+        name = canonical(key) if isinstance(key, str) else key
+        if name in out:
+            raise ValueError(f"role {name!r} listed twice, as {spelt[name]!r} and {key!r}")
+        out[name], spelt[name] = contact, key
+    return out
 
 
 class ContactsFile(Strict):
-    roles: dict[str, Contact] = Field(min_length=1)
+    roles: Annotated[dict[str, Contact], BeforeValidator(_canonical_roles)] = Field(min_length=1)
     # The fallback pager of every role that names none of its own.
     fallback: str | None = None
+    # How long a page waits for an acknowledgement before a role's backup is paged, for
+    # every role with a backup that sets no ``backup_after`` of its own.
+    backup_after: Duration = timedelta(minutes=10)
+    # Person name -> how to reach them: a role's holder is paged when assigned.
+    people: dict[str, Reach] = {}
 
     def fallbacks_for(self, roles: Sequence[str]) -> list[str]:
         """The pagers a page for ``roles`` fails over to: each role's own, else the global
@@ -172,6 +234,24 @@ class ContactsFile(Strict):
         """Every pager named as a fallback: the notifiers to build for failover."""
         named = {c.fallback for c in self.roles.values()} | {self.fallback}
         return {name for name in named if name is not None}
+
+    def backup(self, role: str, pager: str) -> PagerContact | None:
+        """The role's backup contact on ``pager``, if it has one."""
+        contact = self.roles.get(role)
+        return contact.backup.on(pager) if contact is not None and contact.backup is not None else None
+
+    def backup_after_for(self, role: str) -> timedelta:
+        contact = self.roles.get(role)
+        own = contact.backup_after if contact is not None else None
+        return own if own is not None else self.backup_after
+
+    def person(self, name: str) -> Reach | None:
+        """A person's contacts by name (exactly as listed, else ignoring case)."""
+        found = self.people.get(name)
+        if found is not None:
+            return found
+        folded = name.strip().casefold()
+        return next((r for n, r in self.people.items() if n.casefold() == folded), None)
 
 
 class Templates(Strict):

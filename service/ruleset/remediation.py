@@ -8,10 +8,11 @@ import fnmatch
 import re
 from datetime import timedelta
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from service.roles import INCIDENT_COMMANDER, canonical
 from service.ruleset.base import MatcherField, Strict, reject_duplicates
 from service.ruleset.durations import Duration
 
@@ -82,11 +83,17 @@ class RateLimit(Strict):
     per: Duration
 
 
+# A role of contacts.yaml, under the runbook's spelling ("IC" is Incident Commander).
+RoleName = Annotated[str, AfterValidator(canonical)]
+
+
 class Approval(Strict):
-    """Incidents of these severities wait for a person's approve/deny; silence denies."""
+    """Incidents of these severities wait for a person's approve/deny; silence denies.
+    The ``approvers`` (roles in contacts.yaml) are paged with the request."""
 
     severities: list[str] = Field(min_length=1)
     timeout: Duration = timedelta(minutes=10)
+    approvers: list[RoleName] = Field(default=[INCIDENT_COMMANDER], min_length=1)
 
 
 class Verify(Strict):

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from service.clock import iso
-from service.models import AlertState, Incident, IncidentStatus
+from service.models import AlertState, Incident, IncidentStatus, Phase
+from service.roles import canonical
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -35,6 +36,12 @@ def dump_incident(inc: Incident) -> str:
             "acknowledged_by": inc.acknowledged_by,
             "escalations": inc.escalations,
             "opening_started_at": _iso(inc.opening_started_at),
+            "phase": inc.phase.value,
+            "root_cause": inc.root_cause,
+            "eta": inc.eta,
+            "latest_note": inc.latest_note,
+            "update_sequence": inc.update_sequence,
+            "declared_by": inc.declared_by,
             "alerts": {fp: a.to_json() for fp, a in inc.alerts.items()},
         },
         separators=(",", ":"),
@@ -59,10 +66,17 @@ def load_incident(row: Any) -> Incident:
         acknowledged_at=_dt(d["acknowledged_at"]),
         resolved_at=_dt(d["resolved_at"]),
         opening=d["opening"],
-        roles=d.get("roles", {}),
+        # Stored before the role vocabulary was one ("IC"): read under the runbook's names.
+        roles={canonical(role): who for role, who in d.get("roles", {}).items()},
         acknowledged_by=d.get("acknowledged_by"),
         escalations=d.get("escalations", {}),
         opening_started_at=_dt(d.get("opening_started_at")),
+        phase=Phase(d.get("phase", Phase.INVESTIGATING)),
+        root_cause=d.get("root_cause"),
+        eta=d.get("eta"),
+        latest_note=d.get("latest_note"),
+        update_sequence=d.get("update_sequence", 0),
+        declared_by=d.get("declared_by"),
         alerts={fp: AlertState.from_json(a) for fp, a in d["alerts"].items()},
         is_current=bool(row.is_current),
         version=row.version,

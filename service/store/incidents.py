@@ -38,9 +38,16 @@ class Incidents:
             row = (await conn.execute(select(incidents).where(incidents.c.id == incident_id))).first()
         return load_incident(row) if row else None
 
-    async def list(self, status: str | None, severity: str | None, limit: int) -> list[Incident]:
+    async def list(
+        self, status: str | None, severity: str | None, limit: int, offset: int = 0
+    ) -> list[Incident]:
         """Newest first."""
-        query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
+        query = (
+            select(incidents)
+            .order_by(incidents.c.opened_at.desc(), incidents.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
         if status:
             query = query.where(incidents.c.status == status)
         if severity:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import PageIntent
 from service.models import PageAction
+from service.notify.base import idempotency_key
 from service.store.database import Database
 from service.store.queue import WorkQueue
 from service.store.tables import page_jobs
@@ -39,6 +40,10 @@ class NewPage:
     roles: tuple[str, ...] = ()
     message: str | None = None
     by: str | None = None
+    # When it may first be sent (a backup page, after its primary went unanswered); now if None.
+    due: datetime | None = None
+    # An ack or close: the page a person answered in this pager's own app, not sent back there.
+    answered: str | None = None
 
     @classmethod
     def fan_out(cls, intent: PageIntent, integrations: Sequence[str]) -> list[NewPage]:
@@ -72,6 +77,7 @@ class PageJob:
     roles: list[str] = field(default_factory=list)
     message: str | None = None
     by: str | None = None
+    answered: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,24 @@ class PageOutcome:
     attempts: int
     error: str | None = None
     next_attempt_at: datetime | None = None  # when it is tried again (status pending)
+
+
+@dataclass(frozen=True, slots=True)
+class PageKey:
+    """Which page an idempotency key (PagerDuty dedup_key, Opsgenie alias) names."""
+
+    incident_id: str
+    opening: int
+    target: str
+    integration: str
+
+
+@dataclass(frozen=True, slots=True)
+class SentTrigger:
+    """A trigger that went out: its target and the roles it was for."""
+
+    target: str
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +120,21 @@ class PageView:
 
 
 def _payload(page: NewPage) -> str:
-    body = {k: v for k, v in (("message", page.message), ("by", page.by)) if v is not None}
-    return json.dumps(body)
+    fields = (("message", page.message), ("by", page.by), ("answered", page.answered))
+    return json.dumps({k: v for k, v in fields if v is not None})
+
+
+def _dedup_key(page: NewPage) -> str | None:
+    """The key the pager knows a trigger by; acks and closes reuse their trigger's."""
+    if page.action is not PageAction.TRIGGER:
+        return None
+    return idempotency_key(page.incident_id, page.opening, page.target)
+
+
+def _waiting(now: datetime) -> ColumnElement[bool]:
+    """Delayed jobs not yet due: stored to start later than they were written, never tried."""
+    t = page_jobs.c
+    return (t.attempts == 0) & (t.next_attempt_at > t.created_at) & (t.next_attempt_at > now.timestamp())
 
 
 def _job(row: Row[Any], lease: str) -> PageJob:
@@ -114,6 +151,7 @@ def _job(row: Row[Any], lease: str) -> PageJob:
         json.loads(row.roles),
         payload.get("message"),
         payload.get("by"),
+        payload.get("answered"),
     )
 
 
@@ -128,12 +166,16 @@ class PageJobs:
         )
 
     @staticmethod
-    def _first_pending(integrations: set[str]) -> ColumnElement[bool]:
+    def _first_pending(integrations: set[str], now: datetime | None = None) -> ColumnElement[bool]:
         """The oldest pending job of each incident and pager: jobs of one incident run
-        in order, so a close never overtakes its trigger."""
+        in order, so a close never overtakes its trigger. A delayed job still waiting for
+        its time (a backup page) holds up nobody: an ack or close goes out meanwhile."""
+        pending = (page_jobs.c.status == PageStatus.PENDING) & page_jobs.c.integration.in_(integrations)
+        if now is not None:
+            pending = pending & ~_waiting(now)
         first = (
             select(func.min(page_jobs.c.id))
-            .where(page_jobs.c.status == PageStatus.PENDING, page_jobs.c.integration.in_(integrations))
+            .where(pending)
             .group_by(page_jobs.c.incident_id, page_jobs.c.integration)
         )
         return page_jobs.c.id.in_(first)
@@ -154,13 +196,27 @@ class PageJobs:
                 "payload": _payload(p),
                 "status": PageStatus.PENDING.value,
                 "attempts": 0,
-                "next_attempt_at": stamp,
+                "next_attempt_at": p.due.timestamp() if p.due is not None else stamp,
                 "created_at": stamp,
                 "updated_at": stamp,
+                "dedup_key": _dedup_key(p),
             }
             for p in pages
         ]
         await conn.execute(self._db.insert_ignore(page_jobs), rows)
+
+    async def find_by_key(self, key: str, integration: str | None = None) -> PageKey | None:
+        """The trigger page stored under this idempotency key, preferring ``integration``'s
+        (the same key goes to every pager of the page); None if incidentd never sent it."""
+        query = select(
+            page_jobs.c.incident_id, page_jobs.c.opening, page_jobs.c.target, page_jobs.c.integration
+        ).where(page_jobs.c.dedup_key == key, page_jobs.c.action == PageAction.TRIGGER.value)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query.order_by(page_jobs.c.id))).all()
+        if not rows:
+            return None
+        row = next((r for r in rows if r.integration == integration), rows[0])
+        return PageKey(row.incident_id, row.opening, row.target, row.integration)
 
     async def claim_due(
         self,
@@ -174,7 +230,7 @@ class PageJobs:
         leaving out incidents this worker is already paging for."""
         if limit <= 0 or not integrations:
             return []
-        where = self._first_pending(integrations)
+        where = self._first_pending(integrations, now)
         if skip_incidents:
             where = where & page_jobs.c.incident_id.not_in(skip_incidents)
         claim = await self.queue.claim(now, limit, lease_seconds, where=where)
@@ -193,13 +249,16 @@ class PageJobs:
             values["next_attempt_at"] = outcome.next_attempt_at.timestamp()
         return await self.queue.finish(conn, job.id, job.lease, **values)
 
-    async def next_due(self, integrations: set[str]) -> float | None:
+    async def next_due(self, integrations: set[str], now: datetime | None = None) -> float | None:
         """When the next claimable job can run. Only the first pending job of each
         incident counts, so a close queued behind a trigger in backoff does not make
-        the worker spin."""
+        the worker spin; and each delayed job still waiting for its time (as of ``now``)."""
         if not integrations:
             return None
-        return await self.queue.next_due(self._first_pending(integrations))
+        if now is None:
+            return await self.queue.next_due(self._first_pending(integrations))
+        waiting = _waiting(now) & page_jobs.c.integration.in_(integrations)
+        return await self.queue.next_due(self._first_pending(integrations, now) | waiting)
 
     async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:
         """Is there a job for the same incident opening and pager with this action and
@@ -218,11 +277,12 @@ class PageJobs:
             ).first()
             return row is not None
 
-    async def sent_trigger_targets(self, job: PageJob) -> list[str]:
-        """The pages of this opening that went out, so an ack or close reaches each."""
+    async def sent_trigger_targets(self, job: PageJob) -> list[SentTrigger]:
+        """The pages of this opening that went out, so an ack or close reaches each, routed
+        as its trigger was (the trigger's roles choose a PagerDuty routing key, say)."""
         async with self._db.read() as conn:
             rows = await conn.execute(
-                select(page_jobs.c.target)
+                select(page_jobs.c.target, page_jobs.c.roles)
                 .where(
                     page_jobs.c.incident_id == job.incident_id,
                     page_jobs.c.integration == job.integration,
@@ -232,7 +292,7 @@ class PageJobs:
                 )
                 .order_by(page_jobs.c.id)
             )
-            return [r.target for r in rows]
+            return [SentTrigger(r.target, tuple(json.loads(r.roles))) for r in rows]
 
     async def for_incident(self, incident_id: str) -> list[PageView]:
         async with self._db.read() as conn:

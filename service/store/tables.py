@@ -82,10 +82,14 @@ page_jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Trigger jobs: the page's idempotency key (PagerDuty dedup_key, Opsgenie alias), so an
+    # acknowledgement coming back from a pager finds its incident.
+    Column("dedup_key", String(64), nullable=True),
     # A page is sent once per (incident opening, integration, action, target), however
     # often the alert that caused it is delivered.
     UniqueConstraint("incident_id", "integration", "action", "opening", "target", name="uq_page_jobs_once"),
     Index("ix_page_jobs_due", "status", "next_attempt_at"),
+    Index("ix_page_jobs_dedup_key", "dedup_key"),
 )
 
 # What happened to each incident, for the incident API; written with the events.

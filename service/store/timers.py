@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import TimerIntent
@@ -14,6 +15,9 @@ from service.clock import from_epoch
 from service.store.database import Database
 from service.store.queue import WorkQueue
 from service.store.tables import timers
+
+# The name prefix of [UPDATE] reminders (escalate/policy.py names them).
+REMINDER = "reminder:"
 
 
 class TimerStatus(StrEnum):
@@ -77,6 +81,17 @@ class Timers:
 
     async def release(self, timer: TimerJob) -> None:
         await self.queue.release([timer.id], timer.lease)
+
+    async def latest_reminder(self, incident_id: str, opening: int) -> int:
+        """The highest [UPDATE] reminder sequence scheduled for the opening (0: none)."""
+        query = select(timers.c.name).where(
+            timers.c.incident_id == incident_id,
+            timers.c.opening == opening,
+            timers.c.name.like(f"{REMINDER}%"),
+        )
+        async with self._db.read() as conn:
+            names = (await conn.execute(query)).scalars().all()
+        return max((int(n.removeprefix(REMINDER)) for n in names), default=0)
 
     async def next_due(self) -> float | None:
         return await self.queue.next_due()

@@ -6,10 +6,12 @@ from service.notify.base import PageRequest
 
 
 class Recorder:
-    comms = True
+    """Under a real pager's name (``opsgenie``) it stands in for that pager; ``comms``: does
+    it carry [UPDATE] messages."""
 
-    def __init__(self, name: str = "rec") -> None:
+    def __init__(self, name: str = "rec", *, comms: bool = True) -> None:
         self.name = name
+        self.comms = comms
         self.sent: list[PageRequest] = []
 
     async def send(self, request: PageRequest) -> str | None:

@@ -10,19 +10,31 @@ a short plain-text reason.
 
 Tests script answers (a status and body, Retry-After, a held answer, a dropped
 connection), read every request it received, and await what it has seen.
+
+:class:`SlackInteractivity` stands in for the other direction: Slack sending a person's
+button press to the app's interactivity Request URL, as a form with one ``payload``
+field (a ``block_actions`` document built from the posted message's button), signed as
+Slack signs (``X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:<ts>:<body>")>`` with
+``X-Slack-Request-Timestamp``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlencode
+
+import httpx
 
 from tests.support.fake_http import LoopbackServer
 
@@ -193,19 +205,43 @@ def _blocks_problem(blocks: Any) -> str | None:
     for block in blocks:
         if not isinstance(block, dict) or block.get("type") not in BLOCK_TYPES:
             return "unknown block"
-        kind, text = block["type"], block.get("text")
-        if kind == "header":
-            if not _text_ok(text, ("plain_text",), HEADER_LIMIT):
-                return "header needs plain_text of 1 to 150 characters"
-        elif kind == "section":
-            if not _text_ok(text, ("plain_text", "mrkdwn"), SECTION_LIMIT):
-                return "section needs text of 1 to 3000 characters"
-        elif kind == "context":
-            elements = block.get("elements")
-            if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
-                return "context needs 1 to 10 elements"
-            if not all(_text_ok(e, ("plain_text", "mrkdwn"), SECTION_LIMIT) for e in elements):
-                return "context element needs text"
+        problem = _block_problem(block["type"], block)
+        if problem:
+            return problem
+    return None
+
+
+def _block_problem(kind: str, block: dict[str, Any]) -> str | None:
+    text = block.get("text")
+    if kind == "header" and not _text_ok(text, ("plain_text",), HEADER_LIMIT):
+        return "header needs plain_text of 1 to 150 characters"
+    if kind == "section" and not _text_ok(text, ("plain_text", "mrkdwn"), SECTION_LIMIT):
+        return "section needs text of 1 to 3000 characters"
+    if kind == "actions":
+        return _actions_problem(block.get("elements"))
+    if kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
+            return "context needs 1 to 10 elements"
+        if not all(_text_ok(e, ("plain_text", "mrkdwn"), SECTION_LIMIT) for e in elements):
+            return "context element needs text"
+    return None
+
+
+def _actions_problem(elements: Any) -> str | None:
+    """Block Kit's rules for an actions block of buttons."""
+    if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+        return "actions needs 1 to 25 elements"
+    ids = [e.get("action_id") for e in elements if isinstance(e, dict)]
+    if len(ids) != len(elements) or len(set(ids)) != len(ids):
+        return "action_ids must be unique"
+    for e in elements:
+        if e.get("type") != "button" or not _text_ok(e.get("text"), ("plain_text",), 75):
+            return "a button needs plain_text of 1 to 75 characters"
+        if not isinstance(e.get("action_id"), str) or not 1 <= len(e["action_id"]) <= 255:
+            return "action_id must be 1 to 255 characters"
+        if len(str(e.get("value", ""))) > 2000 or e.get("style", "primary") not in ("primary", "danger"):
+            return "a button value is at most 2000 characters, its style primary or danger"
     return None
 
 
@@ -282,4 +318,96 @@ def _handler_for(fake: FakeSlackWebhook) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-__all__ = ["Answered", "FakeSlackWebhook", "RecordedRequest", "Reply"]
+# -- Slack calling the app: interactivity -----------------------------------------------
+
+
+def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """What Slack sends in ``X-Slack-Signature`` (slack_sdk's ``generate_signature``)."""
+    base = f"v0:{timestamp}:".encode() + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def button(message: dict[str, Any], action_id: str) -> tuple[str, dict[str, Any]]:
+    """The ``(block_id, element)`` of the message's button with ``action_id``."""
+    for block in message.get("blocks", []):
+        if block.get("type") != "actions":
+            continue
+        for element in block.get("elements", []):
+            if element.get("action_id") == action_id:
+                return str(block.get("block_id", "")), element
+    raise AssertionError(f"the message has no button {action_id!r}")
+
+
+class SlackInteractivity:
+    """Slack posting button presses to an app's interactivity Request URL.
+
+    ``now`` is the clock Slack stamps requests with (wall time unless a test says
+    otherwise); ``secret`` is the app's signing secret.
+    """
+
+    def __init__(self, url: str, secret: str, now: Callable[[], float] = time.time) -> None:
+        self.url = url
+        self.secret = secret
+        self.now = now
+
+    def block_actions(
+        self, message: dict[str, Any], action_id: str, user: str, user_id: str = "U0PRESSER"
+    ) -> dict[str, Any]:
+        """The payload Slack sends when ``user`` presses the message's button."""
+        block_id, element = button(message, action_id)
+        return {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user, "name": user, "team_id": "T0INCIDENT"},
+            "api_app_id": "A0INCIDENTD",
+            "token": "deprecated-verification-token",
+            "container": {"type": "message", "message_ts": "1764151200.000100", "channel_id": "C0INCIDENTS"},
+            "trigger_id": "1234.5678.abcd",
+            "team": {"id": "T0INCIDENT", "domain": "example"},
+            "channel": {"id": "C0INCIDENTS", "name": "incidents"},
+            "message": {"type": "message", "text": message.get("text", ""), "blocks": message.get("blocks")},
+            "response_url": "https://hooks.slack.com/actions/T0INCIDENT/1/abc",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "text": element.get("text"),
+                    "value": element.get("value"),
+                    "action_ts": f"{self.now():.6f}",
+                }
+            ],
+        }
+
+    @staticmethod
+    def form(payload: dict[str, Any]) -> bytes:
+        return urlencode({"payload": json.dumps(payload)}).encode()
+
+    def headers(self, body: bytes, *, age: float = 0.0, secret: str | None = None) -> dict[str, str]:
+        """Slack's headers for ``body`` sent ``age`` seconds ago (negative: from the future)."""
+        stamp = str(int(self.now() - age))
+        return {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": slack_signature(secret or self.secret, stamp, body),
+        }
+
+    async def send(self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return await client.post(self.url, content=body, headers=headers)
+
+    async def press(
+        self, client: httpx.AsyncClient, message: dict[str, Any], action_id: str, user: str, **how: Any
+    ) -> httpx.Response:
+        """``user`` presses the button; ``how``: ``age`` or ``secret`` for the signature."""
+        body = self.form(self.block_actions(message, action_id, user))
+        return await self.send(client, body, self.headers(body, **how))
+
+
+__all__ = [
+    "Answered",
+    "FakeSlackWebhook",
+    "RecordedRequest",
+    "Reply",
+    "SlackInteractivity",
+    "button",
+    "slack_signature",
+]

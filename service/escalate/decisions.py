@@ -1,0 +1,197 @@
+"""What each command does to an incident, as a pure decision: the incident is changed in
+place and the :class:`Change` says what it causes (the event, pages, timers). No I/O:
+the handler loads, decides, and stores the change with its effects in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from service.batch import EventIntent, PageIntent, TimerIntent
+from service.clock import iso
+from service.errors import Conflict, Invalid
+from service.escalate.command_models import (
+    Ack,
+    AddNote,
+    Assign,
+    Escalate,
+    IncidentCommand,
+    PostUpdate,
+    Resolve,
+    SetSeverity,
+    SetStatus,
+)
+from service.escalate.policy import EscalationPolicy, escalation_key
+from service.escalate.updates import post_update
+from service.models import Incident, IncidentStatus, PageAction, Phase
+from service.ruleset.models import RuleSet
+from service.store.timers import REMINDER
+
+MANUAL = "manual:"
+PERSON = "person:"
+
+
+@dataclass(slots=True)
+class Change:
+    """What a command caused. ``suffix`` None: nothing changed (a repeat)."""
+
+    suffix: str | None
+    part: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    pages: list[PageIntent] = field(default_factory=list)
+    timers: list[TimerIntent] = field(default_factory=list)
+    # Events besides the command's own (comms.update for an [UPDATE] posted).
+    events: list[EventIntent] = field(default_factory=list)
+    # Whether ``pages`` go to the comms pagers only ([UPDATE] messages).
+    comms_only: bool = False
+
+
+NOTHING = Change(None)
+
+
+class Decisions:
+    def __init__(self, rules: RuleSet) -> None:
+        self._rules = rules
+        self._policy = EscalationPolicy(rules)
+
+    def decide(self, inc: Incident, cmd: IncidentCommand, now: datetime) -> Change:
+        if inc.status is IncidentStatus.RESOLVED and not isinstance(cmd, Resolve | AddNote | Assign):
+            if isinstance(cmd, SetStatus) and cmd.phase is Phase.RESOLVED:
+                return NOTHING
+            raise Conflict(f"incident {inc.id} is resolved; {cmd.command} applies to open incidents")
+        match cmd:
+            case Ack():
+                return self._ack(inc, cmd, now)
+            case Resolve():
+                return self._resolve(inc, cmd, now)
+            case Assign():
+                return self._assign(inc, cmd, now)
+            case SetStatus():
+                return self._status(inc, cmd, now)
+            case AddNote():
+                return self._note(inc, cmd, now)
+            case SetSeverity():
+                return self._severity(inc, cmd, now)
+            case Escalate():
+                return self._escalate(inc, cmd, now)
+        raise AssertionError("PostUpdate needs the reminder sequence: use decide_update")
+
+    @staticmethod
+    def _ack(inc: Incident, cmd: Ack, now: datetime) -> Change:
+        if inc.acknowledged_at is not None:
+            return NOTHING
+        inc.acknowledged_at, inc.acknowledged_by = now, cmd.by
+        # Acknowledge the pages too (PagerDuty acknowledge, Opsgenie acknowledge).
+        return Change(
+            "incident.acknowledged", pages=[PageIntent(inc.id, PageAction.ACK, inc.opening, by=cmd.by)]
+        )
+
+    @staticmethod
+    def _resolve(inc: Incident, cmd: Resolve, now: datetime) -> Change:
+        if inc.status is IncidentStatus.RESOLVED:
+            return NOTHING
+        inc.status, inc.resolved_at, inc.phase = IncidentStatus.RESOLVED, now, Phase.RESOLVED
+        # Close the pages of this opening; the worker skips pagers that were never paged.
+        page = PageIntent(inc.id, PageAction.CLOSE, inc.opening)
+        return Change("incident.resolved", part={"note": cmd.note}, pages=[page])
+
+    @staticmethod
+    def _assign(inc: Incident, cmd: Assign, now: datetime) -> Change:
+        if inc.roles.get(cmd.role) == cmd.who:
+            return NOTHING
+        inc.roles[cmd.role] = cmd.who
+        # The person is paged through their own contact (contacts.yaml `people`), if any.
+        page = PageIntent(inc.id, PageAction.TRIGGER, inc.opening, f"{PERSON}{cmd.who}", [cmd.role])
+        return Change(
+            "incident.updated",
+            part={"role": cmd.role, "who": cmd.who},
+            reasons=[f"assigned:{cmd.role}"],
+            pages=[page],
+        )
+
+    def _status(self, inc: Incident, cmd: SetStatus, now: datetime) -> Change:
+        if cmd.phase is Phase.RESOLVED:
+            change = self._resolve(inc, Resolve(by=cmd.by, note=cmd.root_cause), now)
+            _set_cause_and_eta(inc, cmd, change.reasons)
+            change.part.update(phase=cmd.phase.value)
+            return change
+        reasons: list[str] = []
+        if inc.phase is not cmd.phase:
+            inc.phase = cmd.phase
+            reasons.append(f"phase:{cmd.phase.value}")
+        _set_cause_and_eta(inc, cmd, reasons)
+        if not reasons:
+            return NOTHING
+        part = {"phase": cmd.phase.value, "root_cause": cmd.root_cause, "eta": cmd.eta}
+        return Change("incident.updated", part=part, reasons=reasons)
+
+    @staticmethod
+    def _note(inc: Incident, cmd: AddNote, now: datetime) -> Change:
+        inc.latest_note = {"text": cmd.text, "by": cmd.by, "at": iso(now)}
+        return Change("incident.updated", part={"text": cmd.text}, reasons=["note"])
+
+    def _severity(self, inc: Incident, cmd: SetSeverity, now: datetime) -> Change:
+        if cmd.severity not in self._rules.severities:
+            raise Invalid(f"severity must be one of {', '.join(self._rules.severities)}; got {cmd.severity}")
+        if cmd.severity == inc.severity:
+            return NOTHING
+        old, new = self._rules.severity(inc.severity), self._rules.severity(cmd.severity)
+        inc.severity = new.name
+        if inc.acknowledged_at is None:
+            # The response clock is re-planned from now under the new severity's time.
+            inc.response_due_at = now + new.response_time
+        direction = "raised" if new.rank < old.rank else "lowered"
+        change = Change(
+            "incident.updated",
+            part={"severity": new.name, "reason": cmd.reason},
+            reasons=[f"severity_{direction}:{old.name}->{new.name}"],
+            # The new severity's matrix rules start now (a rule of the old one no longer
+            # applies when its timer fires).
+            timers=[t for t in self._policy.timers(inc, start=now) if not t.name.startswith(REMINDER)],
+        )
+        return change
+
+    def _escalate(self, inc: Incident, cmd: Escalate, now: datetime) -> Change:
+        unknown = [r for r in cmd.roles if r not in self._policy.known_roles()]
+        if unknown:
+            raise Invalid(f"unknown role(s) {', '.join(unknown)}: not in escalation.yaml or contacts.yaml")
+        n = 1 + sum(1 for key in inc.escalations if key.startswith(f"{inc.opening}:{MANUAL}"))
+        rule = f"{MANUAL}{n}"
+        roles = list(dict.fromkeys(cmd.roles))
+        inc.escalations[escalation_key(inc, rule)] = iso(now)
+        escalation = {"rule": rule, "kind": "manual", "roles": roles, "reason": cmd.reason, "by": cmd.by}
+        page = PageIntent(inc.id, PageAction.TRIGGER, inc.opening, rule, roles)
+        return Change(
+            "incident.escalated",
+            part={"reason": cmd.reason},
+            extra={"escalation": escalation},
+            pages=[page],
+        )
+
+    def decide_update(self, inc: Incident, cmd: PostUpdate, now: datetime, latest_sequence: int) -> Change:
+        """An [UPDATE] now, numbered after every reminder of this opening so far; the
+        reminders scheduled before it are superseded (``update_sequence``)."""
+        sequence = max(latest_sequence, inc.update_sequence) + 1
+        post = post_update(self._rules, inc, sequence, now, cmd.text)
+        inc.update_sequence = sequence + 1 if post.following else sequence
+        return Change(
+            "incident.updated",
+            part={"text": cmd.text},
+            reasons=["update_posted"],
+            pages=[post.page],
+            timers=post.following,
+            events=[post.event],
+            comms_only=True,
+        )
+
+
+def _set_cause_and_eta(inc: Incident, cmd: SetStatus, reasons: list[str]) -> None:
+    if cmd.root_cause is not None and cmd.root_cause != inc.root_cause:
+        inc.root_cause = cmd.root_cause
+        reasons.append("root_cause")
+    if cmd.eta is not None and cmd.eta != inc.eta:
+        inc.eta = cmd.eta
+        reasons.append("eta")

@@ -1,0 +1,68 @@
+"""The runbook's [UPDATE] message: rendered from what the commander set (phase, root
+cause, ETA, the latest note), posted on the cadence or on demand, each restarting the
+clock for the next one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from service.batch import EventIntent, PageIntent, TimerIntent
+from service.clock import iso
+from service.models import Incident, PageAction
+from service.ruleset.models import RuleSet
+from service.store.timers import REMINDER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class UpdatePost:
+    """An [UPDATE] to post now and the reminder that follows it."""
+
+    event: EventIntent
+    page: PageIntent
+    following: list[TimerIntent] = field(default_factory=list)
+
+
+def render_update(
+    rules: RuleSet, inc: Incident, next_update: datetime | None, text: str | None = None
+) -> str:
+    ctx: dict[str, Any] = {**inc.snapshot(), "text": text}
+    when = iso(next_update) if next_update else None
+    try:
+        return str(rules.templates.update.render(incident=ctx, next_update=when)).strip()
+    except Exception as exc:  # a user's template must not stop the cadence
+        log.warning("update template failed for %s: %s", inc.id, exc)
+        return f"[UPDATE] {inc.severity}: {inc.title}\n- Status: {inc.phase.value.title()}"
+
+
+def post_update(
+    rules: RuleSet, inc: Incident, sequence: int, due: datetime, text: str | None = None
+) -> UpdatePost:
+    """[UPDATE] number ``sequence``, due at ``due`` (a reminder's due time, or now), and
+    the reminder ``sequence + 1`` one follow-up period after ``due``.
+
+    From the due time, not from now: a late reminder after a restart does not shift the
+    cadence, and missed ones each fire once, at once.
+    """
+    follow_up = rules.severity(inc.severity).follow_up
+    next_due = due + follow_up if follow_up is not None else None
+    message = render_update(rules, inc, next_due, text)
+    comms: dict[str, Any] = {
+        "message": message,
+        "sequence": sequence,
+        "next_update": iso(next_due) if next_due else None,
+    }
+    event = EventIntent("comms.update", inc.snapshot(), {"comms": comms})
+    page = PageIntent(inc.id, PageAction.UPDATE, inc.opening, f"{REMINDER}{sequence}", message=message)
+    post = UpdatePost(event, page)
+    if next_due is not None:
+        post.following.append(TimerIntent(inc.id, inc.opening, f"{REMINDER}{sequence + 1}", next_due))
+    return post
+
+
+def reminder_sequence(name: str) -> int:
+    return int(name.removeprefix(REMINDER))
