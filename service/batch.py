@@ -45,6 +45,14 @@ class EventIntent:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Page targets besides "first", an escalation rule's name, reminder:<n> and manual:<n>: a
+# person assigned a role, a backup page for one nobody answered, an approval request.
+PERSON = "person:"
+BACKUP = "backup:"
+APPROVAL = "approval:"
+MANUAL = "manual:"
+
+
 @dataclass(slots=True)
 class PageIntent:
     """A page to send through every pager (or the comms pagers only, for updates)."""

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.checks import assert_valid_event
 from tests.support.kafka import TopicReader, produce
+from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService, run_service, test_settings
 
 Send = Callable[[str | None, dict[str, Any]], Awaitable[str]]
@@ -197,3 +198,77 @@ async def test_a_declare_delivered_twice_is_one_incident(svc: RunningService, ka
     await produce(kafka, svc.settings.kafka_commands_topic, [note], key=inc.encode())
     await wait_events(svc, inc, "incident.updated", 1)
     assert len(events_for(svc, inc, "incident.opened")) == 1
+
+
+async def test_a_command_sent_twice_is_applied_once(svc: RunningService, kafka: str) -> None:
+    base = f"{svc.url}/api/v1/incidents"
+    retry = {"Idempotency-Key": f"declare-{uuid.uuid4().hex}"}
+    made = [await svc.client.post(base, json={"title": "Cart empty", "severity": "SEV-2"}, headers=retry)]
+    made.append(await svc.client.post(base, json={"title": "Cart empty", "severity": "SEV-2"}, headers=retry))
+    assert [r.status_code for r in made] == [201, 201]
+    inc = made[0].json()["incident"]["id"]
+    assert made[1].json()["incident"]["id"] == inc  # one incident, paged once
+    key = {"Idempotency-Key": "escalate-1"}
+    for _ in range(2):
+        resp = await svc.client.post(
+            f"{base}/{inc}/escalate", json={"roles": ["CTO"], "reason": "x"}, headers=key
+        )
+        assert resp.status_code == 200
+    assert resp.json()["incident"]["escalations"].keys() == {"1:manual:1"}
+    bad = await svc.client.post(
+        f"{base}/{inc}/notes", json={"text": "x"}, headers={"Idempotency-Key": "a\tb"}
+    )
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"]
+
+    # Over Kafka: the sender's command_id, and a record delivered again (its coordinates).
+    note = {"incident_id": inc, "command": {"command": "note", "text": "once"}, "command_id": "n-1"}
+    records = [json.dumps(note).encode()] * 2
+    await produce(kafka, svc.settings.kafka_commands_topic, records, key=inc.encode())
+    marker = {"incident_id": inc, "command": {"command": "note", "text": "after"}}
+    await produce(kafka, svc.settings.kafka_commands_topic, [json.dumps(marker).encode()], key=inc.encode())
+    await svc.events.wait_for(lambda _: any(e["data"]["command"]["text"] == "after" for e in notes(svc, inc)))
+    assert [e["data"]["command"]["text"] for e in notes(svc, inc)] == ["once", "after"]
+    commands = await TopicReader(kafka, svc.settings.kafka_commands_topic).start()
+    try:
+        seen = await commands.wait_for(lambda recs: any(b'"after"' in r.value for r in recs))
+        [record] = [r for r in seen if b'"after"' in r.value]
+    finally:
+        await commands.stop()
+    await svc.runtime.command_consumer.handle(record)  # the same record again, as after a crash
+    shown = (await svc.client.get(f"{base}/{inc}")).json()
+    assert [t["summary"].rsplit(": ", 1)[-1] for t in shown["timeline"] if "| note by" in t["summary"]] == [
+        "once",
+        "after",
+    ]
+    assert len(events_for(svc, inc, "incident.opened")) == 1
+
+
+def notes(svc: RunningService, inc: str) -> list[dict[str, Any]]:
+    return [e for e in events_for(svc, inc, "incident.updated") if e["data"].get("reasons") == ["note"]]
+
+
+async def test_a_declare_naming_a_bad_or_taken_id_is_dead_lettered(svc: RunningService, kafka: str) -> None:
+    await svc.post_webhook(body(webhook(alert("QueueStuck", namespace="commander"))))
+    await svc.events.wait_for(
+        lambda _: any(
+            e["data"]["group_labels"].get("alertname") == "QueueStuck"
+            for e in svc.events.of_type("incident.opened")
+        )
+    )
+    [opened] = [
+        e
+        for e in svc.events.of_type("incident.opened")
+        if e["data"]["group_labels"].get("alertname") == "QueueStuck"
+    ]
+    declare = {"command": "declare", "title": "t", "severity": "SEV-3"}
+    bad_id = json.dumps({"incident_id": "../remediation/pause", "command": declare}).encode()
+    taken = json.dumps({"incident_id": opened["data"]["id"], "command": declare}).encode()
+    dlq = await TopicReader(kafka, svc.settings.kafka_dlq_topic).start()
+    try:
+        await produce(kafka, svc.settings.kafka_commands_topic, [bad_id, taken])
+        await dlq.wait_for(lambda recs: sum(r.value in (bad_id, taken) for r in recs) == 2)
+        reasons = {r.value: dict(r.headers)["incidentd-dlq-reason"].decode() for r in dlq.records}
+        assert reasons[bad_id].startswith("command refused: incident_id must match")
+        assert reasons[taken].endswith("was opened by an alert, not declared")
+    finally:
+        await dlq.stop()

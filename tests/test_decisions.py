@@ -88,15 +88,28 @@ def test_severity_replans_an_unacknowledged_clock_only(decide: Decisions) -> Non
     change = decide.decide(inc, SetSeverity(severity="SEV-1"), later)
     assert change.reasons == ["severity_raised:SEV-3->SEV-1"]
     assert inc.response_due_at == later + timedelta(minutes=15)
+    tag = f"@{int(later.timestamp())}"
     timers = {t.name: t.due_at for t in change.timers}
-    assert timers["rule:sev1-unresolved-30m"] == later + timedelta(minutes=30)
-    assert not any(name.startswith("reminder:") for name in timers)  # the cadence keeps going
+    assert timers[f"rule:sev1-unresolved-30m{tag}"] == later + timedelta(minutes=30)
+    # SEV-3 had no [UPDATE] cadence: SEV-1's starts now, after the reminders stored so far.
+    assert timers["reminder:1"] == later + timedelta(minutes=30) and inc.update_sequence == 1
     decide.decide(inc, Ack(), later)
     due = inc.response_due_at
     lowered = decide.decide(inc, SetSeverity(severity="SEV-2"), later + timedelta(minutes=1))
     assert lowered.reasons == ["severity_lowered:SEV-1->SEV-2"] and inc.response_due_at == due
+    assert not any(t.name.startswith("reminder:") for t in lowered.timers)  # SEV-2 has a cadence too
     with pytest.raises(Invalid, match="SEV-7"):
         decide.decide(inc, SetSeverity(severity="SEV-7"), later)
+
+
+def test_a_severity_back_and_forth_plans_its_rules_again(decide: Decisions) -> None:
+    inc = incident("SEV-1")
+    t1, t2 = T0 + timedelta(minutes=5), T0 + timedelta(minutes=40)
+    decide.decide(inc, SetSeverity(severity="SEV-2"), t1)
+    back = decide.decide(inc, SetSeverity(severity="SEV-1"), t2)
+    # Not the opening's own rule:sev1-unresolved-30m, which was planned (and skipped) before.
+    names = {t.name for t in back.timers}
+    assert f"rule:sev1-unresolved-30m@{int(t2.timestamp())}" in names
 
 
 def test_manual_escalations_are_numbered_and_checked(decide: Decisions) -> None:
@@ -114,7 +127,7 @@ def test_manual_escalations_are_numbered_and_checked(decide: Decisions) -> None:
 def test_a_manual_update_supersedes_the_scheduled_reminder(decide: Decisions) -> None:
     inc = incident("SEV-1")
     inc.phase, inc.eta = Phase.MITIGATING, "soon"
-    change = decide.decide_update(inc, PostUpdate(text="failover done"), T0, latest_sequence=1)
+    change = decide.decide(inc, PostUpdate(text="failover done"), T0, reminders=1)
     [event] = change.events
     assert event.extra["comms"]["sequence"] == 2
     assert "- Status: Mitigating\n" in event.extra["comms"]["message"]

@@ -15,7 +15,16 @@ from service.clock import ManualClock
 from service.config import Settings
 from service.context import Context
 from service.emit.cloudevents import EventFactory
-from service.escalate.commands import Ack, CommandHandler, Declare, Escalate, PostUpdate, SetSeverity
+from service.escalate.commands import (
+    Ack,
+    AddNote,
+    CommandHandler,
+    Declare,
+    Escalate,
+    PostUpdate,
+    SetSeverity,
+    SetStatus,
+)
 from service.escalate.scheduler import TimerWorker
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
@@ -251,3 +260,64 @@ async def test_a_manual_escalation_after_the_ack_still_pages(store: Store, rules
     assert sc.paged(inc)[-1] == ("trigger", "manual:1", ("Database Admin",))
     [esc] = await sc.of(inc, "incident.escalated")
     assert esc["data"]["escalation"]["kind"] == "manual" and esc["data"]["escalation"]["by"] == "alice"
+
+
+async def test_the_next_scheduled_update_carries_what_the_commander_set(store: Store, rules: RuleSet) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("ApiDown", namespace="aragora"))
+    inc = await sc.incident_id("ApiDown")
+    await sc.at(5)
+    status = SetStatus(phase="mitigating", root_cause="expired TLS cert", eta="12:45 UTC", by="carol")
+    await sc.commands.apply(inc, status, "kafka")
+    await sc.commands.apply(inc, AddNote(text="new cert issued", by="erin"), "api")
+    await sc.at(30)
+    [update] = [e["data"]["comms"] for e in await sc.of(inc, "comms.update")]
+    assert update["sequence"] == 1  # the cadence's own reminder, not a person's update
+    assert update["message"].splitlines() == [
+        "[UPDATE] SEV-1: ApiDown is happening",
+        "- Status: Mitigating",
+        "- Root cause: expired TLS cert",
+        "- ETA: 12:45 UTC",
+        "- IC: @unassigned",
+        "- Latest note (erin): new cert issued",
+        "- Next update: 2026-11-26T13:00:00Z",
+    ]
+
+
+async def test_a_severity_lowered_and_raised_again_escalates_and_updates(
+    store: Store, rules: RuleSet
+) -> None:
+    sc = Scenario(store, rules, Recorder())
+    inc = (await sc.commands.declare(Declare(title="Payments down", severity="SEV-1"), "api")).id
+    await sc.commands.apply(inc, Ack(by="alice"), "api")
+    await sc.at(5)
+    await sc.commands.apply(inc, SetSeverity(severity="SEV-3", reason="one region"), "api")
+    await sc.at(30)  # SEV-1's 30-minute rule and first [UPDATE] come due while it is SEV-3
+    assert await sc.of(inc, "incident.escalated") == [] and await sc.of(inc, "comms.update") == []
+    await sc.at(40)
+    await sc.commands.apply(inc, SetSeverity(severity="SEV-1", reason="all regions"), "api")
+    for minute in (69.9, 70):
+        await sc.at(minute)
+    [escalated] = await sc.of(inc, "incident.escalated")
+    assert (escalated["data"]["escalation"]["rule"], escalated["time"]) == (
+        "sev1-unresolved-30m",
+        "2026-11-26T13:10:00Z",  # 30 min after it became SEV-1 again
+    )
+    updates = [e["data"]["comms"] for e in await sc.of(inc, "comms.update")]
+    assert [(u["sequence"], u["next_update"]) for u in updates] == [(2, "2026-11-26T13:40:00Z")]
+
+
+async def test_an_unresolved_sev1_escalation_queued_before_the_ack_is_still_sent(
+    store: Store, rules: RuleSet
+) -> None:
+    sc = Scenario(store, rules, Recorder())
+    await sc.alert(alert("ApiDown", namespace="aragora"))
+    inc = await sc.incident_id("ApiDown")
+    await sc.at(29)
+    sc.clock.advance(timedelta(minutes=1))
+    await sc.timers.run_once()  # "SEV-1 > 30 min" fires: its page is queued, not yet sent
+    await sc.commands.apply(inc, Ack(by="alice"), "api")  # the ack lands before the page goes
+    await sc.settle()
+    # An ack answers the response rules' pages, not this one (until: resolved).
+    triggers = [p[1] for p in sc.paged(inc) if p[0] == "trigger"]
+    assert triggers == ["first", "sla-violation-imminent", "response_overdue", "sev1-unresolved-30m"]

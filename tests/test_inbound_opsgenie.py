@@ -234,6 +234,9 @@ async def test_opsgenie_unknown_aliases_and_other_actions_are_ignored_with_200(s
         (b'{"alert": {}}', "action"),
         (b'{"action": "Acknowledge", "alert": "x"}', "alert"),
         (b'{"action": "Acknowledge", "alert": {"alias": "a", "updatedAt": "soon"}}', "alert.updatedAt"),
+        # JSON's 1e400 is infinity: refused, not divided down to seconds forever.
+        (b'{"action": "Acknowledge", "alert": {"alias": "a", "updatedAt": 1e400}}', "alert.updatedAt"),
+        (b'{"action": "Acknowledge", "alert": {"alias": "a", "updatedAt": NaN}}', "alert.updatedAt"),
     ],
 )
 async def test_opsgenie_malformed_bodies_are_400_with_the_problem(
@@ -243,3 +246,13 @@ async def test_opsgenie_malformed_bodies_are_400_with_the_problem(
 
     assert resp.status_code == 400
     assert complaint in resp.json()["error"]
+
+
+async def test_opsgenie_source_that_is_not_an_object_still_names_someone(setup: Setup) -> None:
+    incident_id, alias = await open_incident(setup, "OgOddSource")
+    doc = action_data("Acknowledge", alias, "")
+    doc["alert"]["username"] = ""
+    doc["source"] = "Opsgenie mobile"
+    resp = await deliver(setup, doc)
+    assert (resp.status_code, resp.json()["acknowledged_by"]) == (200, "Opsgenie")
+    assert (await shown(setup, incident_id))["incident"]["acknowledged_by"] == "Opsgenie"

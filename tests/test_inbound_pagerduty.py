@@ -25,12 +25,13 @@ from sqlalchemy import Connection, text
 
 from service.clock import iso
 from service.http.inbound.pagerduty import PATH
+from service.models import PageAction
 from service.notify.base import Notifier, idempotency_key
 from service.notify.console import ConsoleNotifier
 from service.notify.pagerduty import PagerDutyNotifier
 from service.store import schema
-from service.store.pages import PageKey
-from service.store.store import Store
+from service.store.pages import NewPage, PageKey
+from service.store.store import Effects, Store
 from tests.support.pagerduty_api import FakePagerDuty
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService, run_service, test_settings
@@ -350,3 +351,20 @@ async def test_resolving_the_first_page_in_pagerduty_still_closes_its_escalation
         "trigger",
         "resolve",
     ]
+
+
+async def test_clearing_an_approval_request_in_pagerduty_leaves_the_incident_alone(setup: Setup) -> None:
+    s = setup
+    incident_id, _ = await open_incident(s, "PdApproval")
+    store = s.svc.runtime.store
+    request = NewPage(
+        incident_id, "pagerduty", PageAction.TRIGGER, 1, "approval:rem-1", ("Incident Commander",)
+    )
+    await store.commit(Effects(pages=[request]), datetime.now(UTC))
+    key = idempotency_key(incident_id, 1, "approval:rem-1")
+    assert await store.pages.find_by_key(key, "pagerduty") is not None
+
+    resp = await deliver(s, v3_event("incident.resolved", key, "Ivy Approver"), SECRET)
+    assert (resp.status_code, resp.json()["result"]) == (200, "ignored")
+    assert "asks about a remediation" in resp.json()["reason"]
+    await assert_unchanged(s, incident_id)

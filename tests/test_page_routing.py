@@ -34,6 +34,12 @@ from tests.support.service import RULES, run_service, test_settings
 from tests.support.time import T0
 
 DEFAULT_KEY = "R0UTING-DEFAULT"
+# Roles with PagerDuty services (routing keys) of their own.
+ROLE_KEYS = {
+    "DevOps": {"pagerduty": {"routing_key": "DEVOPS-KEY"}},
+    "Security": {"pagerduty": {"routing_key": "SECURITY-KEY"}},
+    "Legal": {"pagerduty": {"routing_key": "LEGAL-KEY"}},
+}
 
 
 def stand_in(name: str = "opsgenie") -> Recorder:
@@ -120,9 +126,7 @@ async def test_each_page_of_an_opening_is_closed_where_its_trigger_went(
 ) -> None:
     contacts = {
         "roles": {
-            "DevOps": {"pagerduty": {"routing_key": "DEVOPS-KEY"}},
-            "Security": {"pagerduty": {"routing_key": "SECURITY-KEY"}},
-            "Legal": {"pagerduty": {"routing_key": "LEGAL-KEY"}},
+            **ROLE_KEYS,
             "Account Manager": {"opsgenie": {"team": "accounts"}},  # no key of its own: the default
         }
     }
@@ -154,6 +158,45 @@ async def test_each_page_of_an_opening_is_closed_where_its_trigger_went(
         (DEFAULT_KEY, "resolve", sla),
     ]
     assert fake.open == {}
+
+
+async def test_a_close_answered_in_pagerduty_skips_only_that_page_where_it_was_one_incident(
+    store: Store, rules: RuleSet, fake: FakePagerDuty
+) -> None:
+    contacts = {"roles": dict(ROLE_KEYS)}
+    pd = PagerDutyNotifier(DEFAULT_KEY, fake.url, 5)
+    try:
+        w = worker(store, rules, {"pagerduty": pd}, contacts)
+        sent = []
+        # Resolved in PagerDuty: inc-1 on its first page (one PagerDuty incident, on
+        # DEVOPS-KEY), inc-2 on its breach page (two PagerDuty incidents: Security's, Legal's).
+        for inc, answered in (("inc-1", "first"), ("inc-2", "data-breach")):
+            triggers = [
+                NewPage(inc, "pagerduty", PageAction.TRIGGER, 1, "first", ("DevOps",)),
+                NewPage(inc, "pagerduty", PageAction.TRIGGER, 1, "data-breach", ("Security", "Legal")),
+            ]
+            await store.commit(Effects(incidents=[make_incident(inc, alertname=inc)], pages=triggers), T0)
+            for _ in triggers:
+                assert await tick(w) == 1
+            mark = len(fake.events)
+            close = NewPage(inc, "pagerduty", PageAction.CLOSE, 1, answered=answered)
+            await store.commit(Effects(pages=[close]), T0)
+            assert await tick(w) == 1
+            sent.append([(e["routing_key"], e["event_action"], e["dedup_key"]) for e in fake.events[mark:]])
+    finally:
+        await pd.aclose()
+    key = idempotency_key
+    # The first page is left alone; the breach pages are still closed.
+    assert sent[0] == [
+        ("SECURITY-KEY", "resolve", key("inc-1", 1, "data-breach")),
+        ("LEGAL-KEY", "resolve", key("inc-1", 1, "data-breach")),
+    ]
+    # The breach page went to two services, so both still hear it, and the first page too.
+    assert sent[1] == [
+        ("DEVOPS-KEY", "resolve", key("inc-2", 1, "first")),
+        ("SECURITY-KEY", "resolve", key("inc-2", 1, "data-breach")),
+        ("LEGAL-KEY", "resolve", key("inc-2", 1, "data-breach")),
+    ]
 
 
 PEOPLE = {

@@ -16,8 +16,8 @@ from tests.support.checks import assert_valid_event
 from tests.support.k8s_api import FakeKubernetes
 from tests.support.kafka import TopicReader, produce
 from tests.support.payloads import alert, body, webhook
-from tests.support.remediation import ENFORCED, rules_dir_with
-from tests.support.service import RunningService, run_service, test_settings
+from tests.support.remediation import enforced_settings
+from tests.support.service import RunningService, run_service
 
 
 @pytest.fixture
@@ -32,16 +32,7 @@ async def fake() -> AsyncIterator[FakeKubernetes]:
 
 @pytest.fixture
 async def svc(kafka: str, fake: FakeKubernetes, tmp_path: Path) -> AsyncIterator[RunningService]:
-    settings = test_settings(
-        kafka,
-        tmp_path,
-        rules_dir=rules_dir_with(tmp_path, ENFORCED),
-        kube_api_url=fake.base_url,
-        kube_token=fake.token,
-        remediation_mode="enforce",
-        remediation_verify_interval_seconds=0.2,
-    )
-    async with run_service(settings) as running:
+    async with run_service(enforced_settings(kafka, tmp_path, fake)) as running:
         yield running
 
 

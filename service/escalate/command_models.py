@@ -106,3 +106,6 @@ class KafkaCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
     incident_id: Name
     command: AnyCommand
+    # The sender's id of this command: another record with the same id is a repeat. Without
+    # one, the record's own coordinates (topic, partition, offset, timestamp) are its id.
+    command_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None

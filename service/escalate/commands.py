@@ -11,13 +11,17 @@ loads the incident and stores the decision with everything it causes.
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.batch import PageIntent
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.batch import PERSON, PageIntent
 from service.context import Context
 from service.errors import Conflict, Invalid, NotFound
 from service.escalate.command_models import (
@@ -35,7 +39,7 @@ from service.escalate.command_models import (
     SetSeverity,
     SetStatus,
 )
-from service.escalate.decisions import PERSON, Change, Decisions
+from service.escalate.decisions import Change, Decisions
 from service.escalate.policy import EscalationPolicy
 from service.models import Incident, IncidentStatus, PageAction
 from service.ruleset.models import RuleSet
@@ -53,12 +57,16 @@ __all__ = [
     "Escalate",
     "IncidentCommand",
     "KafkaCommand",
+    "Origin",
     "PostUpdate",
     "Resolve",
     "SetSeverity",
     "SetStatus",
     "UnknownIncident",
 ]
+
+# What an incident id may be (a declare names its own over Kafka): safe in a URL path.
+INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # Where a person acted. A pager named here is where the ack or resolve came from: it is
 # not sent back there (the pager app already shows it).
@@ -85,30 +93,30 @@ class CommandHandler:
         self._pagers = list(pagers)
         self._comms = list(comms)
 
-    async def apply(
-        self, incident_id: str, command: IncidentCommand, source: str, answered: str | None = None
-    ) -> Incident:
-        """``answered``: the page (its target) a person acked or resolved in the ``source``
-        pager's app; the others of that pager are still acknowledged or closed there."""
+    async def apply(self, incident_id: str, command: IncidentCommand, origin: Origin | str) -> Incident:
+        """``origin``: where the person acted (a source name, or an :class:`Origin` with the
+        page they answered in a pager's app and the id of a command sent more than once)."""
+        origin = origin if isinstance(origin, Origin) else Origin(origin)
         # Optimistic: the alert consumer may change the same incident at the same time.
         for _ in range(5):
             inc = await self._store.incidents.get(incident_id)
             if inc is None:
                 raise UnknownIncident(incident_id)
             try:
-                await self._apply(inc, command, Origin(source, answered))
-                return inc
+                if await self._apply(inc, command, origin):
+                    return inc
+                # Applied before (the same command id): the incident as it is now.
+                return await self._store.incidents.get(incident_id) or inc
             except ConcurrentUpdate:
                 continue
         raise Conflict(f"incident {incident_id} kept changing; try again")
 
     async def declare(self, command: Declare, source: str, incident_id: str | None = None) -> Incident:
         """Open an incident without an alert: paged and clocked like any other. With
-        ``incident_id`` (the command topic's), a repeat returns the incident declared first."""
+        ``incident_id`` (the command topic's, or derived from an Idempotency-Key), a repeat
+        returns the incident declared first."""
         if incident_id is not None:
-            if len(incident_id) > 64:
-                raise Invalid("incident_id of a declare must be at most 64 characters")
-            existing = await self._store.incidents.get(incident_id)
+            existing = await self._declared_before(incident_id)
             if existing is not None:
                 return existing
         if command.severity not in self._rules.severities:
@@ -125,23 +133,41 @@ class CommandHandler:
         ]
         pages = [p for page in (first, *people) for p in NewPage.fan_out(page, self._pagers)]
         effects = Effects(incidents=[inc], events=[event], pages=pages, timers=self._policy.timers(inc))
-        await self._store.commit(effects, now)
+        try:
+            await self._store.commit(effects, now)
+        except IntegrityError:
+            # The same declare, applied by another replica a moment ago.
+            return await self._declared_before(inc.id) or inc
         self._on_change()
         return inc
 
-    async def _apply(self, inc: Incident, command: IncidentCommand, origin: Origin) -> None:
+    async def _declared_before(self, incident_id: str) -> Incident | None:
+        if not INCIDENT_ID.fullmatch(incident_id):
+            raise Invalid(f"incident_id must match {INCIDENT_ID.pattern}; got {incident_id!r}")
+        existing = await self._store.incidents.get(incident_id)
+        if existing is not None and existing.declared_by is None:
+            raise Conflict(f"incident {incident_id} exists and was opened by an alert, not declared")
+        return existing
+
+    async def _apply(self, inc: Incident, command: IncidentCommand, origin: Origin) -> bool:
+        """False if the command (by its id) was applied before."""
         now = self._clock.now()
-        if isinstance(command, PostUpdate):
-            if inc.status is IncidentStatus.RESOLVED:
-                raise Conflict(f"incident {inc.id} is resolved; post the close note instead")
-            latest = await self._store.timers.latest_reminder(inc.id, inc.opening)
-            change = self._decisions.decide_update(inc, command, now, latest)
-        else:
-            change = self._decisions.decide(inc, command, now)
+        reminders = 0
+        if isinstance(command, PostUpdate | SetSeverity):
+            # Both number an [UPDATE] reminder after those the opening has had.
+            reminders = await self._store.timers.latest_reminder(inc.id, inc.opening)
+        change = self._decisions.decide(inc, command, now, reminders)
         if change.suffix is None:
-            return
-        await self._store.commit(self._effects(inc, command, change, origin), now)
+            return True
+        command_id = origin.command_id
+
+        async def first_time(conn: AsyncConnection) -> bool:
+            return command_id is None or await self._store.commands.first_time(conn, command_id, now)
+
+        if not await self._store.commit(self._effects(inc, command, change, origin), now, guard=first_time):
+            return False
         self._on_change()
+        return True
 
     def _effects(self, inc: Incident, command: IncidentCommand, change: Change, origin: Origin) -> Effects:
         now = self._clock.now()
@@ -172,11 +198,13 @@ class CommandHandler:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where a person acted: ``source`` (api, ui, kafka or a pager) and, from a pager's app,
-    the page they answered there."""
+    """Where a person acted: ``source`` (api, ui, kafka or a pager); from a pager's app,
+    the page they ``answered`` there; and the ``command_id`` its sender gave, so a command
+    delivered again is applied once."""
 
     source: str
     answered: str | None = None
+    command_id: str | None = None
 
 
 def _part(command: IncidentCommand | Declare, source: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.batch import EventIntent, PageIntent, TimerIntent
+from service.batch import MANUAL, PERSON, EventIntent, PageIntent, TimerIntent
 from service.clock import iso
 from service.errors import Conflict, Invalid
 from service.escalate.command_models import (
@@ -23,14 +23,11 @@ from service.escalate.command_models import (
     SetSeverity,
     SetStatus,
 )
-from service.escalate.policy import EscalationPolicy, escalation_key
+from service.escalate.policy import TAG, EscalationPolicy, escalation_key
 from service.escalate.updates import post_update
 from service.models import Incident, IncidentStatus, PageAction, Phase
 from service.ruleset.models import RuleSet
 from service.store.timers import REMINDER
-
-MANUAL = "manual:"
-PERSON = "person:"
 
 
 @dataclass(slots=True)
@@ -57,7 +54,9 @@ class Decisions:
         self._rules = rules
         self._policy = EscalationPolicy(rules)
 
-    def decide(self, inc: Incident, cmd: IncidentCommand, now: datetime) -> Change:
+    def decide(self, inc: Incident, cmd: IncidentCommand, now: datetime, reminders: int = 0) -> Change:
+        """``reminders``: the highest [UPDATE] reminder sequence of the opening so far (the
+        store's; an update and a change of severity number theirs after it)."""
         if inc.status is IncidentStatus.RESOLVED and not isinstance(cmd, Resolve | AddNote | Assign):
             if isinstance(cmd, SetStatus) and cmd.phase is Phase.RESOLVED:
                 return NOTHING
@@ -74,10 +73,12 @@ class Decisions:
             case AddNote():
                 return self._note(inc, cmd, now)
             case SetSeverity():
-                return self._severity(inc, cmd, now)
+                return self._severity(inc, cmd, now, reminders)
             case Escalate():
                 return self._escalate(inc, cmd, now)
-        raise AssertionError("PostUpdate needs the reminder sequence: use decide_update")
+            case PostUpdate():
+                return self._update(inc, cmd, now, reminders)
+        raise AssertionError(f"no decision for {cmd.command}")
 
     @staticmethod
     def _ack(inc: Incident, cmd: Ack, now: datetime) -> Change:
@@ -133,7 +134,7 @@ class Decisions:
         inc.latest_note = {"text": cmd.text, "by": cmd.by, "at": iso(now)}
         return Change("incident.updated", part={"text": cmd.text}, reasons=["note"])
 
-    def _severity(self, inc: Incident, cmd: SetSeverity, now: datetime) -> Change:
+    def _severity(self, inc: Incident, cmd: SetSeverity, now: datetime, reminders: int) -> Change:
         if cmd.severity not in self._rules.severities:
             raise Invalid(f"severity must be one of {', '.join(self._rules.severities)}; got {cmd.severity}")
         if cmd.severity == inc.severity:
@@ -144,15 +145,24 @@ class Decisions:
             # The response clock is re-planned from now under the new severity's time.
             inc.response_due_at = now + new.response_time
         direction = "raised" if new.rank < old.rank else "lowered"
-        change = Change(
+        # The new severity's matrix rules start now (a rule of the old one no longer applies
+        # when its timer fires), tagged with this change: the same rule may have been
+        # planned, and skipped, under this severity before.
+        planned = self._policy.timers(inc, start=now, tag=f"{TAG}{int(now.timestamp())}")
+        timers = [t for t in planned if not t.name.startswith(REMINDER)]
+        if new.follow_up is not None and old.follow_up is None:
+            # A severity with an [UPDATE] cadence where there was none: it starts now, and any
+            # reminder left from before is superseded.
+            inc.update_sequence = max(reminders, inc.update_sequence) + 1
+            timers.append(
+                TimerIntent(inc.id, inc.opening, f"{REMINDER}{inc.update_sequence}", now + new.follow_up)
+            )
+        return Change(
             "incident.updated",
             part={"severity": new.name, "reason": cmd.reason},
             reasons=[f"severity_{direction}:{old.name}->{new.name}"],
-            # The new severity's matrix rules start now (a rule of the old one no longer
-            # applies when its timer fires).
-            timers=[t for t in self._policy.timers(inc, start=now) if not t.name.startswith(REMINDER)],
+            timers=timers,
         )
-        return change
 
     def _escalate(self, inc: Incident, cmd: Escalate, now: datetime) -> Change:
         unknown = [r for r in cmd.roles if r not in self._policy.known_roles()]
@@ -171,10 +181,10 @@ class Decisions:
             pages=[page],
         )
 
-    def decide_update(self, inc: Incident, cmd: PostUpdate, now: datetime, latest_sequence: int) -> Change:
+    def _update(self, inc: Incident, cmd: PostUpdate, now: datetime, reminders: int) -> Change:
         """An [UPDATE] now, numbered after every reminder of this opening so far; the
         reminders scheduled before it are superseded (``update_sequence``)."""
-        sequence = max(latest_sequence, inc.update_sequence) + 1
+        sequence = max(reminders, inc.update_sequence) + 1
         post = post_update(self._rules, inc, sequence, now, cmd.text)
         inc.update_sequence = sequence + 1 if post.following else sequence
         return Change(

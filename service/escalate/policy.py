@@ -14,6 +14,8 @@ from service.ruleset.models import EscalationRule, RuleSet
 from service.store.timers import REMINDER
 
 OVERDUE = "response_overdue"
+# Separates a timer's name from the tag of the severity change that planned it.
+TAG = "@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +57,11 @@ class EscalationPolicy:
                 found.append(Escalation(rule.name, "condition", list(rule.roles), f"alert matched {matched}"))
         return found
 
-    def timers(self, inc: Incident, start: datetime | None = None) -> list[TimerIntent]:
+    def timers(self, inc: Incident, start: datetime | None = None, tag: str = "") -> list[TimerIntent]:
         """The timers the incident's current opening and severity need (idempotent by name),
         counted from ``start`` (default: when the opening began; a person's change of
-        severity starts the new severity's rules then)."""
+        severity starts the new severity's rules then, under a ``tag`` of its own: a timer
+        of the same name may have come and gone under the severity before)."""
         sev = self._rules.severity(inc.severity)
         start = start or inc.opening_started_at or inc.opened_at
         out: list[TimerIntent] = []
@@ -70,12 +73,12 @@ class EscalationPolicy:
             if not self._applies(rule, inc):
                 continue
             if rule.open_for is not None:
-                add(f"rule:{rule.name}", start + rule.open_for)
+                add(f"rule:{rule.name}{tag}", start + rule.open_for)
             elif rule.response_share is not None:
                 # Named per severity: a raised severity needs an earlier deadline.
-                add(f"rule:{rule.name}:{sev.name}", start + sev.response_time * rule.response_share)
+                add(f"rule:{rule.name}:{sev.name}{tag}", start + sev.response_time * rule.response_share)
         if self._esc.response_overdue:
-            add(f"{OVERDUE}:{sev.name}", inc.response_due_at)
+            add(f"{OVERDUE}:{sev.name}{tag}", inc.response_due_at)
         if sev.follow_up is not None:
             add(f"{REMINDER}1", start + sev.follow_up)
         return out
@@ -96,7 +99,7 @@ class EscalationPolicy:
                 list(self._esc.response_overdue),
                 f"no acknowledgement within the {inc.severity} response time",
             )
-        rule = self._by_name.get(timer.split(":")[1])
+        rule = self._by_name.get(timer.split(":")[1].split(TAG)[0])
         if rule is None or not self._applies(rule, inc) or escalation_key(inc, rule.name) in inc.escalations:
             return None
         if rule.stops_on == "acknowledged" and inc.acknowledged_at is not None:

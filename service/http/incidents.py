@@ -4,6 +4,7 @@ severity, escalate)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from service.escalate.commands import (
     Declare,
     Escalate,
     IncidentCommand,
+    Origin,
     PostUpdate,
     Resolve,
     SetSeverity,
@@ -52,6 +54,17 @@ def detail_json(d: IncidentDetail) -> dict[str, Any]:
         ],
         "remediations": [j.to_json() for j in d.remediations],
     }
+
+
+def idempotency_key(request: Request) -> str | Response | None:
+    """The ``Idempotency-Key`` header: a client retrying a command with the same key gets it
+    applied once (the IETF draft's header, as Stripe and PagerDuty's REST API use it)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        return error(400, "Idempotency-Key must be 1 to 200 printable characters")
+    return key
 
 
 def _by_method(get: Endpoint, post: Endpoint) -> Endpoint:
@@ -104,7 +117,11 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
             cmd = await command(request, model)
             if isinstance(cmd, Response):
                 return cmd
-            inc = await commands.apply(request.path_params["incident_id"], cmd, "api")
+            key = idempotency_key(request)
+            if isinstance(key, Response):
+                return key
+            origin = Origin("api", command_id=f"api:{key}" if key else None)
+            inc = await commands.apply(request.path_params["incident_id"], cmd, origin)
             return JSONResponse({"incident": inc.snapshot()})
 
         return endpoint
@@ -113,7 +130,12 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
         cmd = await command(request, Declare)
         if isinstance(cmd, Response):
             return cmd
-        inc = await commands.declare(cmd, "api")
+        key = idempotency_key(request)
+        if isinstance(key, Response):
+            return key
+        # A retried declare (same key) names the same incident, so it is declared once.
+        incident_id = f"inc-{hashlib.sha256(key.encode()).hexdigest()[:20]}" if key else None
+        inc = await commands.declare(cmd, "api", incident_id)
         return JSONResponse({"incident": inc.snapshot()}, status_code=201)
 
     base = "/api/v1/incidents"

@@ -9,6 +9,7 @@ dead-letter topic with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -19,11 +20,19 @@ from pydantic import ValidationError
 from service.batch import DeadLetter, Record
 from service.config import Settings
 from service.errors import Conflict, Invalid, NotFound
-from service.escalate.commands import CommandHandler, Declare, KafkaCommand, UnknownIncident
+from service.escalate.commands import CommandHandler, Declare, KafkaCommand, Origin, UnknownIncident
 from service.ingest.deadletter import DeadLetterPublisher
 from service.remediate.approval import Approvals, Approve, Deny
 
 log = logging.getLogger(__name__)
+
+
+def _command_id(cmd: KafkaCommand, record: Any) -> str:
+    """The sender's id, else the record's coordinates (hashed: a topic name may be long)."""
+    if cmd.command_id is not None:
+        return f"kafka-id:{cmd.command_id}"
+    where = f"{record.topic}:{record.partition}:{record.offset}:{record.timestamp}"
+    return "kafka:" + hashlib.sha256(where.encode()).hexdigest()
 
 
 async def _raw(msg: KafkaMessage) -> Any:
@@ -72,7 +81,13 @@ class CommandConsumer:
                 # The record's incident_id names the new incident: a redelivery is a repeat.
                 await self._handler.declare(cmd.command, "kafka", cmd.incident_id)
             else:
-                await self._handler.apply(cmd.incident_id, cmd.command, "kafka")
+                # A record delivered again (a crash before the offset commit) is applied once.
+                command_id = (
+                    cmd.command_id or f"kafka:{body.topic}:{body.partition}:{body.offset}:{body.timestamp}"
+                )
+                await self._handler.apply(
+                    cmd.incident_id, cmd.command, Origin("kafka", command_id=command_id)
+                )
         except UnknownIncident:
             await self._dead_letters([DeadLetter(record, f"unknown incident {cmd.incident_id}")])
         except (Conflict, Invalid) as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from service.batch import APPROVAL, BACKUP, PERSON
 from service.models import Incident, PageAction
 from service.notify.base import PageRequest, idempotency_key
 from service.ruleset import RuleSet
@@ -30,9 +31,6 @@ log = logging.getLogger(__name__)
 # default routing key, a real service; console and Slack reach a channel.)
 ROUTED_PAGERS = ("opsgenie",)
 
-BACKUP = "backup:"
-PERSON = "person:"
-APPROVAL = "approval:"
 # Pages that get no backup page of their own: a backup (no chains), a page to a person,
 # an approval request (its own timeout decides).
 NO_BACKUP = (BACKUP, PERSON, APPROVAL)

@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.batch import MANUAL
 from service.context import Context
 from service.escalate.policy import escalation_key
 from service.models import Incident, IncidentStatus, PageAction
 from service.notify.base import Notifier, PageError, PageRequest
 from service.notify.requests import backup_pages, build_request, is_backup, person_unreachable, unrouted
+from service.ruleset.models import RuleSet
 from service.scheduling import DueWorker
 from service.store.outbox import OutboxRecord
 from service.store.pages import NewPage, PageJob, PageOutcome, PageStatus, SentTrigger
@@ -140,11 +142,14 @@ class PageWorker(DueWorker):
         if job.action in (PageAction.ACK, PageAction.CLOSE):
             # Acknowledge or close every page of this opening that went out (the first, each
             # escalation, backup and hand-over), each routed as its trigger was.
-            sent = [s for s in await self._jobs.sent_trigger_targets(job) if s.target != job.answered]
-            if not sent:
-                await self._finish(job, superseded)
-                return
-        await self._send(job, inc, [build_request(self._rules, inc, job, s) for s in sent])
+            sent = await self._jobs.sent_trigger_targets(job)
+        notifier = self._notifiers[job.integration]
+        requests = [build_request(self._rules, inc, job, s) for s in sent]
+        requests = [r for r in requests if not _echo(notifier, r, job.answered)]
+        if not requests:
+            await self._finish(job, superseded)
+            return
+        await self._send(job, inc, requests)
 
     async def _send(self, job: PageJob, inc: Incident, requests: list[PageRequest]) -> None:
         notifier = self._notifiers[job.integration]  # claims are filtered by our pagers
@@ -177,7 +182,9 @@ class PageWorker(DueWorker):
             # Resolved or reopened since: that opening's pages are closed, and a trigger
             # never goes out for a key that was closed (the pager would revive or ignore it).
             return True
-        if _asked_before_ack(inc, job) or (is_backup(job.target) and inc.acknowledged_at is not None):
+        if _asked_before_ack(inc, job, self._rules) or (
+            is_backup(job.target) and inc.acknowledged_at is not None
+        ):
             # Somebody already answered; paging them (or the backups) now would be noise.
             return True
         # Resolved since the incident was read above (its close is queued with the resolution).
@@ -188,7 +195,7 @@ class PageWorker(DueWorker):
         # A trigger nobody has answered yet never gives up: a pager outage of any length must
         # not lose the page. The backoff cap (and Retry-After) keeps it to one call per
         # INCIDENTD_PAGE_BACKOFF_MAX_SECONDS at most.
-        unanswered = _awaits_answer(inc, job)
+        unanswered = _awaits_answer(inc, job, self._rules)
         retrying = exc.retryable and (unanswered or attempt < self._settings.page_max_attempts)
         next_at = now + timedelta(seconds=self._backoff(attempt, exc.retry_after)) if retrying else None
         failover = await self._failover(job, attempt, retrying)
@@ -304,22 +311,43 @@ class PageWorker(DueWorker):
         log.error("incident %s: %s", inc.id, reason)
 
 
-def _awaits_answer(inc: Incident, job: PageJob) -> bool:
+def _echo(notifier: Notifier, request: PageRequest, answered: str | None) -> bool:
+    """Is this ack or close only what the person already did in the pager's app? The page
+    they answered, when it went to one place there: a PagerDuty page to two roles' services
+    is two PagerDuty incidents, and the other one still needs it."""
+    if answered is None or request.target != answered:
+        return False
+    destinations = getattr(notifier, "routing_keys", None)
+    return destinations is None or len(destinations(request)) <= 1
+
+
+def _awaits_answer(inc: Incident, job: PageJob, rules: RuleSet | None = None) -> bool:
     """Is this a trigger somebody still has to answer: its incident open, in the same
-    opening, not acknowledged?"""
+    opening, not acknowledged (or, given the ``rules``, a page an ack does not answer)?"""
     return (
         job.action is PageAction.TRIGGER
         and inc.status is IncidentStatus.OPEN
         and inc.opening == job.opening
-        and inc.acknowledged_at is None
+        and (inc.acknowledged_at is None or (rules is not None and _until_resolved(rules, job.target)))
     )
 
 
-def _asked_before_ack(inc: Incident, job: PageJob) -> bool:
-    """Was this page asked for before the incident was acknowledged? The first page always
-    was; an escalation if it fired before. A condition escalation that fires after the ack
-    (a data breach found later) must still reach its roles, as must remediation hand-overs."""
-    if inc.acknowledged_at is None:
+def _until_resolved(rules: RuleSet, target: str) -> bool:
+    """A page an acknowledgement does not answer: a matrix rule that waits until resolved
+    ("SEV-1 > 30 min": Engineering Lead and CTO hear of it, acknowledged or not), or a
+    person's manual escalation."""
+    if target.startswith(MANUAL):
+        return True
+    rule = next((r for r in rules.escalation.rules if r.name == target), None)
+    return rule is not None and rule.stops_on == "resolved"
+
+
+def _asked_before_ack(inc: Incident, job: PageJob, rules: RuleSet) -> bool:
+    """Was this page asked for before the incident was acknowledged, and answered by it? The
+    first page always was; an escalation if it fired before, unless its rule waits until
+    resolved. A condition escalation that fires after the ack (a data breach found later)
+    must still reach its roles, as must remediation hand-overs."""
+    if inc.acknowledged_at is None or _until_resolved(rules, job.target):
         return False
     if job.target == "first":
         return True

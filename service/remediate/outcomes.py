@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.batch import PageIntent
+from service.batch import APPROVAL, PageIntent
 from service.clock import iso
 from service.context import Context
 from service.models import Incident, PageAction
@@ -100,7 +100,7 @@ class Outcomes:
             inc.id,
             PageAction.TRIGGER,
             inc.opening,
-            f"approval:{job.id}",
+            f"{APPROVAL}{job.id}",
             list(approvers),
             message="\n".join(lines),
         )

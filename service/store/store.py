@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.batch import RemediationRequest, TimerIntent
 from service.models import Incident
 from service.store import schema
+from service.store.commands import CommandIds
 from service.store.control import ControlState
 from service.store.database import Database
 from service.store.incidents import ConcurrentUpdate, Incidents
@@ -61,6 +62,7 @@ class Store:
         self.timers = Timers(self.db)
         self.remediations = RemediationJobs(self.db)
         self.control = ControlState(self.db)
+        self.commands = CommandIds(self.db)
 
     async def start(self, migrate: bool = True) -> None:
         """Upgrade the schema (or, with ``migrate`` False, check it is current; raises

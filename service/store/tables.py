@@ -196,3 +196,13 @@ remediation_control = Table(
     Column("reason", Text, nullable=True),
     Column("reservations", BigInteger, nullable=False, default=0),
 )
+
+# The commands already applied, by the id their sender gave (an Idempotency-Key header, a
+# command topic record's coordinates): a command delivered again changes nothing.
+command_ids = Table(
+    "command_ids",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+    Index("ix_command_ids_seen_at", "seen_at"),
+)

@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 CHROMIUM = "/usr/bin/chromium"
 # The network here is closed: nothing phones home, no QUIC, no GPU, no first-run UI.
@@ -79,3 +84,30 @@ class ShiftedClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) - self._behind
+
+
+async def log_in(client: httpx.AsyncClient, token: str, who: str) -> str:
+    """Log in to the board through its form (``client`` has the service's base URL and
+    follows no redirects); the CSRF token of the board it lands on."""
+    resp = await client.post("/ui/login", data={"token": token, "who": who})
+    assert (resp.status_code, resp.headers.get("location")) == (303, "/ui/"), resp.text
+    board = await client.get("/ui/")
+    assert board.status_code == 200
+    return csrf_of(board.text)
+
+
+async def log_in_page(page: Page, url: str, token: str, who: str) -> None:
+    """Log in to the board in the browser, through the login form."""
+    await page.goto(f"{url}/ui/login")
+    await page.get_by_label("API token").fill(token)
+    await page.get_by_label("Your name").fill(who)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(f"{url}/ui/")
+
+
+def job_row(html: str, remediation_id: str) -> tuple[str, str] | None:
+    """The status class and the HTML of a remediation job's row on a board page, or None."""
+    found = re.search(
+        rf'<tr class="job (\w+)" id="job-{re.escape(remediation_id)}">(.*?)</tr>', html, re.DOTALL
+    )
+    return (found.group(1), found.group(2)) if found else None

@@ -30,7 +30,7 @@ from service.store.store import Store
 from tests.support.k8s_api import FakeKubernetes
 from tests.support.payloads import body, webhook
 from tests.support.recorder import Recorder
-from tests.support.service import RULES
+from tests.support.service import RULES, test_settings
 from tests.support.time import T0
 
 # Every action enforced on namespace "shop", so each test sees what a policy does;
@@ -183,3 +183,15 @@ class Scenario:
             (e["type"].removeprefix("io.incidentd."), e["data"]["remediation"].get("guardrail"))
             for e in await self.events()
         ]
+
+
+def enforced_settings(kafka: str, tmp: Path, fake: FakeKubernetes, **overrides: Any) -> Settings:
+    """The real service's settings with remediation enforced against the API stand-in."""
+    values: dict[str, Any] = {
+        "rules_dir": rules_dir_with(tmp, ENFORCED),
+        "kube_api_url": fake.base_url,
+        "kube_token": fake.token,
+        "remediation_mode": "enforce",
+        "remediation_verify_interval_seconds": 0.2,
+    }
+    return test_settings(kafka, tmp, **(values | overrides))

@@ -14,6 +14,7 @@ Answers, chosen for webhook senders that retry (or give up on) anything that is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -24,8 +25,10 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from service.batch import APPROVAL
 from service.clock import Clock
-from service.escalate.commands import Ack, CommandHandler, Resolve
+from service.errors import Conflict
+from service.escalate.commands import Ack, CommandHandler, Origin, Resolve
 from service.http.bodies import BodyTooLarge, error, read_limited
 from service.models import IncidentStatus
 from service.store.pages import PageKey
@@ -119,7 +122,12 @@ async def apply_to_page(inbound: Inbound, key: str, command: Ack | Resolve, sour
     page = await inbound.store.pages.find_by_key(key, source)
     if page is None:
         return ignored(source, f"no page of incidentd has the key {key!r}")
-    return await apply_to_incident(inbound, page, command)
+    if page.target.startswith(APPROVAL):
+        # An approval request: clearing it in the pager app says nothing about the incident
+        # (approve or deny on the board or the API). A remediation hand-over is the incident's.
+        return ignored(source, f"the page {page.target} asks about a remediation, not the incident")
+    # Recorded under the sender's name even when the key was found on another pager's row.
+    return await apply_to_incident(inbound, dataclasses.replace(page, integration=source), command)
 
 
 async def apply_to_incident(inbound: Inbound, page: PageKey, command: Ack | Resolve) -> Response:
@@ -139,7 +147,12 @@ async def apply_to_incident(inbound: Inbound, page: PageKey, command: Ack | Reso
         result = "acknowledged" if inc.acknowledged_at is None else "unchanged"
     else:
         result = "resolved" if inc.status is IncidentStatus.OPEN else "unchanged"
-    after = await inbound.commands.apply(incident_id, command, source, answered=page.target)
+    try:
+        after = await inbound.commands.apply(incident_id, command, Origin(source, answered=page.target))
+    except Conflict as exc:
+        # Resolved between the read above and the command: a 4xx would count against the
+        # sender's subscription, and there is nothing left to do.
+        return ignored(source, str(exc))
     log.info("%s webhook: %s %s by %s", source, command.command, incident_id, command.by)
     return JSONResponse(
         {

@@ -70,7 +70,9 @@ def updated_at(alert: dict[str, Any]) -> datetime | None:
     value = alert.get("updatedAt")
     if value is None:
         return None
-    if type(value) not in (int, float) or value <= 0:
+    # Finite and below 1e20 (nanoseconds reach 1.8e18 today): JSON's 1e400 is infinity, and
+    # dividing infinity down to seconds would never end.
+    if type(value) not in (int, float) or not 0 < value < 1e20:
         raise Refused(400, f"alert.updatedAt: expected a positive epoch time, got {value!r}")
     seconds = float(value)
     while seconds > 1e11:  # past year 5138 in seconds: a finer unit
@@ -84,7 +86,9 @@ def alias_of(alert: dict[str, Any]) -> str | None:
 
 
 def actor(doc: dict[str, Any]) -> str:
-    for value in (doc["alert"].get("username"), (doc.get("source") or {}).get("name")):
+    source = doc.get("source")
+    named = source.get("name") if isinstance(source, dict) else None
+    for value in (doc["alert"].get("username"), named):
         if isinstance(value, str) and value.strip():
             return value
     return "Opsgenie"
