@@ -3,6 +3,7 @@ the same commands as the API (the browser test is test_board_browser.py)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -322,6 +323,23 @@ async def test_status_note_update_severity_and_escalate_forms(
     assert wrong_severity.status_code == 422 and "severity must be one of" in wrong_severity.text
     no_roles = await browser.post(f"{base}/escalate", data={"csrf": csrf, "roles": " , ", "reason": "x"})
     assert no_roles.status_code == 422 and "roles" in no_roles.text
+
+
+async def test_a_form_posted_twice_is_applied_once(svc: RunningService, browser: httpx.AsyncClient) -> None:
+    inc = await open_incident(svc, "DoubleClick", token=TOKEN, namespace="twice")
+    csrf = await log_in(browser, "gina")
+    page = (await browser.get(f"/ui/incidents/{inc}")).text
+    onces = re.findall(r'name="once" value="([0-9a-f]{32})"', page)
+    assert len(onces) == len(set(onces)) > 1  # one id per form as rendered
+    form = {"csrf": csrf, "once": onces[0], "text": "checked the replica"}
+    for _ in range(2):  # a double click
+        resp = await browser.post(f"/ui/incidents/{inc}/note", data=form)
+        assert resp.status_code == 303
+    again = await browser.post(f"/ui/incidents/{inc}/note", data={**form, "once": onces[1]})
+    assert again.status_code == 303  # a new rendering of the form is a new note
+    timeline = (await incident(svc, inc))["timeline"]
+    notes = [t for t in timeline if "note by gina via ui: checked the replica" in t["summary"]]
+    assert len(notes) == 2
 
 
 async def test_declare_an_incident_from_the_board(svc: RunningService, browser: httpx.AsyncClient) -> None:

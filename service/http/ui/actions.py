@@ -3,13 +3,14 @@ same service (``CommandHandler``, ``Approvals``, ``RemediationControl``), source
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from service.escalate.commands import CommandHandler, Declare
+from service.escalate.commands import CommandHandler, Declare, Origin
 from service.http.remediation import PauseBody, ResumeBody
 from service.http.ui.forms import Form, FormError, build, incident_command, read_form
 from service.http.ui.gate import problem, to_login
@@ -31,7 +32,12 @@ class Actions:
     async def incident(self, request: Request, session: Session, form: Form) -> str:
         incident_id = request.path_params["incident_id"]
         command = incident_command(request.path_params["action"], form, session.who)
-        await self._commands.apply(incident_id, command, SOURCE)
+        once = form.get("once")
+        # A form posted twice (a double click, a resend) is one command: keyed by the
+        # rendering's id and the session, so nobody else's form can stand in for it.
+        digest = hashlib.sha256(f"{session.who}\0{once}".encode()).hexdigest()
+        command_id = f"ui:{digest}" if 0 < len(once) <= 64 else None
+        await self._commands.apply(incident_id, command, Origin(SOURCE, command_id=command_id))
         return f"/ui/incidents/{incident_id}"
 
     async def declare(self, request: Request, session: Session, form: Form) -> str:

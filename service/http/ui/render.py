@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ def hhmm(value: datetime | str | None) -> str:
 
 
 _env.filters["when"] = hhmm
+_env.globals["once"] = lambda: uuid.uuid4().hex
 _env.filters["duration"] = duration
 
 
