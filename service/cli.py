@@ -1,4 +1,4 @@
-"""``incidentd``: run the service, check rules, print the event schema."""
+"""``incidentd``: run the service, check rules, print the event schema or a postmortem draft."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def rules_check(path: Path = typer.Argument(Path("rules"), help="rules directory
         f"{path}: ok ({len(rules.severities)} severities, {len(rules.classify.rules)} classify rules, "
         f"group_by {rules.grouping.group_by}, {len(rules.escalation.rules)} escalation rules, "
         f"{len(rules.contacts.roles)} roles, {len(rules.remediation.policies)} remediation policies "
-        f"in mode {rules.remediation.mode})"
+        f"in mode {rules.remediation.mode}, {len(rules.triage.rules)} triage rules)"
     )
 
 
@@ -106,6 +106,38 @@ def db_current() -> None:
     typer.echo(f"database schema {revision or '(none)'}; this version needs {schema.head()}")
     if revision != schema.head():
         raise typer.Exit(code=1)
+
+
+@app.command()
+def postmortem(incident_id: str = typer.Argument(..., help="the incident's id")) -> None:
+    """Print an incident's postmortem draft (markdown, the runbook's template); read-only."""
+    from service.postmortem.draft import render
+    from service.store import schema as db_schema
+    from service.store.store import Store
+    from service.store.views import IncidentViews
+
+    settings = _settings()
+    try:
+        rules: RuleSet | None = load_rules(settings.rules_dir)
+    except RulesError:
+        rules = None  # the draft leaves out what only the rules say (response time, due date)
+
+    async def _draft() -> str | None:
+        store = Store(settings.database_url)
+        try:
+            await db_schema.check(store.db)
+            d = await IncidentViews(store).detail(incident_id)
+            return None if d is None else render(d.incident, d.timeline, d.pages, d.remediations, rules)
+        finally:
+            await store.close()
+
+    try:
+        text = asyncio.run(_draft())
+    except Exception as exc:
+        raise _fail(f"cannot read the database: {exc.__class__.__name__}: {exc}") from None
+    if text is None:
+        raise _fail(f"no incident {incident_id}")
+    typer.echo(text, nl=False)
 
 
 @app.command()

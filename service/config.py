@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     pagerduty_api_url: str = "https://events.pagerduty.com"
     pagerduty_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Follow-ups (service/notify/jira.py, statuspage.py): a Jira ticket when an incident is
+    # resolved, a Statuspage incident for the severities that say so.
+    jira_url: str | None = None
+    jira_email: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_api_token_file: Path | None = None
+    jira_project: str | None = None
+    jira_issue_type: str = "Task"
+    jira_timeout_seconds: float = Field(default=10.0, gt=0)
+    statuspage_url: str = "https://api.statuspage.io"
+    statuspage_page_id: str | None = None
+    statuspage_api_key: SecretStr | None = None
+    statuspage_api_key_file: Path | None = None
+    statuspage_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # The URL of a Slack incoming webhook is its credential.
     slack_webhook_url: SecretStr | None = None
     slack_webhook_url_file: Path | None = None
@@ -90,6 +105,9 @@ class Settings(BaseSettings):
     kube_ca_file: Path | None = None
     kube_config: Path | None = None
     kube_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Triage on open (triage.yaml): the probes' overall deadline per incident.
+    triage_enabled: bool = True
+    triage_deadline_seconds: float = Field(default=30.0, gt=0)
 
     event_type_prefix: str = "io.incidentd"
     event_source: str = "/incidentd"

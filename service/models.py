@@ -135,6 +135,13 @@ class Incident:
     update_sequence: int = 0
     # Who declared it by hand (None: opened by an alert).
     declared_by: str | None = None
+    # The postmortem's action items ({"item", "owner", "due", "by", "at"}), in the order added,
+    # and, once it is marked done, {"by", "at", "url"}: the postmortem-due reminders stop.
+    action_items: list[dict[str, str | None]] = field(default_factory=list)
+    postmortem_done: dict[str, str | None] | None = None
+    # Triage on open (service/triage) of the current opening: {"status": "pending" | "done",
+    # "plan": [probe targets], "findings": [...], "summary", "at"}; None: no probes.
+    triage: dict[str, Any] | None = None
     # Optimistic concurrency: the store refuses a write from a stale copy.
     version: int = 0
 
@@ -151,6 +158,24 @@ class Incident:
         if state.status is AlertStatus.FIRING:
             self.firing_count += 1
         self.alerts[fingerprint] = state
+
+    @property
+    def duration_seconds(self) -> int | None:
+        """Opened to resolved, of the current opening (None while open)."""
+        if self.resolved_at is None:
+            return None
+        start = self.opening_started_at or self.opened_at
+        return int((self.resolved_at - start).total_seconds())
+
+    @property
+    def response_met(self) -> bool | None:
+        """Was it acknowledged within the severity's response time? None while that is still
+        open to either answer (open, unacknowledged, not yet due)."""
+        if self.acknowledged_at is not None:
+            return self.acknowledged_at <= self.response_due_at
+        if self.resolved_at is not None:
+            return self.resolved_at <= self.response_due_at
+        return None
 
     @property
     def firing(self) -> list[str]:
@@ -177,6 +202,8 @@ class Incident:
             "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
             "response_due_at": iso(self.response_due_at),
             "phase": self.phase.value,
+            "duration_seconds": self.duration_seconds,
+            "response_met": self.response_met,
             "root_cause": self.root_cause,
             "eta": self.eta,
             "latest_note": dict(self.latest_note) if self.latest_note else None,

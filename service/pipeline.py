@@ -1,6 +1,6 @@
 """The pipeline, assembled in one place (Alertmanager's notify pipeline is the model).
 
-    parse -> classify -> correlate -> escalate -> remediate -> persist
+    parse -> classify -> correlate -> escalate -> triage -> remediate -> persist
 
 Each stage takes the batch and returns it (``service/batch.py``); a batch is one
 Kafka poll, one store transaction and one offset commit. Only the runtime and the
@@ -23,6 +23,7 @@ from service.ingest.stage import ParseStage
 from service.persist.stage import DeadLetterSink, PersistStage
 from service.remediate.stage import RemediateStage
 from service.ruleset.remediation import Mode
+from service.triage.stage import TriageStage
 
 
 def build_pipeline(
@@ -41,7 +42,9 @@ def build_pipeline(
             ParseStage(),
             ClassifyStage(classifier),
             CorrelateStage(store.incidents, Correlator(rules, describe=classifier.describe), rules),
-            EscalateStage(EscalationPolicy(rules)),
+            EscalateStage(EscalationPolicy(rules), rules),
+            # Only plans the probes and their timer: nothing here waits on a probe.
+            TriageStage(rules.triage, ctx.settings.triage_enabled),
             RemediateStage(rules, store.remediations, remediation_mode),
             PersistStage(ctx, pagers, fallbacks, dead_letters),
         ]

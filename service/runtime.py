@@ -44,6 +44,8 @@ from service.store.leases import LeaseKeeper
 from service.store.listener import WorkListener
 from service.store.store import Store
 from service.store.views import IncidentViews
+from service.triage.probes.registry import build_probes
+from service.triage.worker import TriageWorker
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ class Runtime:
         )
         comms = [name for name, n in self.notifiers.items() if n.comms]
         self.timers = TimerWorker(ctx, pagers, comms)
+        # Triage probes run apart from the timer worker: a hanging probe delays no escalation.
+        self.triage = TriageWorker(ctx, comms, build_probes(kube))
         self.remediation = RemediationWorker(ctx, pagers, kube)
         self.gauges = OpenIncidentGauges(
             self.store.incidents, self.metrics, list(rules.severities), self.clock
@@ -198,6 +202,7 @@ class Runtime:
 
     def _wake_all(self) -> None:
         self.timers.wake()
+        self.triage.wake()
         self.remediation.wake()
         self.relay.wake()
         self.pages.wake()
@@ -214,6 +219,8 @@ class Runtime:
         for name, worker in workers.items():
             if queues is None or name in queues:
                 worker.wake()
+        if queues is None or "timers" in queues:
+            self.triage.wake()  # the triage timers are rows of the timers queue too
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
@@ -227,7 +234,7 @@ class Runtime:
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self.broker.start()
-        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.gauges]
+        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges]
         if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.
             workers.append(self.remediation)

@@ -107,7 +107,11 @@ async def test_each_command_with_its_event_and_the_next_update(
     )
 
     await send(inc, {"command": "update", "by": "carol", "text": "Customers notified"})
-    [update] = await wait_events(svc, inc, "comms.update", 1)
+    first, update = await wait_events(svc, inc, "comms.update", 2)
+    # The new phase went out at once (SEV-3 then, no cadence); the person's [UPDATE] after.
+    assert first["data"]["comms"]["message"].startswith(
+        f"[UPDATE] SEV-3: Checkout slow ({transport})\n- Status: Identified"
+    )
     message = update["data"]["comms"]["message"]
     assert message.startswith(f"[UPDATE] SEV-1: Checkout slow ({transport})\n- Status: Identified\n")
     for line in (

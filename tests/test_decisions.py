@@ -140,3 +140,26 @@ def test_resolve_of_a_resolved_incident_is_a_repeat(decide: Decisions) -> None:
     inc = incident()
     assert decide.decide(inc, Resolve(), T0).suffix == "incident.resolved"
     assert decide.decide(inc, Resolve(), T0).suffix is None
+
+
+def test_a_resolved_incident_says_how_long_it_lasted_and_whether_the_response_was_met(
+    decide: Decisions,
+) -> None:
+    inc = incident("SEV-2")  # 30 min to respond
+    assert (inc.snapshot()["duration_seconds"], inc.snapshot()["response_met"]) == (None, None)
+    decide.decide(inc, Ack(), T0 + timedelta(minutes=31))
+    assert inc.snapshot()["response_met"] is False  # acknowledged a minute late
+    decide.decide(inc, Resolve(), T0 + timedelta(minutes=95))
+    assert inc.snapshot()["duration_seconds"] == 95 * 60
+    quick = incident("SEV-2")
+    decide.decide(quick, Resolve(), T0 + timedelta(minutes=10))
+    assert quick.snapshot()["response_met"] is True  # resolved within the response time
+
+
+def test_a_new_phase_posts_an_update_and_a_root_cause_alone_waits(decide: Decisions) -> None:
+    inc = incident("SEV-1")
+    phase = decide.decide(inc, SetStatus(phase=Phase.MITIGATING), T0, reminders=1)
+    assert phase.comms_only and [p.action for p in phase.pages] == [PageAction.UPDATE]
+    assert phase.events[0].extra["comms"]["sequence"] == 2 and inc.update_sequence == 3
+    cause = decide.decide(inc, SetStatus(phase=Phase.MITIGATING, root_cause="disk"), T0, reminders=3)
+    assert cause.reasons == ["root_cause"] and cause.pages == [] and cause.events == []

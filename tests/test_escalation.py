@@ -267,7 +267,9 @@ async def test_the_next_scheduled_update_carries_what_the_commander_set(store: S
     await sc.alert(alert("ApiDown", namespace="aragora"))
     inc = await sc.incident_id("ApiDown")
     await sc.at(5)
-    status = SetStatus(phase="mitigating", root_cause="expired TLS cert", eta="12:45 UTC", by="carol")
+    # The phase as it was: a root cause and an ETA wait for the next [UPDATE] (a new phase
+    # would post one at once).
+    status = SetStatus(phase="investigating", root_cause="expired TLS cert", eta="12:45 UTC", by="carol")
     await sc.commands.apply(inc, status, "kafka")
     await sc.commands.apply(inc, AddNote(text="new cert issued", by="erin"), "api")
     await sc.at(30)
@@ -275,7 +277,7 @@ async def test_the_next_scheduled_update_carries_what_the_commander_set(store: S
     assert update["sequence"] == 1  # the cadence's own reminder, not a person's update
     assert update["message"].splitlines() == [
         "[UPDATE] SEV-1: ApiDown is happening",
-        "- Status: Mitigating",
+        "- Status: Investigating",
         "- Root cause: expired TLS cert",
         "- ETA: 12:45 UTC",
         "- IC: @unassigned",

@@ -22,7 +22,7 @@ from service.notify.registry import NOTIFIERS, build_fallbacks
 from service.notify.worker import PAGE_FAILOVER_AFTER, PageWorker
 from service.observability.metrics import Metrics
 from service.ruleset import RuleSet
-from service.ruleset.models import PAGER_NAMES, ContactsFile
+from service.ruleset.models import FOLLOW_UP_NAMES, PAGER_NAMES, ContactsFile
 from service.store.pages import NewPage
 from service.store.store import Effects, Store
 from tests.support.checks import assert_valid_event
@@ -326,7 +326,7 @@ async def test_ack_close_and_update_still_give_up_after_max_attempts(
 
 
 def test_fallback_notifiers_are_built_for_pagers_not_already_configured() -> None:
-    assert set(PAGER_NAMES) == set(NOTIFIERS)
+    assert {*PAGER_NAMES, *FOLLOW_UP_NAMES} == set(NOTIFIERS)  # follow-ups are never a fallback
     file = ContactsFile.model_validate(contacts("console", DevOps="console"))
     settings = Settings()
     built = build_fallbacks(settings, file, {})

@@ -25,11 +25,15 @@ def fast_rules(tmp: Path) -> Path:
     sev = rules / "severities.yaml"
     sev.write_text(
         sev.read_text().replace(
-            "response_time: 15m\n    follow_up: 30m", "response_time: 4s\n    follow_up: 3s", 1
+            # Long enough that the kill comes before the first timer even on a loaded machine
+            # (the first page must go out before it), short enough to see five reminders.
+            "response_time: 15m\n    follow_up: 30m",
+            "response_time: 8s\n    follow_up: 5s",
+            1,
         )
     )
     esc = rules / "escalation.yaml"
-    esc.write_text(esc.read_text().replace("open_for: 30m", "open_for: 5s"))
+    esc.write_text(esc.read_text().replace("open_for: 30m", "open_for: 9s"))
     return rules
 
 
@@ -76,7 +80,9 @@ async def test_sigkill_with_pending_timers_then_restart_fires_each_once(kafka: s
             )
             assert resp.status_code == 202
         await events.wait_types({"incident.opened": 1, "page.sent": 1})
-        first.send_signal(signal.SIGKILL)  # timers pending: SLA at 3.2 s, overdue at 4 s, 30-"min" at 5 s
+        first.send_signal(
+            signal.SIGKILL
+        )  # timers pending: first [UPDATE] at 5 s, SLA at 6.4 s, overdue at 8 s, 30-"min" at 9 s
         await first.wait()
         assert events.of_type("incident.escalated") == [] and events.of_type("comms.update") == []
 

@@ -72,12 +72,15 @@ def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> s
         parts.append(
             f"{escalation['kind']} escalation to {', '.join(escalation['roles'])}: {escalation['reason']}"
         )
+    if triage := extra.get("triage"):
+        parts.append("; ".join(line.lstrip("- ") for line in str(triage["summary"]).splitlines()))
     return " | ".join(parts)
 
 
 def _said(command: dict[str, Any]) -> str:
     """What the person wrote or set, for the timeline line."""
-    said = [str(command[k]) for k in ("note", "text", "root_cause", "eta", "reason") if command.get(k)]
+    keys = ("note", "text", "root_cause", "eta", "reason", "item", "url")
+    said = [str(command[k]) for k in keys if command.get(k)]
     if command.get("role"):
         said.insert(0, f"{command['role']}: {command.get('who')}")
     return (": " + "; ".join(said)) if said else ""

@@ -46,7 +46,17 @@ class PagePart(_Closed):
 
 class CommandPart(_Closed):
     command: Literal[
-        "ack", "resolve", "assign", "status", "note", "update", "declare", "severity", "escalate"
+        "ack",
+        "resolve",
+        "assign",
+        "status",
+        "note",
+        "update",
+        "declare",
+        "severity",
+        "escalate",
+        "action_item",
+        "postmortem_done",
     ]
     by: str
     note: str | None = None
@@ -58,6 +68,10 @@ class CommandPart(_Closed):
     text: str | None = Field(default=None, description="note / update: what the person wrote")
     severity: str | None = Field(default=None, description="severity: the new severity")
     reason: str | None = Field(default=None, description="severity / escalate: why")
+    item: str | None = Field(default=None, description="action_item: the postmortem action item")
+    owner: str | None = Field(default=None, description="action_item: who owns it")
+    due: str | None = Field(default=None, description="action_item: its due date (YYYY-MM-DD)")
+    url: str | None = Field(default=None, description="postmortem_done: where the postmortem is")
     source: Literal["api", "kafka", "ui", "slack", "pagerduty", "opsgenie"] = Field(
         description="where the person acted: the API, the command topic, the board, or a pager's app"
     )
@@ -121,6 +135,20 @@ class RemediationPart(_Closed):
     approval: RemediationApproval | None = None
 
 
+class TriageFinding(_Closed):
+    probe: str = Field(description="health, pods, rollouts, prometheus, postgres or redis")
+    ok: bool = Field(description="the probe ran and found nothing wrong")
+    summary: str = Field(description="one line")
+    target: str = Field(description="what was probed (a URL without credentials, a namespace, $ENV_VAR)")
+    details: dict[str, Any] = Field(description="plain values: status, latency, pods, revisions, rate...")
+    took_ms: int = Field(ge=0)
+
+
+class TriagePart(_Closed):
+    findings: list[TriageFinding]
+    summary: str = Field(description="the short summary the [UPDATE] carries")
+
+
 class IncidentEventData(_Closed):
     """The incident snapshot, plus the part specific to the event type."""
 
@@ -146,6 +174,10 @@ class IncidentEventData(_Closed):
     phase: Literal["investigating", "identified", "mitigating", "resolved"] = Field(
         description="the runbook's Status line, as the commander set it"
     )
+    duration_seconds: int | None = Field(description="opened (this opening) to resolved; null while open")
+    response_met: bool | None = Field(
+        description="acknowledged (or resolved) within the severity's response time; null while undecided"
+    )
     root_cause: str | None
     eta: str | None
     latest_note: dict[str, str] | None = Field(description="the latest note: text, by, at")
@@ -166,6 +198,7 @@ class IncidentEventData(_Closed):
         default=None, description="incident.acknowledged / resolved / updated when a person acted"
     )
     remediation: RemediationPart | None = Field(default=None, description="remediation.*")
+    triage: TriagePart | None = Field(default=None, description="incident.updated (reasons: triage)")
 
 
 def json_schema() -> dict[str, Any]:

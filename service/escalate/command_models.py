@@ -4,6 +4,7 @@ nothing, so a command delivered twice is safe."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -93,8 +94,37 @@ class Escalate(_Command):
     by: Name = "unknown"
 
 
+class AddActionItem(_Command):
+    """A postmortem action item (the runbook's Item, Owner, Due Date)."""
+
+    command: Literal["action_item"] = "action_item"
+    item: ShortText
+    owner: Person | None = None
+    due: date | None = None
+    by: Name = "unknown"
+
+
+class PostmortemDone(_Command):
+    """The postmortem is written: its reminders stop."""
+
+    command: Literal["postmortem_done"] = "postmortem_done"
+    url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] | None = None
+    by: Name = "unknown"
+
+
 # The commands on an existing incident (Declare makes one).
-IncidentCommand = Ack | Resolve | Assign | SetStatus | AddNote | PostUpdate | SetSeverity | Escalate
+IncidentCommand = (
+    Ack
+    | Resolve
+    | Assign
+    | SetStatus
+    | AddNote
+    | PostUpdate
+    | SetSeverity
+    | Escalate
+    | AddActionItem
+    | PostmortemDone
+)
 Command = Annotated[IncidentCommand, Field(discriminator="command")]
 # What ``incidents.commands`` carries: the incident commands, declare and remediation decisions.
 AnyCommand = Annotated[IncidentCommand | Declare | Approve | Deny, Field(discriminator="command")]

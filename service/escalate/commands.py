@@ -26,6 +26,7 @@ from service.context import Context
 from service.errors import Conflict, Invalid, NotFound
 from service.escalate.command_models import (
     Ack,
+    AddActionItem,
     AddNote,
     AnyCommand,
     Assign,
@@ -34,6 +35,7 @@ from service.escalate.command_models import (
     Escalate,
     IncidentCommand,
     KafkaCommand,
+    PostmortemDone,
     PostUpdate,
     Resolve,
     SetSeverity,
@@ -48,6 +50,7 @@ from service.store.store import ConcurrentUpdate, Effects
 
 __all__ = [
     "Ack",
+    "AddActionItem",
     "AddNote",
     "AnyCommand",
     "Assign",
@@ -59,6 +62,7 @@ __all__ = [
     "KafkaCommand",
     "Origin",
     "PostUpdate",
+    "PostmortemDone",
     "Resolve",
     "SetSeverity",
     "SetStatus",
@@ -92,6 +96,11 @@ class CommandHandler:
         self._policy = EscalationPolicy(ctx.rules)
         self._pagers = list(pagers)
         self._comms = list(comms)
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules commands are decided under (the postmortem draft reads them too)."""
+        return self._rules
 
     async def apply(self, incident_id: str, command: IncidentCommand, origin: Origin | str) -> Incident:
         """``origin``: where the person acted (a source name, or an :class:`Origin` with the
@@ -153,8 +162,8 @@ class CommandHandler:
         """False if the command (by its id) was applied before."""
         now = self._clock.now()
         reminders = 0
-        if isinstance(command, PostUpdate | SetSeverity):
-            # Both number an [UPDATE] reminder after those the opening has had.
+        if isinstance(command, PostUpdate | SetSeverity | SetStatus):
+            # Each may number an [UPDATE] reminder after those the opening has had.
             reminders = await self._store.timers.latest_reminder(inc.id, inc.opening)
         change = self._decisions.decide(inc, command, now, reminders)
         if change.suffix is None:

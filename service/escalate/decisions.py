@@ -14,10 +14,12 @@ from service.clock import iso
 from service.errors import Conflict, Invalid
 from service.escalate.command_models import (
     Ack,
+    AddActionItem,
     AddNote,
     Assign,
     Escalate,
     IncidentCommand,
+    PostmortemDone,
     PostUpdate,
     Resolve,
     SetSeverity,
@@ -26,6 +28,7 @@ from service.escalate.command_models import (
 from service.escalate.policy import TAG, EscalationPolicy, escalation_key
 from service.escalate.updates import post_update
 from service.models import Incident, IncidentStatus, PageAction, Phase
+from service.postmortem.reminders import first_reminder
 from service.ruleset.models import RuleSet
 from service.store.timers import REMINDER
 
@@ -57,10 +60,8 @@ class Decisions:
     def decide(self, inc: Incident, cmd: IncidentCommand, now: datetime, reminders: int = 0) -> Change:
         """``reminders``: the highest [UPDATE] reminder sequence of the opening so far (the
         store's; an update and a change of severity number theirs after it)."""
-        if inc.status is IncidentStatus.RESOLVED and not isinstance(cmd, Resolve | AddNote | Assign):
-            if isinstance(cmd, SetStatus) and cmd.phase is Phase.RESOLVED:
-                return NOTHING
-            raise Conflict(f"incident {inc.id} is resolved; {cmd.command} applies to open incidents")
+        if inc.status is IncidentStatus.RESOLVED and _for_open_only(inc, cmd):
+            return NOTHING
         match cmd:
             case Ack():
                 return self._ack(inc, cmd, now)
@@ -69,7 +70,7 @@ class Decisions:
             case Assign():
                 return self._assign(inc, cmd, now)
             case SetStatus():
-                return self._status(inc, cmd, now)
+                return self._status(inc, cmd, now, reminders)
             case AddNote():
                 return self._note(inc, cmd, now)
             case SetSeverity():
@@ -78,6 +79,10 @@ class Decisions:
                 return self._escalate(inc, cmd, now)
             case PostUpdate():
                 return self._update(inc, cmd, now, reminders)
+            case AddActionItem():
+                return self._action_item(inc, cmd, now)
+            case PostmortemDone():
+                return self._postmortem_done(inc, cmd, now)
         raise AssertionError(f"no decision for {cmd.command}")
 
     @staticmethod
@@ -90,14 +95,15 @@ class Decisions:
             "incident.acknowledged", pages=[PageIntent(inc.id, PageAction.ACK, inc.opening, by=cmd.by)]
         )
 
-    @staticmethod
-    def _resolve(inc: Incident, cmd: Resolve, now: datetime) -> Change:
+    def _resolve(self, inc: Incident, cmd: Resolve, now: datetime) -> Change:
         if inc.status is IncidentStatus.RESOLVED:
             return NOTHING
         inc.status, inc.resolved_at, inc.phase = IncidentStatus.RESOLVED, now, Phase.RESOLVED
         # Close the pages of this opening; the worker skips pagers that were never paged.
         page = PageIntent(inc.id, PageAction.CLOSE, inc.opening)
-        return Change("incident.resolved", part={"note": cmd.note}, pages=[page])
+        # The postmortem is due (severities.yaml postmortem_due): reminders until it is done.
+        timers = first_reminder(self._rules, inc, now)
+        return Change("incident.resolved", part={"note": cmd.note}, pages=[page], timers=timers)
 
     @staticmethod
     def _assign(inc: Incident, cmd: Assign, now: datetime) -> Change:
@@ -113,7 +119,7 @@ class Decisions:
             pages=[page],
         )
 
-    def _status(self, inc: Incident, cmd: SetStatus, now: datetime) -> Change:
+    def _status(self, inc: Incident, cmd: SetStatus, now: datetime, reminders: int) -> Change:
         if cmd.phase is Phase.RESOLVED:
             change = self._resolve(inc, Resolve(by=cmd.by, note=cmd.root_cause), now)
             _set_cause_and_eta(inc, cmd, change.reasons)
@@ -127,7 +133,14 @@ class Decisions:
         if not reasons:
             return NOTHING
         part = {"phase": cmd.phase.value, "root_cause": cmd.root_cause, "eta": cmd.eta}
-        return Change("incident.updated", part=part, reasons=reasons)
+        change = Change("incident.updated", part=part, reasons=reasons)
+        if reasons[0].startswith("phase:"):
+            # A new phase is news: an [UPDATE] goes out now (to the channel and the status
+            # page) and the cadence restarts from it.
+            post = self._update(inc, PostUpdate(by=cmd.by), now, reminders)
+            change.pages, change.timers, change.events = post.pages, post.timers, post.events
+            change.comms_only = True
+        return change
 
     @staticmethod
     def _note(inc: Incident, cmd: AddNote, now: datetime) -> Change:
@@ -196,6 +209,37 @@ class Decisions:
             events=[post.event],
             comms_only=True,
         )
+
+    @staticmethod
+    def _action_item(inc: Incident, cmd: AddActionItem, now: datetime) -> Change:
+        due = cmd.due.isoformat() if cmd.due else None
+        if any((a["item"], a["owner"], a["due"]) == (cmd.item, cmd.owner, due) for a in inc.action_items):
+            return NOTHING
+        item = {"item": cmd.item, "owner": cmd.owner, "due": due, "by": cmd.by, "at": iso(now)}
+        inc.action_items.append(item)
+        return Change(
+            "incident.updated",
+            part={"item": cmd.item, "owner": cmd.owner, "due": due},
+            reasons=["action_item"],
+        )
+
+    @staticmethod
+    def _postmortem_done(inc: Incident, cmd: PostmortemDone, now: datetime) -> Change:
+        done = inc.postmortem_done
+        if done is not None and (cmd.url is None or cmd.url == done.get("url")):
+            return NOTHING
+        inc.postmortem_done = {"by": cmd.by, "at": iso(now), "url": cmd.url}
+        return Change("incident.updated", part={"url": cmd.url}, reasons=["postmortem_done"])
+
+
+def _for_open_only(inc: Incident, cmd: IncidentCommand) -> bool:
+    """On a resolved incident: True if the command is a repeat of its resolve (nothing to
+    do); raises Conflict for a command that applies to open incidents only."""
+    if isinstance(cmd, Resolve | AddNote | Assign | AddActionItem | PostmortemDone):
+        return False
+    if isinstance(cmd, SetStatus) and cmd.phase is Phase.RESOLVED:
+        return True
+    raise Conflict(f"incident {inc.id} is resolved; {cmd.command} applies to open incidents")
 
 
 def _set_cause_and_eta(inc: Incident, cmd: SetStatus, reasons: list[str]) -> None:

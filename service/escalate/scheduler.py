@@ -20,6 +20,8 @@ from service.context import Context
 from service.escalate.policy import EscalationPolicy, escalation_key
 from service.escalate.updates import post_update, reminder_sequence
 from service.models import Incident, IncidentStatus, PageAction
+from service.postmortem import reminders as postmortem
+from service.postmortem.reminders import POSTMORTEM
 from service.scheduling import DueWorker
 from service.store.pages import NewPage
 from service.store.queue import LEASE_SECONDS
@@ -63,6 +65,9 @@ class TimerWorker(DueWorker):
     async def _fire(self, timer: TimerJob) -> None:
         now = self._clock.now()
         inc = await self._store.incidents.get(timer.incident_id)
+        if timer.name.startswith(POSTMORTEM):
+            await self._postmortem_due(timer, inc, now)
+            return
         if inc is None or inc.opening != timer.opening or inc.status is IncidentStatus.RESOLVED:
             await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
             return
@@ -99,6 +104,27 @@ class TimerWorker(DueWorker):
         )
         await self._record(timer, TimerStatus.FIRED, effects, now)
         self._metrics.reminders.inc()
+
+    async def _postmortem_due(self, timer: TimerJob, inc: Incident | None, now: datetime) -> None:
+        """Page the Incident Commander that the postmortem is due, and again every day until
+        it is marked done (or the incident reopens: its next resolve starts over)."""
+        if inc is None or not postmortem.is_due(inc, timer.opening):
+            await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
+            return
+        n = postmortem.sequence(timer.name)
+        page = postmortem.reminder_page(inc, n)
+        extra = {"reasons": ["postmortem_due"]}
+        event = self._events.build("incident.updated", inc.snapshot(), extra, now)
+        # The incident is written (unchanged): a postmortem marked done meanwhile makes this a
+        # ConcurrentUpdate, decided again, rather than a reminder after it was done.
+        effects = Effects(
+            incidents=[inc],
+            events=[event],
+            pages=NewPage.fan_out(page, self._pagers),
+            timers=[postmortem.next_reminder(inc, n, timer.due_at)],
+        )
+        await self._record(timer, TimerStatus.FIRED, effects, now)
+        log.info("incident %s: postmortem due (reminder %d) to the Incident Commander", inc.id, n)
 
     async def _record(self, timer: TimerJob, status: TimerStatus, effects: Effects, now: datetime) -> None:
         """The timer's outcome with everything it causes, in one transaction."""

@@ -9,11 +9,14 @@ from service.batch import Batch, EventIntent, PageIntent
 from service.clock import iso
 from service.escalate.policy import Escalation, EscalationPolicy, escalation_key
 from service.models import Incident, IncidentStatus, PageAction
+from service.postmortem.reminders import first_reminder
+from service.ruleset.models import RuleSet
 
 
 class EscalateStage:
-    def __init__(self, policy: EscalationPolicy) -> None:
+    def __init__(self, policy: EscalationPolicy, rules: RuleSet) -> None:
         self._policy = policy
+        self._rules = rules
 
     async def __call__(self, batch: Batch) -> Batch:
         first_pages = {(p.incident_id, p.opening): p for p in batch.pages if p.target == "first"}
@@ -21,6 +24,10 @@ class EscalateStage:
         for event in batch.events:
             events.append(event)
             inc = batch.changed.get(event.incident["id"])
+            if event.type == "incident.resolved" and inc is not None and inc.resolved_at is not None:
+                # The last alert resolved it (and it stayed resolved in this batch): the
+                # postmortem is due. A person's resolve schedules it in decisions.py.
+                batch.timers.extend(first_reminder(self._rules, inc, inc.resolved_at))
             if inc is None or inc.status is IncidentStatus.RESOLVED:
                 continue
             if event.type in ("incident.opened", "incident.reopened"):

@@ -1,6 +1,6 @@
 """The incident API: list, show (with timeline and pages), declare, and every command a
 person gives an incident (acknowledge, resolve, assign, status, notes, updates,
-severity, escalate)."""
+severity, escalate, postmortem action items and done), and the postmortem draft."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from starlette.routing import Route
 from service.clock import iso
 from service.escalate.commands import (
     Ack,
+    AddActionItem,
     AddNote,
     Assign,
     CommandHandler,
@@ -22,6 +23,7 @@ from service.escalate.commands import (
     Escalate,
     IncidentCommand,
     Origin,
+    PostmortemDone,
     PostUpdate,
     Resolve,
     SetSeverity,
@@ -29,6 +31,7 @@ from service.escalate.commands import (
 )
 from service.http.bodies import command, error
 from service.models import Phase
+from service.postmortem.draft import render as render_postmortem
 from service.store.views import IncidentDetail, IncidentViews
 
 # triggered: open and not acknowledged (PagerDuty's, Opsgenie's and Grafana OnCall's word).
@@ -87,6 +90,20 @@ def _list_problems(
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         problems.append("limit must be an integer from 1 to 1000")
     return problems
+
+
+def postmortem_endpoint(views: IncidentViews, commands: CommandHandler) -> Endpoint:
+    """The postmortem draft, in the runbook's template, as markdown."""
+
+    async def postmortem(request: Request) -> Response:
+        incident_id = request.path_params["incident_id"]
+        d = await views.detail(incident_id)
+        if d is None:
+            return error(404, f"no incident {incident_id}")
+        text = render_postmortem(d.incident, d.timeline, d.pages, d.remediations, commands.rules)
+        return Response(text, media_type="text/markdown; charset=utf-8")
+
+    return postmortem
 
 
 def incident_routes(views: IncidentViews, commands: CommandHandler, severities: Sequence[str]) -> list[Route]:
@@ -151,4 +168,11 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
         Route(f"{base}/{{incident_id}}/updates", command_endpoint(PostUpdate), methods=["POST"]),
         Route(f"{base}/{{incident_id}}/severity", command_endpoint(SetSeverity), methods=["POST"]),
         Route(f"{base}/{{incident_id}}/escalate", command_endpoint(Escalate), methods=["POST"]),
+        Route(f"{base}/{{incident_id}}/action-items", command_endpoint(AddActionItem), methods=["POST"]),
+        # GET: the postmortem draft (markdown); POST: mark the postmortem done.
+        Route(
+            f"{base}/{{incident_id}}/postmortem",
+            _by_method(postmortem_endpoint(views, commands), command_endpoint(PostmortemDone)),
+            methods=["GET", "POST"],
+        ),
     ]

@@ -28,6 +28,8 @@ class PageRequest:
     roles: tuple[str, ...] = ()
     # This pager's contacts for the roles (contacts.yaml), e.g. Opsgenie responders.
     responders: tuple[dict[str, str], ...] = ()
+    # The severity says the status page tells the public (severities.yaml `status_page`).
+    public: bool = False
 
     @property
     def incident_id(self) -> str:
@@ -48,6 +50,8 @@ class Notifier(Protocol):
     name: str
     # True for pagers that carry the runbook's [UPDATE] messages (console, Slack).
     comms: bool
+    # Optional, read with getattr: a pager with ``close_only = True`` (Jira's follow-up
+    # ticket) gets only the close of each opening, whether or not a trigger went to it.
 
     async def send(self, request: PageRequest) -> str | None:
         """Deliver the page; return the pager's reference (request id) if it gives one."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import httpx
 
 from service.config import Settings
-from service.notify.base import PageError, PageRequest, parse_retry_after, retryable_status
+from service.notify.base import PageRequest
+from service.notify.http import call, json_object, refused
 
 SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info", "P5": "info"}
 SUMMARY_LIMIT = 1024
@@ -78,32 +79,13 @@ class PagerDutyNotifier:
         return event
 
     async def _enqueue(self, event: dict[str, object]) -> str | None:
-        try:
-            resp = await self._client.post(self._url, json=event)
-        except httpx.TimeoutException as exc:
-            raise PageError(f"pagerduty timed out: {exc.__class__.__name__}", retryable=True) from None
-        except httpx.HTTPError as exc:
-            raise PageError(
-                f"pagerduty unreachable: {exc.__class__.__name__}: {exc}", retryable=True
-            ) from None
+        resp = await call(self._client, "pagerduty", "POST", self._url, json=event)
+        body = json_object(resp)
         if resp.status_code == 202:
-            body = _json(resp)
             return str(body.get("dedup_key") or event["dedup_key"])
-        body = _json(resp)
         errors = body.get("errors")
         listed = "; ".join(str(e) for e in errors) if isinstance(errors, list) else ""
-        detail = listed or body.get("message") or resp.text
-        reason = f"pagerduty answered HTTP {resp.status_code}: {str(detail)[:300]}"
-        retry_after = parse_retry_after(resp.headers.get("retry-after"))
-        raise PageError(reason, retryable=retryable_status(resp.status_code), retry_after=retry_after)
+        raise refused("pagerduty", resp, str(listed or body.get("message") or ""))
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _json(resp: httpx.Response) -> dict[str, object]:
-    try:
-        body = resp.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

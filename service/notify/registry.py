@@ -7,23 +7,28 @@ from collections.abc import Callable
 from service.config import Settings
 from service.notify.base import Notifier
 from service.notify.console import ConsoleNotifier
+from service.notify.jira import JiraNotifier
 from service.notify.opsgenie import OpsgenieNotifier
 from service.notify.pagerduty import PagerDutyNotifier
 from service.notify.slack import SlackNotifier
-from service.ruleset.models import PAGER_NAMES, ContactsFile
+from service.notify.statuspage import StatuspageNotifier
+from service.ruleset.models import FOLLOW_UP_NAMES, PAGER_NAMES, ContactsFile
 
 NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "console": ConsoleNotifier.from_settings,
+    "jira": JiraNotifier.from_settings,
     "opsgenie": OpsgenieNotifier.from_settings,
     "pagerduty": PagerDutyNotifier.from_settings,
     "slack": SlackNotifier.from_settings,
+    "statuspage": StatuspageNotifier.from_settings,
 }
 
 # contacts.yaml's `fallback` is checked against PAGER_NAMES when the rules load, without
 # importing the pagers; a pager added here but not there (or the reverse) must not pass
 # unnoticed. Not an assert: those vanish under `python -O`.
-if set(NOTIFIERS) != set(PAGER_NAMES):
-    raise RuntimeError(f"NOTIFIERS {sorted(NOTIFIERS)} and ruleset PAGER_NAMES {sorted(PAGER_NAMES)} differ")
+if set(NOTIFIERS) != {*PAGER_NAMES, *FOLLOW_UP_NAMES}:
+    known = sorted({*PAGER_NAMES, *FOLLOW_UP_NAMES})
+    raise RuntimeError(f"NOTIFIERS {sorted(NOTIFIERS)} and the ruleset's pager names {known} differ")
 
 
 def build_notifiers(settings: Settings) -> dict[str, Notifier]:

@@ -127,6 +127,7 @@ def build_request(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger
         message=message,
         description=description,
         priority=rules.severity(inc.severity).opsgenie_priority,
+        public=rules.severity(inc.severity).status_page,
         target=sent.target,
         roles=sent.roles,
         responders=tuple(responders(rules.contacts, job.integration, sent)),

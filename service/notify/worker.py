@@ -31,7 +31,8 @@ from service.escalate.policy import escalation_key
 from service.models import Incident, IncidentStatus, PageAction
 from service.notify.base import Notifier, PageError, PageRequest
 from service.notify.requests import backup_pages, build_request, is_backup, person_unreachable, unrouted
-from service.ruleset.models import RuleSet
+from service.postmortem.reminders import POSTMORTEM
+from service.ruleset.models import FOLLOW_UP_NAMES, RuleSet
 from service.scheduling import DueWorker
 from service.store.outbox import OutboxRecord
 from service.store.pages import NewPage, PageJob, PageOutcome, PageStatus, SentTrigger
@@ -130,6 +131,12 @@ class PageWorker(DueWorker):
             await self._finish(job, PageOutcome(PageStatus.FAILED, job.attempts, "incident not found"))
             return
         superseded = PageOutcome(PageStatus.SUPERSEDED, job.attempts)
+        notifier = self._notifiers[job.integration]
+        close_only = getattr(notifier, "close_only", False)
+        if close_only and job.action is not PageAction.CLOSE:
+            # A follow-up (a Jira ticket) acts on the close of an opening only.
+            await self._finish(job, superseded)
+            return
         if job.action is PageAction.TRIGGER and await self._moot(job, inc):
             await self._finish(job, superseded)
             return
@@ -143,7 +150,10 @@ class PageWorker(DueWorker):
             # Acknowledge or close every page of this opening that went out (the first, each
             # escalation, backup and hand-over), each routed as its trigger was.
             sent = await self._jobs.sent_trigger_targets(job)
-        notifier = self._notifiers[job.integration]
+        if job.action is PageAction.CLOSE and (close_only or job.integration in FOLLOW_UP_NAMES):
+            # A follow-up's close is one call for the opening, under the first page's
+            # idempotency key, whatever was sent before (a ticket filed, a status page resolved).
+            sent = [SentTrigger("first")]
         requests = [build_request(self._rules, inc, job, s) for s in sent]
         requests = [r for r in requests if not _echo(notifier, r, job.answered)]
         if not requests:
@@ -178,14 +188,19 @@ class PageWorker(DueWorker):
 
     async def _moot(self, job: PageJob, inc: Incident) -> bool:
         """Has this trigger no one left to reach? Then it is superseded, never sent."""
+        if job.target.startswith(POSTMORTEM):
+            # A postmortem-due reminder is for a resolved incident (the timer decided it is due).
+            return inc.opening != job.opening or inc.postmortem_done is not None
         if inc.status is not IncidentStatus.OPEN or inc.opening != job.opening:
             # Resolved or reopened since: that opening's pages are closed, and a trigger
             # never goes out for a key that was closed (the pager would revive or ignore it).
             return True
-        if _asked_before_ack(inc, job, self._rules) or (
+        answered = _asked_before_ack(inc, job, self._rules) or (
             is_backup(job.target) and inc.acknowledged_at is not None
-        ):
-            # Somebody already answered; paging them (or the backups) now would be noise.
+        )
+        # Somebody already answered; paging them (or the backups) now would be noise. A status
+        # page tells the public, not a person: an acknowledgement does not answer it.
+        if answered and job.integration not in FOLLOW_UP_NAMES:
             return True
         # Resolved since the incident was read above (its close is queued with the resolution).
         return await self._jobs.has_sibling(job, PageAction.CLOSE, PageStatus.PENDING)
@@ -234,6 +249,8 @@ class PageWorker(DueWorker):
         once when the pager refused for good (nothing else would reach anyone)."""
         if job.action is not PageAction.TRIGGER or (retrying and attempt < self._failover_after):
             return []
+        if job.integration in FOLLOW_UP_NAMES:
+            return []  # a status page that is down is no reason to page anyone elsewhere
         wanted = [p for p in self._rules.contacts.fallbacks_for(job.roles) if p != job.integration]
         if not wanted:
             return []

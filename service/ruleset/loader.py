@@ -22,6 +22,7 @@ from service.ruleset.models import (
 )
 from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import compile_template
+from service.ruleset.triage import TriageFile
 from service.ruleset.yamlpos import LocatedYaml, format_path, load_located
 
 M = TypeVar("M", bound=BaseModel)
@@ -111,6 +112,8 @@ def load_rules(root: Path | str) -> RuleSet:
     contacts, contacts_doc = c.load("contacts.yaml", ContactsFile)
     # Optional: a rules directory without it has no remediation at all.
     remediation, rem_doc = c.load("remediation.yaml", RemediationFile, optional=True)
+    # Optional: a rules directory without it runs no triage probes.
+    triage, _ = c.load("triage.yaml", TriageFile, optional=True)
     templates = _load_templates(c, root / "templates")
     if sev and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
@@ -122,7 +125,7 @@ def load_rules(root: Path | str) -> RuleSet:
     params: dict[str, Any] = {}
     if remediation and rem_doc and known:
         params = check_remediation(c, (root / "remediation.yaml", rem_doc), remediation, known)
-    if c.problems or not (sev and cls and grp and templates and esc and contacts and remediation):
+    if c.problems or not (sev and cls and grp and templates and esc and contacts and remediation and triage):
         raise RulesError(c.problems)
     return RuleSet(
         severities={s.name: s for s in sev.severities},
@@ -133,6 +136,7 @@ def load_rules(root: Path | str) -> RuleSet:
         contacts=contacts,
         remediation=remediation,
         remediation_params=params,
+        triage=triage,
     )
 
 

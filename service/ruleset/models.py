@@ -13,6 +13,7 @@ from service.ruleset.base import SEVERITY_NAME, MatcherField, Strict, reject_dup
 from service.ruleset.durations import Duration
 from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import TemplateField
+from service.ruleset.triage import TriageFile
 
 # A role as the matrix names it, under the runbook's spelling ("IC" is Incident Commander).
 AnyRoleName = Annotated[str, AfterValidator(canonical)]
@@ -23,7 +24,12 @@ class Severity(Strict):
     description: str
     response_time: Duration
     follow_up: Duration | None = None
+    # The runbook's "Schedule postmortem within 48 hours": after the incident resolves, the
+    # Incident Commander is paged until the postmortem is marked done (None: no reminder).
+    postmortem_due: Duration | None = None
     opsgenie_priority: str = Field(pattern=r"^P[1-5]$")
+    # Opens a public incident on the status page (the `statuspage` pager) when one opens.
+    status_page: bool = False
     examples: list[str] = []
 
     @property
@@ -160,6 +166,9 @@ class SlackContact(Strict):
 # imports the ruleset, never the other way round); the registry refuses to import if the two
 # ever disagree.
 PAGER_NAMES = ("console", "opsgenie", "pagerduty", "slack")
+# The follow-ups of INCIDENTD_PAGERS (a Jira ticket, a Statuspage incident): they reach no
+# one, so contacts.yaml may not name them as a fallback.
+FOLLOW_UP_NAMES = ("jira", "statuspage")
 
 # One pager's contact for a role or a person.
 PagerContact = OpsgenieContact | PagerDutyContact | SlackContact
@@ -272,6 +281,8 @@ class RuleSet(Strict):
     remediation: RemediationFile = RemediationFile()
     # Policy name -> its action's validated parameters (the action's own pydantic model).
     remediation_params: dict[str, Any] = {}
+    # triage.yaml (optional): the probes run when an incident opens.
+    triage: TriageFile = TriageFile()
 
     def severity(self, name: str) -> Severity:
         return self.severities[name]

@@ -197,13 +197,15 @@ class WorkQueue:
             value = (await conn.execute(query)).scalar()
         return float(value) if value is not None else None
 
-    async def claim_if_due(self, now: datetime, limit: int, lease_seconds: float) -> Claim:
+    async def claim_if_due(
+        self, now: datetime, limit: int, lease_seconds: float, where: ColumnElement[bool] | None = None
+    ) -> Claim:
         """:meth:`claim` after a read that finds something to claim: for queues whose
         workers are woken after every alert batch and nearly always find nothing due (a
         write transaction would queue behind the consumer's and, on SQLite, fsync)."""
-        if not await self.any_due(now):
+        if not await self.any_due(now, where):
             return Claim("", [])
-        return await self.claim(now, limit, lease_seconds)
+        return await self.claim(now, limit, lease_seconds, where)
 
     async def any_due(self, now: datetime, where: ColumnElement[bool] | None = None) -> bool:
         """A read-only look: is anything claimable?"""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import TimerIntent
@@ -18,6 +18,8 @@ from service.store.tables import timers
 
 # The name prefix of [UPDATE] reminders (escalate/policy.py names them).
 REMINDER = "reminder:"
+# The timer that runs the triage probes of an opening (service/triage/worker.py fires it).
+TRIAGE = "triage"
 
 
 class TimerStatus(StrEnum):
@@ -64,8 +66,15 @@ class Timers:
         ]
         await conn.execute(self._db.insert_ignore(timers), rows)
 
-    async def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[TimerJob]:
-        claim = await self.queue.claim_if_due(now, limit, lease_seconds)
+    def _named(self, triage: bool) -> ColumnElement[bool]:
+        """Triage timers or every other timer: each has its own worker, so slow probes
+        never hold up an escalation."""
+        return timers.c.name == TRIAGE if triage else timers.c.name != TRIAGE
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_seconds: float, *, triage: bool = False
+    ) -> list[TimerJob]:
+        claim = await self.queue.claim_if_due(now, limit, lease_seconds, self._named(triage))
         return [
             TimerJob(r.id, r.incident_id, r.opening, r.name, from_epoch(r.due_at), claim.owner)
             for r in claim.rows
@@ -93,5 +102,5 @@ class Timers:
             names = (await conn.execute(query)).scalars().all()
         return max((int(n.removeprefix(REMINDER)) for n in names), default=0)
 
-    async def next_due(self) -> float | None:
-        return await self.queue.next_due()
+    async def next_due(self, *, triage: bool = False) -> float | None:
+        return await self.queue.next_due(self._named(triage))

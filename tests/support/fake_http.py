@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import Any, Self
 
 
 class LoopbackServer:
@@ -72,3 +73,29 @@ class LoopbackServer:
         if loop is not None and changed is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(changed.set)
+
+
+def read_json(handler: BaseHTTPRequestHandler) -> Any:
+    """The request's JSON body ({} when empty or not JSON: the stand-in judges it)."""
+    raw = handler.rfile.read(int(handler.headers.get("content-length", "0")))
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, answer: Any, headers: Iterable[tuple[str, str]] = ()
+) -> None:
+    """Answer with JSON; a client that hung up (a timeout under test) is not an error."""
+    data = json.dumps(answer).encode()
+    try:
+        handler.send_response(status)
+        for k, v in headers:
+            handler.send_header(k, v)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass

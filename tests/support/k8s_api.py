@@ -44,6 +44,15 @@ from tests.support.fake_http import LoopbackServer
 
 Obj = dict[str, Any]
 
+
+class PlainText(dict[str, Any]):
+    """A text answer (a pod's log) where the API otherwise answers JSON objects."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
@@ -203,6 +212,7 @@ class FakeKubernetes(LoopbackServer):
         self.on_request: Callable[[str, str, dict[str, str]], None] | None = None
         self.before_write: Callable[[str, str], None] | None = None  # only writes that are not dry runs
         self.errors: list[str] = []  # tracebacks of the fake's own bugs and of failed hooks
+        self._logs: dict[tuple[str, str], str] = {}  # pod logs (set_pod_log)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         return _handler_for(self)
@@ -370,6 +380,44 @@ class FakeKubernetes(LoopbackServer):
         with self.lock:
             return copy.deepcopy(self._objects["pods"].get((namespace, name)))
 
+    def set_pod_status(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        phase: str = "Running",
+        restarts: int = 0,
+        waiting: str | None = None,
+        last_terminated: str | None = None,
+        ready: bool = True,
+    ) -> None:
+        """The pod's status as the kubelet reports it: a crash loop is ``waiting=
+        "CrashLoopBackOff"``, ``restarts`` > 0 and ``last_terminated="Error"``."""
+        with self.lock:
+            pod = self._get(PODS, namespace, name)
+            state: Obj = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+            last: Obj = {"terminated": {"reason": last_terminated, "exitCode": 1}} if last_terminated else {}
+            pod["status"] = {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [
+                    {
+                        "name": "main",
+                        "ready": ready,
+                        "restartCount": restarts,
+                        "state": state,
+                        "lastState": last,
+                    }
+                ],
+            }
+            self._stamp(pod)
+
+    def set_pod_log(self, namespace: str, name: str, text: str) -> None:
+        """What ``GET .../pods/<name>/log`` answers (``tailLines`` honoured)."""
+        with self.lock:
+            self._get(PODS, namespace, name)
+            self._logs[(namespace, name)] = text
+
     def node(self, name: str) -> Obj:
         with self.lock:
             return copy.deepcopy(self._get(NODES, None, name))
@@ -490,6 +538,13 @@ class FakeKubernetes(LoopbackServer):
             if method in ("PATCH", "PUT"):
                 return self._update_scale(ns or "", name, method, query, ctype, raw)
             raise _method_not_allowed()
+        if kind is PODS and sub == "log":
+            if method != "GET":
+                raise _method_not_allowed()
+            self._get(kind, ns, name)
+            lines = self._logs.get((ns or "", name), "").splitlines(keepends=True)
+            tail = int(query.get("tailLines") or 0)
+            return 200, PlainText("".join(lines[-tail:] if tail else lines))
         if kind is PODS and sub == "eviction":
             if method != "POST":
                 raise _method_not_allowed()
@@ -944,10 +999,11 @@ def _handler_for(fake: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
                 raw,
                 self.headers.get("authorization", ""),
             )
-            data = json.dumps(body).encode()
+            plain = isinstance(body, PlainText)
+            data = body.text.encode() if isinstance(body, PlainText) else json.dumps(body).encode()
             try:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", "text/plain" if plain else "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -36,7 +36,7 @@ async def _to_board(request: Request) -> Response:
 def ui_routes(services: HttpServices, token: bytes | None) -> list[BaseRoute]:
     sessions = Sessions(token)
     gate = Gate(sessions)
-    pages = Pages(services.incidents, services.remediation, services.severities)
+    pages = Pages(services.incidents, services.remediation, services.severities, services.commands.rules)
     actions = Actions(services.commands, services.remediation, services.approvals)
     login = Login(sessions)
     incident = "/ui/incidents/{incident_id}"
@@ -50,6 +50,7 @@ def ui_routes(services: HttpServices, token: bytes | None) -> list[BaseRoute]:
         Route("/ui/logout", login.logout, methods=["POST"]),
         Route(incident, gate.viewer(pages.incident), methods=["GET"]),
         Route(f"{incident}/live", gate.viewer(pages.incident_live), methods=["GET"]),
+        Route(f"{incident}/postmortem", gate.viewer(pages.postmortem), methods=["GET"]),
         Route(f"{incident}/{{action}}", gate.actor(actions.incident), methods=["POST"]),
         Route("/ui/declare", gate.actor(actions.declare), methods=["POST"]),
         Route("/ui/remediation/pause", gate.actor(actions.pause), methods=["POST"]),

@@ -12,10 +12,12 @@ from starlette.requests import ClientDisconnect, Request
 
 from service.escalate.commands import (
     Ack,
+    AddActionItem,
     AddNote,
     Assign,
     Escalate,
     IncidentCommand,
+    PostmortemDone,
     PostUpdate,
     Resolve,
     SetSeverity,
@@ -36,6 +38,8 @@ INCIDENT_FORMS: dict[str, tuple[type[IncidentCommand], tuple[str, ...]]] = {
     "update": (PostUpdate, ("text",)),
     "severity": (SetSeverity, ("severity", "reason")),
     "escalate": (Escalate, ("roles", "reason")),
+    "action_item": (AddActionItem, ("item", "owner", "due")),
+    "postmortem": (PostmortemDone, ("url",)),
 }
 
 

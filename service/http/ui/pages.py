@@ -13,8 +13,10 @@ from service.http.ui.gate import problem
 from service.http.ui.render import by_severity, card, page
 from service.http.ui.session import Session
 from service.models import Phase
+from service.postmortem.draft import render as render_postmortem
 from service.remediate.control import RemediationControl
 from service.roles import ASSIGNABLE
+from service.ruleset.models import RuleSet
 from service.store.remediations import JobStatus, RemediationJob
 from service.store.views import IncidentViews
 
@@ -39,8 +41,15 @@ def job_view(job: RemediationJob) -> dict[str, Any]:
 
 
 class Pages:
-    def __init__(self, views: IncidentViews, control: RemediationControl, severities: Sequence[str]) -> None:
+    def __init__(
+        self,
+        views: IncidentViews,
+        control: RemediationControl,
+        severities: Sequence[str],
+        rules: RuleSet | None = None,
+    ) -> None:
         self._views = views
+        self._rules = rules
         self._control = control
         self._severities = list(severities)
 
@@ -80,6 +89,7 @@ class Pages:
             "timeline": detail.timeline,
             "pages": detail.pages,
             "jobs": [job_view(j) for j in detail.remediations],
+            "triage": detail.incident.triage,
             "roles": ASSIGNABLE,
             "phases": [p.value for p in Phase],
             "severities": self._severities,
@@ -96,3 +106,11 @@ class Pages:
         if ctx is None:
             return problem(404, f"no incident {request.path_params['incident_id']}", session)
         return page("_incident_live.html", ctx)
+
+    async def postmortem(self, request: Request, session: Session) -> Response:
+        """The postmortem draft (markdown, as the API gives it) in a <pre>."""
+        d = await self._views.detail(request.path_params["incident_id"])
+        if d is None:
+            return problem(404, f"no incident {request.path_params['incident_id']}", session)
+        text = render_postmortem(d.incident, d.timeline, d.pages, d.remediations, self._rules)
+        return page("postmortem.html", {**self._base(session), "inc": d.incident, "text": text})

@@ -211,5 +211,6 @@ has a glob; verbs that ignore resourceNames (list, watch, create, deletecollecti
 {{- end }}
 
 {{- define "incidentd.automountToken" -}}
-{{- if or .Values.serviceAccount.automountToken (include "incidentd.remediation.rbacEnabled" .) }}true{{ else }}false{{ end }}
+{{- $triage := and .Values.triage.rbac.create .Values.triage.rbac.namespaces }}
+{{- if or .Values.serviceAccount.automountToken (include "incidentd.remediation.rbacEnabled" .) $triage }}true{{ else }}false{{ end }}
 {{- end }}

@@ -1,0 +1,1 @@
+"""One module per probe; ``registry.py`` lists them."""
