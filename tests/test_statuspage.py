@@ -94,6 +94,9 @@ async def test_low_severities_and_other_pages_create_nothing(fake: FakeStatuspag
         assert await sp.send(request(severity="SEV-4")) is None
         assert await sp.send(request(target="sev1-30min")) is None
         assert await sp.send(request(target="backup:first")) is None
+        assert await sp.send(request(target="postmortem:1")) is None
+        # Triage findings are for the team, not the public page.
+        assert await sp.send(request("update", target="triage", message="Triage: 3 of 6 failed")) is None
         assert fake.requests == []
         # An [UPDATE] or close of an incident that has none on the page: looked up, nothing else.
         assert await sp.send(request("update", target="reminder:1", severity="SEV-4")) is None

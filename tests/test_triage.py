@@ -57,7 +57,8 @@ async def test_health_probe_reports_status_latency_and_body(http: LocalHttp) -> 
 
     bad = await HealthProbe().run({"probe": "health", "url": f"{http.url}/broken"})
     assert not bad.ok and bad.details["status"] == 503
-    assert "upstream connect error" in bad.summary
+    # The body is in the details; the summary, which goes to the channel, does not carry it.
+    assert "upstream connect error" in bad.details["body"] and "upstream" not in bad.summary
 
 
 async def test_health_url_credentials_never_show(http: LocalHttp) -> None:
@@ -141,6 +142,16 @@ async def test_postgres_dsn_from_a_file_and_a_refused_login_keeps_it_secret(
     )
     assert not failed.ok and "hunter2hunter2" not in json.dumps(failed.to_json())
 
+    # A driver error that quotes the DSN (asyncpg's own do not) is redacted all the same.
+    async def quoting(dsn: str, **kw: Any) -> None:
+        raise ValueError(f"invalid DSN: {dsn}")
+
+    monkeypatch.setattr("asyncpg.connect", quoting)
+    [quoted] = await run_probes(
+        build_probes(None), [{"probe": "postgres", "secret_env": "TEST_TRIAGE_PG", "timeout": 5}], 10
+    )
+    assert "invalid DSN" in quoted.summary and "hunter2hunter2" not in json.dumps(quoted.to_json())
+
     [unset] = await run_probes(
         build_probes(None), [{"probe": "postgres", "secret_env": "TEST_TRIAGE_NONE"}], 5
     )
@@ -218,10 +229,11 @@ async def _run(probe: Probe, target: dict[str, Any]) -> Finding:
 def test_shipped_triage_rules_render_the_runbook_checks_from_labels() -> None:
     rules = load_rules(RULES)
     labels = {"alertname": "ApiDown", "namespace": "aragora", "service": "aragora-api"}
-    targets = rules.triage.targets(labels, {"health_url": "http://api.local/health"})
+    # An annotation naming another URL changes nothing: the shipped health URL is fixed.
+    targets = rules.triage.targets(labels, {"health_url": "http://169.254.169.254/latest/meta-data"})
     by_probe = {t["probe"]: t for t in targets}
     assert list(by_probe) == ["health", "pods", "rollouts", "prometheus", "postgres", "redis"]
-    assert by_probe["health"]["url"] == "http://api.local/health"
+    assert by_probe["health"]["url"] == "https://api.aragora.ai/api/health"
     assert by_probe["pods"] == {
         "probe": "pods",
         "namespace": "aragora",

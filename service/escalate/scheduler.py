@@ -120,8 +120,11 @@ class TimerWorker(DueWorker):
         effects = Effects(
             incidents=[inc],
             events=[event],
-            pages=NewPage.fan_out(page, self._pagers),
-            timers=[postmortem.next_reminder(inc, n, timer.due_at)],
+            # The channel, not the paging apps: a reminder there would open a pager incident
+            # that escalates through the on-call chain and that nothing ever closes.
+            pages=NewPage.fan_out(page, self._comms),
+            # From now if it fired late (after downtime): one reminder, not one per day missed.
+            timers=[postmortem.next_reminder(inc, n, max(timer.due_at, now))],
         )
         await self._record(timer, TimerStatus.FIRED, effects, now)
         log.info("incident %s: postmortem due (reminder %d) to the Incident Commander", inc.id, n)

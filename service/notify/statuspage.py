@@ -27,6 +27,7 @@ from service.notify.base import (
     idempotency_key,
 )
 from service.notify.http import call, json_object, refused
+from service.store.timers import REMINDER
 
 STATUS = {
     "investigating": "investigating",
@@ -81,6 +82,10 @@ class StatuspageNotifier:
         if request.action is PageAction.ACK or (
             request.action is PageAction.CLOSE and request.target != "first"
         ):
+            return None
+        if request.action is PageAction.UPDATE and not request.target.startswith(REMINDER):
+            # Only the [UPDATE]s meant for people at large (the cadence, a person's update, a
+            # new phase): triage findings name pods, hosts and errors the public need not see.
             return None
         existing = await self._find(request)
         if existing is None:

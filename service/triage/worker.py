@@ -58,8 +58,16 @@ class TriageWorker(DueWorker):
     async def run_once(self, limit: int = 20) -> int:
         timers = await self._timers.claim_due(self._clock.now(), limit, LEASE_SECONDS, triage=True)
         # Each incident's probes at once: one slow cluster does not delay another's findings.
-        await asyncio.gather(*(self._fire(t) for t in timers))
+        await asyncio.gather(*(self._guarded(t) for t in timers))
         return len(timers)
+
+    async def _guarded(self, timer: TimerJob) -> None:
+        try:
+            await self._fire(timer)
+        except Exception:
+            # Given back, not held until a restart: the next round (or replica) tries again.
+            log.exception("triage of %s failed; trying again", timer.incident_id)
+            await self._timers.release(timer)
 
     async def _fire(self, timer: TimerJob) -> None:
         inc = await self._store.incidents.get(timer.incident_id)

@@ -84,7 +84,13 @@ class PodsProbe:
         assert self._kube is not None
         try:
             resp: Any = await self._kube.core.read_namespaced_pod_log(
-                pod, namespace, tail_lines=tail, _preload_content=False, _request_timeout=5.0
+                # Lines bound a tail only when there are newlines; bytes bound it always.
+                pod,
+                namespace,
+                tail_lines=tail,
+                limit_bytes=4 * LOG_CHARS,
+                _preload_content=False,
+                _request_timeout=5.0,
             )
             raw = await resp.read()
         except Exception as exc:  # a missing log is one line of the finding, not its end
