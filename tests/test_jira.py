@@ -45,8 +45,11 @@ def request(action: str = "close", target: str = "first", **snapshot: Any) -> Pa
     )
 
 
-def jira(fake: FakeJira, timeout: float = 5) -> JiraNotifier:
-    return JiraNotifier(fake.url, ("bot@example.com", "TOKEN"), "OPS", "Task", timeout)
+def jira(fake: FakeJira, timeout: float = 5, create_retry: float = 0.0) -> JiraNotifier:
+    """Retries after a failed create at the pager's own pace here (tests do not wait 30 s)."""
+    j = JiraNotifier(fake.url, ("bot@example.com", "TOKEN"), "OPS", "Task", timeout)
+    j.create_retry_seconds = create_retry
+    return j
 
 
 @pytest.fixture
@@ -113,6 +116,21 @@ def test_description_without_action_items_or_commander() -> None:
     text = describe(snapshot)
     assert "Duration: 30m" in text and "Incident Commander: not assigned" in text
     assert "Root cause: not recorded" in text and "- none recorded" in text
+
+
+@pytest.mark.parametrize(("retry_after_header", "waits"), [(None, 30.0), ("60", 60.0)])
+async def test_a_retry_after_a_failed_create_waits_for_the_search_to_catch_up(
+    fake: FakeJira, retry_after_header: str | None, waits: float
+) -> None:
+    headers = (("Retry-After", retry_after_header),) if retry_after_header else ()
+    fake.script("POST", Reply(503, {"errorMessages": ["down"]}, headers))
+    j = JiraNotifier(fake.url, ("bot@example.com", "TOKEN"), "OPS", "Task", 5)
+    try:
+        with pytest.raises(PageError) as info:
+            await j.send(request())
+        assert info.value.retryable and info.value.retry_after == waits
+    finally:
+        await j.aclose()
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import httpx
 
 from service.config import Settings
 from service.models import PageAction
-from service.notify.base import PageRequest
+from service.notify.base import PageError, PageRequest
 from service.notify.http import call, json_object, refused
 from service.roles import INCIDENT_COMMANDER
 from service.ruleset.durations import format_duration
@@ -80,6 +80,10 @@ class JiraNotifier:
             settings.jira_timeout_seconds,
         )
 
+    # How long a retry after a failed create waits at least: Jira Cloud's search sees a new
+    # issue within seconds, so a create that happened despite a lost answer is found first.
+    create_retry_seconds = 30.0
+
     async def send(self, request: PageRequest) -> str | None:
         if request.action is not PageAction.CLOSE or request.target != "first":
             return None  # one ticket per opening, when it is resolved
@@ -87,7 +91,14 @@ class JiraNotifier:
         existing = await self._find(label)
         if existing is not None:
             return existing
-        resp = await self._call("POST", "/rest/api/2/issue", json={"fields": self.fields(request)})
+        try:
+            resp = await self._call("POST", "/rest/api/2/issue", json={"fields": self.fields(request)})
+        except PageError as exc:
+            if exc.retryable and self.create_retry_seconds > 0:
+                # The issue may exist though its answer was lost, and Jira Cloud's search is
+                # eventually consistent: the retry waits until the search would see it.
+                exc.retry_after = max(exc.retry_after or 0.0, self.create_retry_seconds)
+            raise
         body = json_object(resp)
         return str(body.get("key") or body.get("id") or "")
 
