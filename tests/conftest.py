@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from service.embedded.broker import embedded_broker
 from service.remediate.kube import Kube
 from service.ruleset import RuleSet, load_rules
+from service.store.store import Store
 from tests.support.k8s_api import FakeKubernetes
 from tests.support.remediation import kube_for
 from tests.support.service import RULES, free_port
@@ -50,6 +51,15 @@ def rules() -> RuleSet:
 @pytest.fixture
 def rules_dir() -> Path:
     return RULES
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A started SQLite store of the test's own (files that need it unstarted override it)."""
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    await s.start()
+    yield s
+    await s.close()
 
 
 @pytest.fixture

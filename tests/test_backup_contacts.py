@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,14 +92,6 @@ class Rig:
         for event in events:
             assert_valid_event(event)
         return [e["data"]["page"] for e in events if e["type"].endswith(".page.sent")]
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def rig(store: Store, rules: RuleSet, pagers: dict[str, Notifier], clock: ManualClock | None = None) -> Rig:

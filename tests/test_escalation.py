@@ -8,8 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.batch import DeadLetter, Record
 from service.clock import ManualClock
 from service.config import Settings
@@ -87,14 +85,6 @@ class Scenario:
 
     def paged(self, incident: str) -> list[tuple[str, str, tuple[str, ...]]]:
         return [(p.action, p.target, p.roles) for p in self.pager.sent if p.incident_id == incident]
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 async def test_sev1_through_the_whole_matrix_and_an_ack_that_stops_the_response_rules_only(

@@ -22,6 +22,7 @@ from service.http.inbound.opsgenie import PATH
 from service.notify.base import Notifier
 from service.notify.console import ConsoleNotifier
 from service.notify.opsgenie import OpsgenieNotifier
+from tests.support.inbound import assert_unchanged, events, pages, shown
 from tests.support.opsgenie_api import FakeOpsgenie
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService, run_service, test_settings
@@ -99,24 +100,6 @@ async def open_incident(s: Setup, name: str) -> tuple[str, str]:
     return str(sent["subject"]), alias
 
 
-async def shown(s: Setup, incident_id: str) -> dict[str, Any]:
-    return dict((await s.svc.client.get(f"{s.svc.url}/api/v1/incidents/{incident_id}")).json())
-
-
-def events(s: Setup, incident_id: str, suffix: str) -> list[dict[str, Any]]:
-    return [e for e in s.svc.events.of_type(suffix) if e["subject"] == incident_id]
-
-
-def pages(detail: dict[str, Any], action: str) -> list[str]:
-    return [p["integration"] for p in detail["pages"] if p["action"] == action]
-
-
-async def assert_unchanged(s: Setup, incident_id: str) -> None:
-    detail = await shown(s, incident_id)
-    assert (detail["incident"]["acknowledged_by"], detail["incident"]["status"]) == (None, "open")
-    assert not {"incident.acknowledged", "incident.resolved"} & {t["type"] for t in detail["timeline"]}
-
-
 async def test_opsgenie_good_token_acknowledge_acknowledges_and_is_not_sent_back(setup: Setup) -> None:
     s = setup
     incident_id, alias = await open_incident(s, "OgAck")
@@ -124,15 +107,15 @@ async def test_opsgenie_good_token_acknowledge_acknowledges_and_is_not_sent_back
     resp = await deliver(s, action_data("Acknowledge", alias, "fili@example.com"))
 
     assert (resp.status_code, resp.json()["result"]) == (200, "acknowledged")
-    detail = await shown(s, incident_id)
+    detail = await shown(s.svc, incident_id)
     assert detail["incident"]["acknowledged_by"] == "fili@example.com"
-    await s.svc.events.wait_for(lambda _: bool(events(s, incident_id, "incident.acknowledged")))
-    [acked] = events(s, incident_id, "incident.acknowledged")
+    await s.svc.events.wait_for(lambda _: bool(events(s.svc, incident_id, "incident.acknowledged")))
+    [acked] = events(s.svc, incident_id, "incident.acknowledged")
     assert acked["data"]["command"] == {"command": "ack", "by": "fili@example.com", "source": "opsgenie"}
     # Each pager gets the ack; opsgenie's own only for its pages not answered there (none here).
     assert sorted(pages(detail, "ack")) == ["console", "opsgenie"]
     await s.svc.events.wait_for(
-        lambda _: any(e["data"]["page"]["action"] == "ack" for e in events(s, incident_id, "page.sent"))
+        lambda _: any(e["data"]["page"]["action"] == "ack" for e in events(s.svc, incident_id, "page.sent"))
     )
     await s.svc.runtime.pages.drain()
     assert s.og.requests_to("acknowledge", alias) == []
@@ -148,12 +131,12 @@ async def test_opsgenie_close_resolves_the_incident_and_is_not_sent_back(setup: 
     resp = await deliver(s, action_data("Close", alias, "gina@example.com"))
 
     assert (resp.status_code, resp.json()["result"]) == (200, "resolved")
-    detail = await shown(s, incident_id)
+    detail = await shown(s.svc, incident_id)
     assert detail["incident"]["status"] == "resolved"
     # Each pager gets the close; opsgenie's own only for its pages not answered there (none here).
     assert sorted(pages(detail, "close")) == ["console", "opsgenie"]
-    await s.svc.events.wait_for(lambda _: bool(events(s, incident_id, "incident.resolved")))
-    [resolved] = events(s, incident_id, "incident.resolved")
+    await s.svc.events.wait_for(lambda _: bool(events(s.svc, incident_id, "incident.resolved")))
+    [resolved] = events(s.svc, incident_id, "incident.resolved")
     command = resolved["data"]["command"]
     assert (command["by"], command["source"]) == ("gina@example.com", "opsgenie")
 
@@ -167,7 +150,7 @@ async def test_opsgenie_action_without_a_username_is_recorded_by_its_source(setu
     resp = await deliver(s, doc)
 
     assert (resp.status_code, resp.json()["acknowledged_by"]) == (200, "Jira Service Management")
-    assert (await shown(s, incident_id))["incident"]["acknowledged_by"] == "Jira Service Management"
+    assert (await shown(s.svc, incident_id))["incident"]["acknowledged_by"] == "Jira Service Management"
 
 
 async def test_opsgenie_bad_or_missing_token_is_401_and_changes_nothing(setup: Setup) -> None:
@@ -184,7 +167,7 @@ async def test_opsgenie_bad_or_missing_token_is_401_and_changes_nothing(setup: S
     in_query = await s.svc.client.post(f"{s.svc.url}{PATH}?token={SECRET}", json=doc)
     assert in_query.status_code == 401  # only the header carries the secret
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)
 
 
 async def test_opsgenie_stale_action_is_401_and_changes_nothing(setup: Setup) -> None:
@@ -195,7 +178,7 @@ async def test_opsgenie_stale_action_is_401_and_changes_nothing(setup: Setup) ->
 
     assert resp.status_code == 401
     assert "stale" in resp.json()["error"] and "alert.updatedAt" in resp.json()["error"]
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)
 
 
 async def test_opsgenie_updated_at_in_milliseconds_is_read_too(setup: Setup) -> None:
@@ -207,7 +190,7 @@ async def test_opsgenie_updated_at_in_milliseconds_is_read_too(setup: Setup) -> 
     resp = await deliver(s, doc)
 
     assert (resp.status_code, resp.json()["result"]) == (200, "acknowledged")
-    assert (await shown(s, incident_id))["incident"]["acknowledged_by"] == "hal@example.com"
+    assert (await shown(s.svc, incident_id))["incident"]["acknowledged_by"] == "hal@example.com"
 
 
 async def test_opsgenie_unknown_aliases_and_other_actions_are_ignored_with_200(setup: Setup) -> None:
@@ -223,7 +206,7 @@ async def test_opsgenie_unknown_aliases_and_other_actions_are_ignored_with_200(s
         resp = await deliver(s, doc)
         assert (resp.status_code, resp.json()["result"]) == (200, "ignored")
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)
 
 
 @pytest.mark.parametrize(
@@ -255,4 +238,4 @@ async def test_opsgenie_source_that_is_not_an_object_still_names_someone(setup: 
     doc["source"] = "Opsgenie mobile"
     resp = await deliver(setup, doc)
     assert (resp.status_code, resp.json()["acknowledged_by"]) == (200, "Opsgenie")
-    assert (await shown(setup, incident_id))["incident"]["acknowledged_by"] == "Opsgenie"
+    assert (await shown(setup.svc, incident_id))["incident"]["acknowledged_by"] == "Opsgenie"

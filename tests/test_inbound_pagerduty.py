@@ -32,6 +32,7 @@ from service.notify.pagerduty import PagerDutyNotifier
 from service.store import schema
 from service.store.pages import NewPage, PageKey
 from service.store.store import Effects, Store
+from tests.support.inbound import assert_unchanged, events, pages, shown
 from tests.support.pagerduty_api import FakePagerDuty
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService, run_service, test_settings
@@ -125,24 +126,6 @@ async def open_incident(s: Setup, name: str) -> tuple[str, str]:
     return str(sent["subject"]), key
 
 
-async def shown(s: Setup, incident_id: str) -> dict[str, Any]:
-    return dict((await s.svc.client.get(f"{s.svc.url}/api/v1/incidents/{incident_id}")).json())
-
-
-def events(s: Setup, incident_id: str, suffix: str) -> list[dict[str, Any]]:
-    return [e for e in s.svc.events.of_type(suffix) if e["subject"] == incident_id]
-
-
-def pages(detail: dict[str, Any], action: str) -> list[str]:
-    return [p["integration"] for p in detail["pages"] if p["action"] == action]
-
-
-async def assert_unchanged(s: Setup, incident_id: str) -> None:
-    detail = await shown(s, incident_id)
-    assert (detail["incident"]["acknowledged_by"], detail["incident"]["status"]) == (None, "open")
-    assert not {"incident.acknowledged", "incident.resolved"} & {t["type"] for t in detail["timeline"]}
-
-
 async def test_pagerduty_good_signature_ack_acknowledges_and_is_not_sent_back_to_pagerduty(
     setup: Setup,
 ) -> None:
@@ -152,16 +135,16 @@ async def test_pagerduty_good_signature_ack_acknowledges_and_is_not_sent_back_to
     resp = await deliver(s, v3_event("incident.acknowledged", key, "Dana Oncall"), SECRET)
 
     assert (resp.status_code, resp.json()["result"]) == (200, "acknowledged")
-    detail = await shown(s, incident_id)
+    detail = await shown(s.svc, incident_id)
     assert detail["incident"]["acknowledged_by"] == "Dana Oncall"
-    await s.svc.events.wait_for(lambda _: bool(events(s, incident_id, "incident.acknowledged")))
-    [acked] = events(s, incident_id, "incident.acknowledged")
+    await s.svc.events.wait_for(lambda _: bool(events(s.svc, incident_id, "incident.acknowledged")))
+    [acked] = events(s.svc, incident_id, "incident.acknowledged")
     assert acked["data"]["command"] == {"command": "ack", "by": "Dana Oncall", "source": "pagerduty"}
     # The other pagers hear of it; PagerDuty, where it was pressed, is not sent it back.
     # Each pager gets the ack; pagerduty's own only for its pages not answered there (none here).
     assert sorted(pages(detail, "ack")) == ["console", "pagerduty"]
     await s.svc.events.wait_for(
-        lambda _: any(e["data"]["page"]["action"] == "ack" for e in events(s, incident_id, "page.sent"))
+        lambda _: any(e["data"]["page"]["action"] == "ack" for e in events(s.svc, incident_id, "page.sent"))
     )
     await s.svc.runtime.pages.drain()
     assert [e["event_action"] for e in s.pd.events if e["dedup_key"] == key] == ["trigger"]
@@ -178,12 +161,12 @@ async def test_pagerduty_resolve_resolves_the_incident_and_is_not_sent_back(setu
     resp = await deliver(s, v3_event("incident.resolved", key, "Eve Oncall"), SECRET)
 
     assert (resp.status_code, resp.json()["result"]) == (200, "resolved")
-    detail = await shown(s, incident_id)
+    detail = await shown(s.svc, incident_id)
     assert detail["incident"]["status"] == "resolved"
     # Each pager gets the close; pagerduty's own only for its pages not answered there (none here).
     assert sorted(pages(detail, "close")) == ["console", "pagerduty"]
-    await s.svc.events.wait_for(lambda _: bool(events(s, incident_id, "incident.resolved")))
-    [resolved] = events(s, incident_id, "incident.resolved")
+    await s.svc.events.wait_for(lambda _: bool(events(s.svc, incident_id, "incident.resolved")))
+    [resolved] = events(s.svc, incident_id, "incident.resolved")
     assert (resolved["data"]["command"]["by"], resolved["data"]["command"]["source"]) == (
         "Eve Oncall",
         "pagerduty",
@@ -200,7 +183,7 @@ async def test_pagerduty_signature_of_a_rotated_secret_among_several_is_accepted
     resp = await deliver(s, v3_event("incident.acknowledged", key, "Dana Oncall"), "the-old-secret", SECRET)
 
     assert (resp.status_code, resp.json()["result"]) == (200, "acknowledged")
-    assert (await shown(s, incident_id))["incident"]["acknowledged_by"] == "Dana Oncall"
+    assert (await shown(s.svc, incident_id))["incident"]["acknowledged_by"] == "Dana Oncall"
 
 
 async def test_pagerduty_bad_signature_is_401_and_changes_nothing(setup: Setup) -> None:
@@ -221,7 +204,7 @@ async def test_pagerduty_bad_signature_is_401_and_changes_nothing(setup: Setup) 
     v0 = await s.svc.client.post(s.svc.url + PATH, content=raw, headers={"X-PagerDuty-Signature": "v0=abc"})
     assert v0.status_code == 401 and "no v1" in v0.json()["error"]
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)
 
 
 async def test_pagerduty_stale_event_is_401_and_changes_nothing(setup: Setup) -> None:
@@ -233,7 +216,7 @@ async def test_pagerduty_stale_event_is_401_and_changes_nothing(setup: Setup) ->
 
     assert resp.status_code == 401
     assert "stale" in resp.json()["error"] and "occurred_at" in resp.json()["error"]
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)
 
 
 async def test_pagerduty_unknown_keys_and_other_events_are_ignored_with_200(setup: Setup) -> None:
@@ -247,7 +230,7 @@ async def test_pagerduty_unknown_keys_and_other_events_are_ignored_with_200(setu
     other = await deliver(s, v3_event("incident.priority_updated", key, "Dana"), SECRET)
     assert (other.status_code, other.json()["result"]) == (200, "ignored")
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)
 
 
 @pytest.mark.parametrize(
@@ -332,7 +315,7 @@ async def test_resolving_the_first_page_in_pagerduty_still_closes_its_escalation
     await s.svc.events.wait_for(
         lambda _: any(
             e["data"]["page"]["idempotency_key"] == escalation_key
-            for e in events(s, incident_id, "page.sent")
+            for e in events(s.svc, incident_id, "page.sent")
             if e["data"]["page"]["integration"] == "pagerduty"
         )
     )
@@ -342,7 +325,7 @@ async def test_resolving_the_first_page_in_pagerduty_still_closes_its_escalation
     await s.svc.events.wait_for(
         lambda _: any(
             e["data"]["page"]["action"] == "close" and e["data"]["page"]["integration"] == "pagerduty"
-            for e in events(s, incident_id, "page.sent")
+            for e in events(s.svc, incident_id, "page.sent")
         )
     )
     # The pressed page is not resolved again; the escalation's PagerDuty incident is.
@@ -367,4 +350,4 @@ async def test_clearing_an_approval_request_in_pagerduty_leaves_the_incident_alo
     resp = await deliver(s, v3_event("incident.resolved", key, "Ivy Approver"), SECRET)
     assert (resp.status_code, resp.json()["result"]) == (200, "ignored")
     assert "asks about a remediation" in resp.json()["reason"]
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id)

@@ -20,6 +20,7 @@ import pytest
 from service.http.inbound.slack import PATH
 from service.notify.base import Notifier
 from service.notify.slack import ACK_ACTION, RESOLVE_ACTION, SlackNotifier
+from tests.support.inbound import assert_unchanged, events, shown
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService, run_service, test_settings
 from tests.support.slack_api import FakeSlackWebhook, SlackInteractivity
@@ -67,23 +68,6 @@ async def open_incident(s: Setup, name: str) -> tuple[str, dict[str, Any]]:
     return incident_id, message
 
 
-async def shown(s: Setup, incident_id: str) -> dict[str, Any]:
-    resp = await s.svc.client.get(f"{s.svc.url}/api/v1/incidents/{incident_id}", headers=AUTH)
-    assert resp.status_code == 200
-    return dict(resp.json())
-
-
-def events(s: Setup, incident_id: str, suffix: str) -> list[dict[str, Any]]:
-    return [e for e in s.svc.events.of_type(suffix) if e["subject"] == incident_id]
-
-
-async def assert_unchanged(s: Setup, incident_id: str) -> None:
-    detail = await shown(s, incident_id)
-    assert detail["incident"]["acknowledged_by"] is None
-    assert detail["incident"]["status"] == "open"
-    assert not {"incident.acknowledged", "incident.resolved"} & {t["type"] for t in detail["timeline"]}
-
-
 # -- signatures ---------------------------------------------------------------------------
 
 
@@ -98,15 +82,15 @@ async def test_slack_good_signature_ack_button_acknowledges_the_incident_as_the_
     assert resp.status_code == 200
     assert resp.json()["result"] == "acknowledged"
     assert resp.json()["acknowledged_by"] == "alice"
-    assert (await shown(s, incident_id))["incident"]["acknowledged_by"] == "alice"
-    await s.svc.events.wait_for(lambda _: bool(events(s, incident_id, "incident.acknowledged")))
-    [acked] = events(s, incident_id, "incident.acknowledged")
+    assert (await shown(s.svc, incident_id, AUTH))["incident"]["acknowledged_by"] == "alice"
+    await s.svc.events.wait_for(lambda _: bool(events(s.svc, incident_id, "incident.acknowledged")))
+    [acked] = events(s.svc, incident_id, "incident.acknowledged")
     assert acked["data"]["command"] == {"command": "ack", "by": "alice", "source": "slack"}
     assert acked["data"]["acknowledged_by"] == "alice"
     # The channel hears who acknowledged, though the button was pressed there: a Slack post
     # changes no pager state that could race the person's next action.
     await s.svc.events.wait_for(
-        lambda _: any(e["data"]["page"]["action"] == "ack" for e in events(s, incident_id, "page.sent"))
+        lambda _: any(e["data"]["page"]["action"] == "ack" for e in events(s.svc, incident_id, "page.sent"))
     )
     assert any("SlackAck" in text and "Acknowledged by alice" in text for text in s.channel.texts())
 
@@ -114,7 +98,7 @@ async def test_slack_good_signature_ack_button_acknowledges_the_incident_as_the_
         s.svc.client, message, ACK_ACTION, "bob"
     )  # Slack retries, people double-press
     assert (again.status_code, again.json()["result"]) == (200, "unchanged")
-    assert (await shown(s, incident_id))["incident"]["acknowledged_by"] == "alice"
+    assert (await shown(s.svc, incident_id, AUTH))["incident"]["acknowledged_by"] == "alice"
 
 
 async def test_slack_resolve_button_resolves_the_incident_as_the_presser(setup: Setup) -> None:
@@ -124,9 +108,9 @@ async def test_slack_resolve_button_resolves_the_incident_as_the_presser(setup: 
     resp = await s.slack.press(s.svc.client, message, RESOLVE_ACTION, "carol")
 
     assert (resp.status_code, resp.json()["result"]) == (200, "resolved")
-    assert (await shown(s, incident_id))["incident"]["status"] == "resolved"
-    await s.svc.events.wait_for(lambda _: bool(events(s, incident_id, "incident.resolved")))
-    [resolved] = events(s, incident_id, "incident.resolved")
+    assert (await shown(s.svc, incident_id, AUTH))["incident"]["status"] == "resolved"
+    await s.svc.events.wait_for(lambda _: bool(events(s.svc, incident_id, "incident.resolved")))
+    [resolved] = events(s.svc, incident_id, "incident.resolved")
     assert resolved["data"]["command"]["by"] == "carol"
     assert resolved["data"]["command"]["source"] == "slack"
 
@@ -155,7 +139,7 @@ async def test_slack_bad_signature_is_401_and_changes_nothing(setup: Setup) -> N
     assert unsigned.status_code == 401
     assert "missing" in unsigned.json()["error"]
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id, AUTH)
 
 
 @pytest.mark.parametrize("age", [301, 3600, -301])
@@ -168,7 +152,7 @@ async def test_slack_stale_timestamp_is_401_and_changes_nothing(setup: Setup, ag
 
     assert resp.status_code == 401
     assert "stale" in resp.json()["error"]
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id, AUTH)
 
 
 async def test_slack_timestamp_within_five_minutes_is_accepted(setup: Setup) -> None:
@@ -178,7 +162,7 @@ async def test_slack_timestamp_within_five_minutes_is_accepted(setup: Setup) -> 
     resp = await s.slack.press(s.svc.client, message, ACK_ACTION, "erin", age=240)
 
     assert (resp.status_code, resp.json()["result"]) == (200, "acknowledged")
-    assert (await shown(s, incident_id))["incident"]["acknowledged_by"] == "erin"
+    assert (await shown(s.svc, incident_id, AUTH))["incident"]["acknowledged_by"] == "erin"
 
 
 # -- what is signed but not acted on, and what is malformed ---------------------------------------
@@ -207,7 +191,7 @@ async def test_slack_other_buttons_and_interactions_are_ignored_with_200(setup: 
     assert (old.status_code, old.json()["result"]) == (200, "ignored")
     assert "opening 7" in old.json()["reason"]
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id, AUTH)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +228,7 @@ async def test_slack_malformed_button_value_or_user_is_400(setup: Setup) -> None
     assert no_user.status_code == 400
     assert "payload.user" in no_user.json()["error"]
 
-    await assert_unchanged(s, incident_id)
+    await assert_unchanged(s.svc, incident_id, AUTH)
 
 
 # -- an endpoint without its secret -----------------------------------------------------------------

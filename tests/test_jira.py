@@ -111,9 +111,9 @@ async def test_triggers_acks_and_closes_of_other_pages_call_nothing(fake: FakeJi
 
 
 def test_description_without_action_items_or_commander() -> None:
-    snapshot = {**make_incident("inc-d").snapshot(), "resolved_at": "2026-11-26T12:30:00Z"}
-    snapshot.pop("duration_seconds", None)  # computed from opened_at and resolved_at then
-    text = describe(snapshot)
+    inc = make_incident("inc-d")
+    inc.resolved_at = inc.opened_at + timedelta(minutes=30)
+    text = describe(inc.snapshot())
     assert "Duration: 30m" in text and "Incident Commander: not assigned" in text
     assert "Root cause: not recorded" in text and "- none recorded" in text
 
@@ -195,14 +195,6 @@ def test_settings_are_required_and_secrets_not_empty(tmp_path: Path) -> None:
 
 
 # --- through the page worker -------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def page_worker(store: Store, rules: RuleSet, notifier: JiraNotifier, clock: ManualClock) -> PageWorker:

@@ -7,7 +7,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,14 +98,6 @@ class Setup:
     primary: dict[str, PageError | None]
     fallbacks: dict[str, PageError | None] = field(default_factory=dict)
     contacts: dict[str, Any] | None = None
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def rig(store: Store, rules: RuleSet, setup: Setup, **settings: Any) -> Rig:

@@ -47,14 +47,6 @@ def stand_in(name: str = "opsgenie") -> Recorder:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
 async def fake():  # type: ignore[no-untyped-def]
     async with FakePagerDuty() as server:
         yield server

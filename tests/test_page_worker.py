@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from service.clock import ManualClock
 from service.config import Settings
@@ -39,14 +36,6 @@ class Recorder:
 
     async def aclose(self) -> None:
         return None
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def worker(

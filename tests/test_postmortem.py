@@ -50,14 +50,6 @@ INCIDENTD = str(Path(sys.executable).with_name("incidentd"))
 HOUR = 60.0  # Scenario.at takes minutes
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
-
-
 async def scripted_sev1(sc: Scenario) -> str:
     """A SEV-2 alert raised to SEV-1 by hand, worked through the runbook and resolved at 12:25."""
     await sc.alert(alert("AuthBroken", namespace="aragora"))

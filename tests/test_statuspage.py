@@ -155,14 +155,6 @@ def test_settings_are_required(tmp_path: Path) -> None:
 # --- through the page worker -------------------------------------------------------------
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
-
-
 async def test_worker_retries_into_one_incident_and_never_fails_over(
     store: Store, rules: RuleSet, fake: FakeStatuspage
 ) -> None:

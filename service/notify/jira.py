@@ -15,7 +15,7 @@ Auth: basic, the account's email and an API token.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -180,8 +180,4 @@ def describe(inc: dict[str, Any]) -> str:
 
 def _duration(inc: dict[str, Any]) -> str:
     seconds = inc.get("duration_seconds")
-    if seconds is None and inc.get("resolved_at") and inc.get("opened_at"):
-        opened = datetime.fromisoformat(str(inc["opened_at"]).replace("Z", "+00:00"))
-        resolved = datetime.fromisoformat(str(inc["resolved_at"]).replace("Z", "+00:00"))
-        seconds = (resolved - opened).total_seconds()
-    return format_duration(timedelta(seconds=float(seconds))) if seconds is not None else "unknown"
+    return format_duration(timedelta(seconds=seconds)) if seconds is not None else "unknown"

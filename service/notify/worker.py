@@ -150,7 +150,7 @@ class PageWorker(DueWorker):
             # Acknowledge or close every page of this opening that went out (the first, each
             # escalation, backup and hand-over), each routed as its trigger was.
             sent = await self._jobs.sent_trigger_targets(job)
-        if job.action is PageAction.CLOSE and (close_only or job.integration in FOLLOW_UP_NAMES):
+        if job.action is PageAction.CLOSE and job.integration in FOLLOW_UP_NAMES:
             # A follow-up's close is one call for the opening, under the first page's
             # idempotency key, whatever was sent before (a ticket filed, a status page resolved).
             sent = [SentTrigger("first")]

@@ -45,16 +45,6 @@ def render(
     return "\n\n".join(sections) + "\n"
 
 
-def response_met(inc: Incident) -> bool | None:
-    """Acknowledged within the severity's response time (resolved within it, if nobody
-    acknowledged)? None while that is not decided yet."""
-    if inc.acknowledged_at is not None:
-        return inc.acknowledged_at <= inc.response_due_at
-    if inc.resolved_at is not None:
-        return inc.resolved_at <= inc.response_due_at
-    return None
-
-
 def postmortem_due_at(inc: Incident, rules: RuleSet | None) -> datetime | None:
     sev = rules.severities.get(inc.severity) if rules is not None else None
     if sev is None or sev.postmortem_due is None or inc.resolved_at is None:
@@ -172,7 +162,7 @@ def _sla(inc: Incident, rules: RuleSet | None) -> str:
     sev = rules.severities.get(inc.severity) if rules is not None else None
     limit = f"{inc.severity} response time {_minutes(sev.response_time)} min, " if sev is not None else ""
     due = f"{limit}due {_stamp(inc.response_due_at)}"
-    met = response_met(inc)
+    met = inc.response_met
     if met is None:
         return f"undecided (not acknowledged yet; {due})"
     if inc.acknowledged_at is not None:

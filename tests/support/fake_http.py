@@ -8,8 +8,19 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A scripted answer of a JSON stand-in (Jira, Statuspage)."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    commit: bool = False  # do the request's work, then answer with this reply anyway
 
 
 class LoopbackServer:

@@ -17,15 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.fake_http import LoopbackServer, read_json, send_json
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: dict[str, Any] | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    commit: bool = False  # do the request's work, then answer with this reply anyway
+from tests.support.fake_http import LoopbackServer, Reply, read_json, send_json
 
 
 @dataclass(frozen=True, slots=True)
