@@ -31,6 +31,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listen(port: int) -> socket.socket:
+    """Binds the test's port now; another worker may have taken it since free_port() chose it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
 def test_settings(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
     """Settings with topics and group of their own, so tests sharing a broker never meet."""
     uid = uuid.uuid4().hex[:8]
@@ -81,6 +93,8 @@ async def run_service(
     clock: Clock | None = None,
     notifiers: dict[str, Notifier] | None = None,
 ) -> AsyncIterator[RunningService]:
+    listener = _listen(settings.http_port)
+    settings = settings.model_copy(update={"http_port": listener.getsockname()[1]})
     runtime = await Runtime.create(settings, load_rules(settings.rules_dir), clock=clock, notifiers=notifiers)
     app = create_app(runtime.http_services(), runtime.http_settings(), lifespan=runtime.lifespan)
     server = uvicorn.Server(
@@ -88,7 +102,7 @@ async def run_service(
     )
     # The test runner owns Ctrl-C, not the service under test.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started:
         if task.done():
             task.result()
@@ -102,3 +116,4 @@ async def run_service(
         await events.stop()
         server.should_exit = True
         await task
+        listener.close()
