@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: the real
-# Alertmanager (and amtool) for the end-to-end tests, and Chromium for the incident
-# board's browser test (driven by Playwright through executable_path; never
-# `playwright install`).
+# Alertmanager (and amtool) for the end-to-end tests, the real Prometheus (and promtool)
+# for the direct-push test, and Chromium for the incident board's browser test (driven
+# by Playwright through executable_path; never `playwright install`).
 set -euo pipefail
 missing=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 # One name once, even when two commands of one package are missing.

@@ -51,6 +51,8 @@ PERSON = "person:"
 BACKUP = "backup:"
 APPROVAL = "approval:"
 MANUAL = "manual:"
+# The [UPDATE] that says an incident is flapping (once per opening).
+FLAPPING = "flapping"
 
 
 @dataclass(slots=True)
@@ -110,6 +112,8 @@ class Batch:
     remediations: list[RemediationRequest] = field(default_factory=list)
     duplicates: int = 0
     ignored: int = 0
+    # An incident that may inhibit others resolved: once stored, the noise worker looks.
+    holds_may_lift: bool = False
 
 
 class Stage(Protocol):

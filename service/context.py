@@ -27,3 +27,6 @@ class Context:
     settings: Settings
     # Called after something stored new work (events, pages, timers, jobs): wakes the workers.
     on_effects: Callable[[], None] = _nothing
+    # Called when a hold may have ended (a silence changed, an inhibiting incident resolved):
+    # wakes the noise worker (service/quiet/worker.py).
+    wake_noise: Callable[[], None] = _nothing

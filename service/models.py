@@ -38,6 +38,74 @@ class Phase(StrEnum):
     RESOLVED = "resolved"
 
 
+class HoldKind(StrEnum):
+    """Why an open incident does not page (noise control, service/quiet)."""
+
+    SILENCED = "silenced"  # a silence (the v2 silences API, amtool) mutes its firing alerts
+    MAINTENANCE = "maintenance"  # a maintenance window (noise.yaml, time_intervals) mutes them
+    INHIBITED = "inhibited"  # an open incident it is caused by (inhibit_rules) mutes them
+    PENDING = "pending"  # its open threshold is not met yet
+
+
+@dataclass(slots=True)
+class Hold:
+    """An incident kept from paging: it records its alerts but pages nobody, starts no
+    escalation or reminder and asks for no remediation until the hold lifts."""
+
+    kind: HoldKind
+    by: str  # the silence ids, window or threshold name, or the source incident id
+    reason: str
+    since: datetime
+    # When it ends if that is known now (a silence's or window's end, a firing-for threshold).
+    until: datetime | None = None
+    # The opening had paged before the hold began: lifting resumes its clocks, pages no one.
+    paged: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "by": self.by,
+            "reason": self.reason,
+            "since": iso(self.since),
+            "until": iso(self.until) if self.until else None,
+            "paged": self.paged,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Hold:
+        until = raw.get("until")
+        return cls(
+            HoldKind(raw["kind"]),
+            raw["by"],
+            raw["reason"],
+            datetime.fromisoformat(raw["since"]),
+            datetime.fromisoformat(until) if until else None,
+            bool(raw.get("paged", False)),
+        )
+
+
+@dataclass(slots=True)
+class Flapping:
+    """An incident that resolved and re-fired too often (noise.yaml ``flapping``): its series
+    paged once; reopens page no one and restart no clock, resolves close nothing, until it
+    has been quiet (no reopen) until ``quiet_until``."""
+
+    since: datetime
+    quiet_until: datetime
+    flaps: int = 0  # reopens since it began flapping
+
+    def to_json(self) -> dict[str, Any]:
+        return {"since": iso(self.since), "quiet_until": iso(self.quiet_until), "flaps": self.flaps}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Flapping:
+        return cls(
+            datetime.fromisoformat(raw["since"]),
+            datetime.fromisoformat(raw["quiet_until"]),
+            int(raw["flaps"]),
+        )
+
+
 class PageAction(StrEnum):
     TRIGGER = "trigger"
     ACK = "ack"  # acknowledge the pages sent (PagerDuty acknowledge, Opsgenie acknowledge)
@@ -78,6 +146,11 @@ class AlertState:
     # startsAt of the latest episode seen resolved: a late resolve of an older
     # episode must not close the one firing now.
     resolved_starts_at: datetime | None = None
+    # Its labels: silences, windows and inhibition are decided on them after the batch that
+    # brought the alert (a silence that ends, a source incident that resolves).
+    labels: dict[str, str] = field(default_factory=dict)
+    # A pushed alert's endsAt (POST /api/v2/alerts): resolved when it passes without a re-send.
+    ends_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,17 +159,23 @@ class AlertState:
             "severity": self.severity,
             "alertname": self.alertname,
             "resolved_starts_at": iso(self.resolved_starts_at) if self.resolved_starts_at else None,
+            "labels": self.labels,
+            "ends_at": iso(self.ends_at) if self.ends_at else None,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> AlertState:
         resolved = raw.get("resolved_starts_at")
+        ends = raw.get("ends_at")
         return cls(
             status=AlertStatus(raw["status"]),
             starts_at=datetime.fromisoformat(raw["starts_at"]),
             severity=raw["severity"],
             alertname=raw["alertname"],
             resolved_starts_at=datetime.fromisoformat(resolved) if resolved else None,
+            # Stored before labels were kept: the alertname is the one label known.
+            labels=raw.get("labels") or {"alertname": raw["alertname"]},
+            ends_at=datetime.fromisoformat(ends) if ends else None,
         )
 
 
@@ -142,6 +221,13 @@ class Incident:
     # Triage on open (service/triage) of the current opening: {"status": "pending" | "done",
     # "plan": [probe targets], "findings": [...], "summary", "at"}; None: no probes.
     triage: dict[str, Any] | None = None
+    # Noise control (service/quiet): why it does not page now, the opening whose first page
+    # went out (0: none yet; a pending incident opens at its threshold), its recent reopens
+    # (flap detection) and whether it is flapping.
+    hold: Hold | None = None
+    paged: int = 0
+    reopens: list[datetime] = field(default_factory=list)
+    flapping: Flapping | None = None
     # Optimistic concurrency: the store refuses a write from a stale copy.
     version: int = 0
 
@@ -208,6 +294,9 @@ class Incident:
             "eta": self.eta,
             "latest_note": dict(self.latest_note) if self.latest_note else None,
             "declared_by": self.declared_by,
+            # Why it pages nobody now: a resolved incident pages nobody anyway.
+            "suppression": self.hold.to_json() if self.hold and self.status is IncidentStatus.OPEN else None,
+            "flapping": self.flapping.to_json() if self.flapping else None,
         }
 
 

@@ -1,6 +1,6 @@
 """The pipeline, assembled in one place (Alertmanager's notify pipeline is the model).
 
-    parse -> classify -> correlate -> escalate -> triage -> remediate -> persist
+    parse -> classify -> heartbeats -> correlate -> quiet -> escalate -> triage -> remediate -> persist
 
 Each stage takes the batch and returns it (``service/batch.py``); a batch is one
 Kafka poll, one store transaction and one offset commit. Only the runtime and the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.batch import Pipeline
+from service.batch import DeadLetter, Pipeline, Stage
 from service.classify.classifier import Classifier
 from service.classify.stage import ClassifyStage
 from service.context import Context
@@ -21,6 +21,8 @@ from service.escalate.policy import EscalationPolicy
 from service.escalate.stage import EscalateStage
 from service.ingest.stage import ParseStage
 from service.persist.stage import DeadLetterSink, PersistStage
+from service.quiet.heartbeats import HeartbeatStage
+from service.quiet.stage import QuietStage
 from service.remediate.stage import RemediateStage
 from service.ruleset.remediation import Mode
 from service.triage.stage import TriageStage
@@ -41,11 +43,40 @@ def build_pipeline(
         [
             ParseStage(),
             ClassifyStage(classifier),
+            HeartbeatStage(rules.noise, store.heartbeats),
             CorrelateStage(store.incidents, Correlator(rules, describe=classifier.describe), rules),
+            QuietStage(rules, store),
             EscalateStage(EscalationPolicy(rules), rules),
-            # Only plans the probes and their timer: nothing here waits on a probe.
-            TriageStage(rules.triage, ctx.settings.triage_enabled),
-            RemediateStage(rules, store.remediations, remediation_mode),
-            PersistStage(ctx, pagers, fallbacks, dead_letters),
+            *_tail(ctx, pagers, dead_letters, remediation_mode, fallbacks),
         ]
     )
+
+
+def build_lift_pipeline(
+    ctx: Context,
+    pagers: Sequence[str],
+    remediation_mode: Mode = "dry-run",
+    fallbacks: Sequence[str] = (),
+) -> Pipeline:
+    """What the noise worker runs on an incident whose hold began or lifted without an alert:
+    the lift's triage and remediation are planned as on opening, then everything is stored."""
+    return Pipeline(_tail(ctx, pagers, _no_dead_letters, remediation_mode, fallbacks))
+
+
+def _tail(
+    ctx: Context,
+    pagers: Sequence[str],
+    dead_letters: DeadLetterSink,
+    remediation_mode: Mode,
+    fallbacks: Sequence[str],
+) -> list[Stage]:
+    return [
+        # Only plans the probes and their timer: nothing here waits on a probe.
+        TriageStage(ctx.rules.triage, ctx.settings.triage_enabled),
+        RemediateStage(ctx.rules, ctx.store.remediations, remediation_mode),
+        PersistStage(ctx, pagers, fallbacks, dead_letters),
+    ]
+
+
+async def _no_dead_letters(dead: list[DeadLetter]) -> None:
+    assert not dead, "a batch without records has nothing to dead-letter"

@@ -21,6 +21,7 @@ from service.escalate.commands import CommandHandler
 from service.escalate.scheduler import TimerWorker
 from service.http.app import HttpServices, HttpSettings
 from service.http.inbound import Inbound, InboundSecrets
+from service.http.silences import SilenceService
 from service.ingest.commands_consumer import CommandConsumer
 from service.ingest.consumer import AlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
@@ -32,7 +33,8 @@ from service.notify.worker import PageWorker
 from service.observability.gauges import OpenIncidentGauges
 from service.observability.metrics import Metrics
 from service.observability.readiness import Readiness
-from service.pipeline import build_pipeline
+from service.pipeline import build_lift_pipeline, build_pipeline
+from service.quiet.worker import NoiseWorker
 from service.remediate.approval import Approvals
 from service.remediate.control import RemediationControl
 from service.remediate.kube import Kube
@@ -104,7 +106,16 @@ class Runtime:
         self.fallbacks = build_fallbacks(settings, rules.contacts, self.notifiers)
         self.kube = kube
         pagers = list(self.notifiers)
-        ctx = Context(self.store, rules, self.events, self.clock, self.metrics, settings, self._wake_all)
+        ctx = Context(
+            self.store,
+            rules,
+            self.events,
+            self.clock,
+            self.metrics,
+            settings,
+            self._wake_all,
+            self.wake_noise,
+        )
         self.relay = OutboxRelay(self.store.outbox, self.broker, self.metrics)
         # A page's outcome is an event to publish, nothing more.
         self.pages = PageWorker(
@@ -124,12 +135,25 @@ class Runtime:
         self.leases = LeaseKeeper(leased, self.clock)
         self.listener = WorkListener(settings.database_url, self._heard) if self.store.db.postgres else None
         self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
+        # No API server, no remediation: planning actions that can only be skipped is noise.
+        remediation_mode = settings.remediation_mode if kube is not None else "off"
+        self.intake = AlertIntake(
+            kafka_publisher(self.broker, settings.kafka_alerts_topic),
+            rules.grouping.group_by,
+            self.clock,
+            self.metrics,
+            timeout=settings.kafka_publish_timeout_seconds,
+        )
+        self.noise = NoiseWorker(
+            ctx,
+            build_lift_pipeline(ctx, pagers, remediation_mode, fallbacks=list(self.fallbacks)),
+            self.intake.accept,
+        )
         self.pipeline: Pipeline = build_pipeline(
             ctx,
             pagers,
             self.dead_letters,
-            # No API server, no remediation: planning actions that can only be skipped is noise.
-            settings.remediation_mode if kube is not None else "off",
+            remediation_mode,
             fallbacks=list(self.fallbacks),
         )
         self.progress = Progress()
@@ -164,17 +188,9 @@ class Runtime:
 
     def http_services(self) -> HttpServices:
         readiness = Readiness({"store": self._store_ok, "kafka": self._kafka_ok})
-        publish = kafka_publisher(self.broker, self.settings.kafka_alerts_topic)
-        intake = AlertIntake(
-            publish,
-            self.rules.grouping.group_by,
-            self.clock,
-            self.metrics,
-            timeout=self.settings.kafka_publish_timeout_seconds,
-        )
         return HttpServices(
-            intake=intake,
-            incidents=IncidentViews(self.store),
+            intake=self.intake,
+            incidents=IncidentViews(self.store, self.clock),
             commands=self.commands,
             remediation=self.remediation_control,
             approvals=self.approvals,
@@ -182,7 +198,11 @@ class Runtime:
             metrics=self.metrics,
             severities=list(self.rules.severities),
             inbound=Inbound(self.store, self.commands, self.clock, _inbound_secrets(self.settings)),
+            silences=SilenceService(self.store.silences, self.clock, on_change=self.wake_noise),
         )
+
+    def wake_noise(self) -> None:
+        self.noise.wake()
 
     def http_settings(self) -> HttpSettings:
         s = self.settings
@@ -234,7 +254,7 @@ class Runtime:
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
         await self.broker.start()
-        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges]
+        workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges, self.noise]
         if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.
             workers.append(self.remediation)

@@ -143,5 +143,5 @@ async def test_kafka_down_gives_503_and_not_ready(tmp_path: Path) -> None:
 
 async def test_unknown_path_and_wrong_method(svc: RunningService) -> None:
     assert (await svc.client.get(f"{svc.url}/api/v1/alerts/alertmanager")).status_code == 405
-    assert (await svc.client.post(f"{svc.url}/api/v2/alerts")).status_code == 404
+    assert (await svc.client.post(f"{svc.url}/api/v3/alerts")).status_code == 404
     assert isinstance(svc.client, httpx.AsyncClient)

@@ -10,13 +10,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from service.batch import EventIntent, PageIntent
+from service.batch import FLAPPING, EventIntent, PageIntent
 from service.clock import iso
 from service.correlate.fingerprint import group_key
-from service.models import Alert, AlertState, AlertStatus, Incident, IncidentStatus, PageAction, Phase
+from service.models import (
+    Alert,
+    AlertState,
+    AlertStatus,
+    Flapping,
+    Incident,
+    IncidentStatus,
+    PageAction,
+    Phase,
+)
+from service.ruleset.durations import format_duration
 from service.ruleset.models import RuleSet
 
 # An update event lists at most this many alerts; a storm gives several events
@@ -106,6 +116,10 @@ class Correlator:
         inc = current.get(key)
         stored = inc.alerts.get(alert.fingerprint) if inc else None
         if stored is not None and _is_duplicate_or_stale(stored, alert):
+            if inc is not None and _extends(stored, alert):
+                # Prometheus re-sends a firing alert with a later endsAt: it is alive.
+                stored.ends_at = alert.ends_at
+                out.changed[inc.id] = inc
             out.duplicates += 1
             return
         if alert.status is AlertStatus.RESOLVED:
@@ -134,12 +148,15 @@ class Correlator:
         resolved_at = previous.resolved_starts_at if previous else None
         if alert.status is AlertStatus.RESOLVED and (resolved_at is None or alert.starts_at > resolved_at):
             resolved_at = alert.starts_at
+        firing = alert.status is AlertStatus.FIRING
         return AlertState(
             status=alert.status,
             starts_at=alert.starts_at,
             severity=alert.severity,
             alertname=alert.labels.get("alertname", ""),
             resolved_starts_at=resolved_at,
+            labels=alert.labels,
+            ends_at=alert.ends_at if firing else None,
         )
 
     def _open(self, alert: Alert, now: datetime, out: Outcome) -> Incident:
@@ -164,6 +181,12 @@ class Correlator:
         return inc
 
     def _reopen(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
+        rule = self._rules.noise.flapping
+        if rule is not None:
+            inc.reopens = [t for t in inc.reopens if now - t <= rule.within] + [now]
+            if inc.flapping is not None:
+                self._flap(inc, alert, now, rule.quiet, out)
+                return
         out.prepare(inc, "incident.reopened")
         inc.status = IncidentStatus.OPEN
         inc.resolved_at = None
@@ -179,6 +202,36 @@ class Correlator:
         out.changed[inc.id] = inc
         out.emit("incident.reopened", inc, alert)
         out.pages.append(PageIntent(inc.id, PageAction.TRIGGER, inc.opening))
+        if rule is not None and len(inc.reopens) > rule.reopens:
+            self._start_flapping(inc, alert, now, out)
+
+    def _start_flapping(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
+        """This reopen's page is the series' one page; an [UPDATE] says why no more follow."""
+        rule = self._rules.noise.flapping
+        assert rule is not None
+        inc.flapping = Flapping(since=now, quiet_until=now + rule.quiet)
+        out.prepare(inc, "incident.updated")
+        out.emit("incident.updated", inc, alert, "flapping")
+        message = (
+            f"[UPDATE] {inc.title}: flapping - resolved and fired again {len(inc.reopens)} times "
+            f"within {format_duration(rule.within)}. Further reopens page no one and the pagers' "
+            f"incident stays open until it has been quiet for {format_duration(rule.quiet)}."
+        )
+        out.pages.append(PageIntent(inc.id, PageAction.UPDATE, inc.opening, FLAPPING, message=message))
+
+    def _flap(self, inc: Incident, alert: Alert, now: datetime, quiet: timedelta, out: Outcome) -> None:
+        """A reopen while flapping: the same opening goes on; no page, no clock restarted."""
+        assert inc.flapping is not None
+        out.prepare(inc, "incident.reopened")
+        inc.status = IncidentStatus.OPEN
+        inc.resolved_at = None
+        inc.flapping.flaps += 1
+        inc.flapping.quiet_until = now + quiet
+        inc.set_alert(alert.fingerprint, self._state(alert, inc.alerts.get(alert.fingerprint)))
+        self._raise_severity(inc, alert, now)
+        out.changed[inc.id] = inc
+        out.emit("incident.reopened", inc, alert)
+        out.events[-1].extra["flap"] = True
 
     def _add_to_open(self, inc: Incident, alert: Alert, now: datetime, out: Outcome) -> None:
         out.prepare(inc, "incident.updated")
@@ -210,9 +263,25 @@ class Correlator:
             inc.status = IncidentStatus.RESOLVED
             inc.resolved_at = now
             out.emit("incident.resolved", inc, alert)
+            if inc.flapping is not None:
+                # The pagers' incident stays open until the series has been quiet.
+                out.events[-1].extra["flap"] = True
+                return
             out.pages.append(PageIntent(inc.id, PageAction.CLOSE, inc.opening))
         else:
             out.emit("incident.updated", inc, alert, "alert_resolved")
+
+
+def _extends(stored: AlertState, alert: Alert) -> bool:
+    """A re-send of the same firing episode that pushes its endsAt later."""
+    return (
+        alert.status is AlertStatus.FIRING
+        and stored.status is AlertStatus.FIRING
+        and alert.starts_at == stored.starts_at
+        and alert.ends_at is not None
+        and stored.ends_at is not None
+        and alert.ends_at > stored.ends_at
+    )
 
 
 def _is_duplicate_or_stale(stored: AlertState, alert: Alert) -> bool:

@@ -72,6 +72,9 @@ def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> s
         parts.append(
             f"{escalation['kind']} escalation to {', '.join(escalation['roles'])}: {escalation['reason']}"
         )
+    if hold := extra.get("suppression"):
+        lifted = " ended" if suffix.endswith("unsuppressed") else ""
+        parts.append(f"{hold['kind']}{lifted}: {hold['reason']}")
     if triage := extra.get("triage"):
         parts.append("; ".join(line.lstrip("- ") for line in str(triage["summary"]).splitlines()))
     return " | ".join(parts)

@@ -149,6 +149,24 @@ class TriagePart(_Closed):
     summary: str = Field(description="the short summary the [UPDATE] carries")
 
 
+class SuppressionPart(_Closed):
+    kind: Literal["silenced", "maintenance", "inhibited", "pending"] = Field(
+        description="silenced (a silence), maintenance (a window), inhibited (caused by another "
+        "open incident), pending (its open threshold not met yet)"
+    )
+    by: str = Field(description="the silence ids, the window or threshold name, or the source incident id")
+    reason: str
+    since: str
+    until: str | None = Field(description="when it ends, if known")
+    paged: bool = Field(description="the opening had paged before the hold began")
+
+
+class FlappingPart(_Closed):
+    since: str
+    quiet_until: str = Field(description="it stops flapping if it does not reopen before this")
+    flaps: int = Field(ge=0, description="reopens since it began flapping")
+
+
 class IncidentEventData(_Closed):
     """The incident snapshot, plus the part specific to the event type."""
 
@@ -183,6 +201,14 @@ class IncidentEventData(_Closed):
     latest_note: dict[str, str] | None = Field(description="the latest note: text, by, at")
     declared_by: str | None = Field(
         description="who declared the incident by hand; null if an alert opened it"
+    )
+    suppression: SuppressionPart | None = Field(
+        description="why it pages nobody now (null: it pages); on incident.unsuppressed, the hold that ended"
+    )
+    flapping: FlappingPart | None = Field(description="set while it is flapping")
+    flap: bool | None = Field(
+        default=None,
+        description="incident.reopened / resolved: a flap of a flapping incident (no page, no clock)",
     )
     alerts: list[AlertPart] | None = Field(
         default=None, description="incident.*: the alerts that caused this event"

@@ -236,4 +236,5 @@ def _declared(command: Declare, incident_id: str, now: datetime, rules: RuleSet)
         response_due_at=now + sev.response_time,
         roles=dict(command.roles),
         declared_by=command.by,
+        paged=1,  # declaring pages at once: no threshold gates it
     )

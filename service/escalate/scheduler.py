@@ -22,6 +22,7 @@ from service.escalate.updates import post_update, reminder_sequence
 from service.models import Incident, IncidentStatus, PageAction
 from service.postmortem import reminders as postmortem
 from service.postmortem.reminders import POSTMORTEM
+from service.quiet.transitions import FLAP_QUIET
 from service.scheduling import DueWorker
 from service.store.pages import NewPage
 from service.store.queue import LEASE_SECONDS
@@ -68,7 +69,14 @@ class TimerWorker(DueWorker):
         if timer.name.startswith(POSTMORTEM):
             await self._postmortem_due(timer, inc, now)
             return
+        if timer.name.startswith(FLAP_QUIET):
+            await self._flap_quiet(timer, inc, now)
+            return
         if inc is None or inc.opening != timer.opening or inc.status is IncidentStatus.RESOLVED:
+            await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
+            return
+        if inc.hold is not None:
+            # Held (silenced, in a window, inhibited): its clocks pause; the lift plans anew.
             await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
             return
         if timer.name.startswith(REMINDER):
@@ -128,6 +136,24 @@ class TimerWorker(DueWorker):
         )
         await self._record(timer, TimerStatus.FIRED, effects, now)
         log.info("incident %s: postmortem due (reminder %d) to the Incident Commander", inc.id, n)
+
+    async def _flap_quiet(self, timer: TimerJob, inc: Incident | None, now: datetime) -> None:
+        """No reopen for the quiet period: the incident stops flapping, and the pagers'
+        incident, kept open through the flaps, closes if it is resolved."""
+        flapping = inc.flapping if inc is not None else None
+        if inc is None or flapping is None or inc.opening != timer.opening or now < flapping.quiet_until:
+            await self._record(timer, TimerStatus.SKIPPED, Effects(), now)
+            return
+        inc.flapping = None
+        inc.reopens = []
+        pages: list[NewPage] = []
+        if inc.status is IncidentStatus.RESOLVED:
+            pages = NewPage.fan_out(PageIntent(inc.id, PageAction.CLOSE, inc.opening), self._pagers)
+        event = self._events.build("incident.updated", inc.snapshot(), {"reasons": ["flapping_ended"]}, now)
+        await self._record(
+            timer, TimerStatus.FIRED, Effects(incidents=[inc], events=[event], pages=pages), now
+        )
+        log.info("incident %s stopped flapping", inc.id)
 
     async def _record(self, timer: TimerJob, status: TimerStatus, effects: Effects, now: datetime) -> None:
         """The timer's outcome with everything it causes, in one transaction."""

@@ -24,6 +24,9 @@ class EscalateStage:
         for event in batch.events:
             events.append(event)
             inc = batch.changed.get(event.incident["id"])
+            if inc is not None and (event.extra.get("flap") or inc.hold is not None):
+                # A flap of a flapping incident, or one held (noise control): nothing to plan.
+                continue
             if event.type == "incident.resolved" and inc is not None and inc.resolved_at is not None:
                 # The last alert resolved it (and it stayed resolved in this batch): the
                 # postmortem is due. A person's resolve schedules it in decisions.py.

@@ -16,21 +16,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.errors import Conflict, Invalid, NotFound
 from service.escalate.commands import CommandHandler
+from service.http.alerts_v2 import alerts_v2_route, intake_endpoint
 from service.http.auth import BearerAuth
-from service.http.bodies import BodyTooLarge, error, read_limited
+from service.http.bodies import error
 from service.http.inbound import PATHS as INBOUND_PATHS
 from service.http.inbound import Inbound, inbound_routes
 from service.http.incidents import incident_routes
+from service.http.noise import noise_routes
 from service.http.remediation import remediation_routes
+from service.http.silences import SilenceService, silence_routes
 from service.http.ui import ui_routes
-from service.ingest.intake import AlertIntake, TooLarge, Unavailable
-from service.ingest.parse import PayloadError
+from service.ingest.intake import WEBHOOK_SOURCE, Accepted, AlertIntake
 from service.observability.metrics import Metrics
 from service.observability.readiness import Readiness
 from service.remediate.approval import Approvals
@@ -53,6 +55,7 @@ class HttpServices:
     metrics: Metrics
     severities: Sequence[str]
     inbound: Inbound  # the Slack, PagerDuty and Opsgenie acknowledgements
+    silences: SilenceService  # Alertmanager's v2 silences API (amtool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,29 +66,12 @@ class HttpSettings:
 
 
 def webhook_route(intake: AlertIntake, metrics: Metrics, max_body: int) -> Route:
-    async def alertmanager_webhook(request: Request) -> Response:
-        try:
-            body = await read_limited(request, max_body)
-        except BodyTooLarge:
-            metrics.alerts_invalid.labels("http", "too_large").inc()
-            return error(413, f"body larger than {max_body} bytes")
-        except ClientDisconnect:
-            return error(400, "client disconnected before the body was read")
-        try:
-            accepted = await intake.accept(body)
-        except PayloadError as exc:
-            return error(400 if exc.kind == "malformed" else 422, exc.reason, details=exc.details)
-        except TooLarge as exc:
-            return error(413, str(exc))
-        except Unavailable as exc:
-            log.warning("webhook not persisted, answering 503: %s", exc)
-            return error(
-                503, "Kafka did not acknowledge the alerts; retry later", headers={"Retry-After": "5"}
-            )
+    def accepted_answer(accepted: Accepted) -> Response:
         answer = {"status": "accepted", "alerts": accepted.alerts, "records": accepted.records}
         return JSONResponse(answer, status_code=202)
 
-    return Route(WEBHOOK, alertmanager_webhook, methods=["POST"])
+    endpoint = intake_endpoint(intake.accept, accepted_answer, metrics, max_body, WEBHOOK_SOURCE)
+    return Route(WEBHOOK, endpoint, methods=["POST"], name="alertmanager_webhook")
 
 
 def probe_routes(readiness: Readiness, metrics: Metrics) -> list[Route]:
@@ -150,10 +136,13 @@ def create_app(
 
     routes = [
         webhook_route(s.intake, s.metrics, settings.max_body_bytes),
+        alerts_v2_route(s.intake, s.metrics, settings.max_body_bytes),
         *probe_routes(s.readiness, s.metrics),
         *incident_routes(s.incidents, s.commands, s.severities),
         *remediation_routes(s.remediation, s.approvals),
         *inbound_routes(s.inbound),
+        *silence_routes(s.silences),
+        *noise_routes(s.incidents, s.commands.rules.noise),
     ]
     # The inbound endpoints check their senders' own signatures instead of the bearer token.
     public = settings.public_paths | INBOUND_PATHS

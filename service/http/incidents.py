@@ -1,11 +1,12 @@
-"""The incident API: list, show (with timeline and pages), declare, and every command a
+"""The incident API: list (by status, severity, phase, noise-control hold, flapping), show
+(with timeline, pages and the incidents it inhibits), declare, and every command a
 person gives an incident (acknowledge, resolve, assign, status, notes, updates,
 severity, escalate, postmortem action items and done), and the postmortem draft."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -32,7 +33,7 @@ from service.escalate.commands import (
 from service.http.bodies import command, error
 from service.models import Phase
 from service.postmortem.draft import render as render_postmortem
-from service.store.views import IncidentDetail, IncidentViews
+from service.store.views import HOLDS, IncidentDetail, IncidentFilter, IncidentViews
 
 # triggered: open and not acknowledged (PagerDuty's, Opsgenie's and Grafana OnCall's word).
 STATUSES = ("open", "triggered", "acknowledged", "resolved")
@@ -56,6 +57,7 @@ def detail_json(d: IncidentDetail) -> dict[str, Any]:
             for p in d.pages
         ],
         "remediations": [j.to_json() for j in d.remediations],
+        "caused": [{"id": c.id, "title": c.title} for c in d.caused],
     }
 
 
@@ -77,16 +79,24 @@ def _by_method(get: Endpoint, post: Endpoint) -> Endpoint:
     return endpoint
 
 
-def _list_problems(
-    status: str | None, severity: str | None, phase: str | None, limit: str, known: set[str]
-) -> list[str]:
+FLAGS = {"true": True, "false": False}
+
+
+def _list_problems(query: Mapping[str, str], known: set[str]) -> list[str]:
     problems = []
+    status, phase, hold = query.get("status"), query.get("phase"), query.get("hold")
     if status is not None and status not in STATUSES:
         problems.append(f"status must be one of {', '.join(STATUSES)}")
     if phase is not None and phase not in PHASES:
         problems.append(f"phase must be one of {', '.join(PHASES)}")
+    if hold is not None and hold not in HOLDS:
+        problems.append(f"hold must be one of {', '.join(HOLDS)}")
+    if query.get("flapping", "true") not in FLAGS:
+        problems.append("flapping must be true or false")
+    severity = query.get("severity")
     if severity is not None and severity not in known:
         problems.append(f"severity must be one of {', '.join(sorted(known))}")
+    limit = query.get("limit", "100")
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         problems.append("limit must be an integer from 1 to 1000")
     return problems
@@ -110,14 +120,19 @@ def incident_routes(views: IncidentViews, commands: CommandHandler, severities: 
     known = set(severities)
 
     async def list_incidents(request: Request) -> Response:
-        status = request.query_params.get("status")
-        severity = request.query_params.get("severity")
-        phase = request.query_params.get("phase")
-        limit_raw = request.query_params.get("limit", "100")
-        problems = _list_problems(status, severity, phase, limit_raw, known)
+        query = request.query_params
+        problems = _list_problems(query, known)
         if problems:
             return error(422, "; ".join(problems))
-        found = await views.list(status, severity, int(limit_raw), phase)
+        flapping = query.get("flapping")
+        where = IncidentFilter(
+            status=query.get("status"),
+            severity=query.get("severity"),
+            phase=query.get("phase"),
+            hold=query.get("hold"),
+            flapping=FLAGS[flapping] if flapping is not None else None,
+        )
+        found = await views.find(where, int(query.get("limit", "100")))
         return JSONResponse({"incidents": [inc.snapshot() for inc in found]})
 
     async def show(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The webhook's work: a body in, one Kafka record per incident group out, acknowledged.
+"""The intake's work: a webhook (or a Prometheus push) in, one Kafka record per incident
+group out, acknowledged.
 
 A 2xx is given only for what Kafka has acknowledged (Alertmanager retries 5xx only);
 every way a body can fail is an exception the HTTP layer turns into its status.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 
 from service.clock import Clock
-from service.ingest.parse import PayloadError, decode, parse_document
+from service.ingest.parse import PayloadError, decode, load_json, parse_document, parse_pushed
 from service.ingest.records import split_by_group
+from service.models import Alert
 from service.observability.metrics import Metrics
 
 # Kafka's default record limit (1 MiB) less room for the record's own framing.
@@ -22,6 +25,10 @@ MAX_RECORD_BYTES = 1_000_000
 
 # Sends (key, value) records to the alerts topic and returns once Kafka acknowledged all.
 Publish = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+
+# The metrics' source label of each way in.
+WEBHOOK_SOURCE = "http"
+PUSH_SOURCE = "prometheus"
 
 
 class TooLarge(Exception):
@@ -59,13 +66,35 @@ class AlertIntake:
                 )
             alerts = parse_document(doc, self._clock.now())
         except PayloadError as exc:
-            self._metrics.alerts_invalid.labels("http", exc.kind).inc()
+            self._metrics.alerts_invalid.labels(WEBHOOK_SOURCE, exc.kind).inc()
             raise
+        return await self._publish_groups(doc, alerts, WEBHOOK_SOURCE)
+
+    async def accept_pushed(self, body: bytes) -> Accepted:
+        """``POST /api/v2/alerts`` (Alertmanager API v2, what Prometheus sends): a JSON array
+        of alerts, each firing or resolved by its endsAt at receipt (``parse_pushed``).
+
+        Raises as :meth:`accept` does. A body with some invalid alerts raises
+        :class:`PayloadError` naming them only after the valid ones were acknowledged, as
+        Alertmanager takes the valid alerts of a batch and answers 400 for the rest.
+        """
+        try:
+            pushed = parse_pushed(load_json(body), self._clock.now())
+        except PayloadError as exc:
+            self._metrics.alerts_invalid.labels(PUSH_SOURCE, exc.kind).inc()
+            raise
+        accepted = await self._publish_groups(pushed.doc, pushed.alerts, PUSH_SOURCE)
+        if pushed.refused is not None:
+            self._metrics.alerts_invalid.labels(PUSH_SOURCE, pushed.refused.kind).inc()
+            raise pushed.refused
+        return accepted
+
+    async def _publish_groups(self, doc: dict[str, Any], alerts: list[Alert], source: str) -> Accepted:
         if not alerts:
             return Accepted(0, 0)
         records = split_by_group(doc, alerts, self._group_by)
         if any(len(value) > MAX_RECORD_BYTES for _, value in records):
-            self._metrics.alerts_invalid.labels("http", "too_large").inc()
+            self._metrics.alerts_invalid.labels(source, "too_large").inc()
             raise TooLarge(
                 f"the alerts of one incident group exceed Kafka's record limit ({MAX_RECORD_BYTES} bytes)"
             )
@@ -73,7 +102,7 @@ class AlertIntake:
             await asyncio.wait_for(self._publish(records), self._timeout)
         except Exception as exc:
             raise Unavailable(f"{exc.__class__.__name__}: {exc}") from exc
-        self._metrics.alerts_received.labels("http").inc(len(alerts))
+        self._metrics.alerts_received.labels(source).inc(len(alerts))
         return Accepted(len(alerts), len(records))
 
 

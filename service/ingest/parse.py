@@ -5,19 +5,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
 from pydantic import ValidationError
 
+from service.clock import iso
 from service.correlate.fingerprint import fingerprint, valid_fingerprint
-from service.ingest.payloads import MAX_JSON_DEPTH, AlertIn, WebhookIn, encodes
+from service.ingest.payloads import MAX_JSON_DEPTH, AlertIn, PostableAlertIn, WebhookIn, encodes
 from service.models import Alert, AlertStatus
 
 # Alertmanager writes "no end" as Go's zero time.
 _GO_ZERO_YEAR = 1
 _LOC_PART_CHARS = 64
+# A pushed alert without endsAt stays firing this long unless it is pushed again:
+# Alertmanager's `resolve_timeout` default, so a pusher written against Alertmanager
+# (re-sending within that time) sees the same behaviour here. Prometheus always sends
+# endsAt, so this only matters for other pushers.
+RESOLVE_TIMEOUT = timedelta(minutes=5)
 
 # Structure only: brackets and the quotes that delimit strings.
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
@@ -119,15 +126,107 @@ def parse_document(doc: dict[str, Any], now: datetime) -> list[Alert]:
             return [normalise(a, now) for a in webhook.alerts]
         return [normalise(AlertIn.model_validate(doc), now)]
     except ValidationError as exc:
-        details = [{"loc": ".".join(_loc_part(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        summary = "; ".join(f"{d['loc'] or '(body)'}: {d['msg']}" for d in details[:5])
-        raise PayloadError("invalid", f"payload does not validate: {summary}", details) from None
+        details = _details(exc)
+        raise PayloadError("invalid", f"payload does not validate: {_summary(details)}", details) from None
+
+
+def _details(exc: ValidationError, *within: str | int) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(_loc_part(p) for p in (*within, *e["loc"])), "msg": e["msg"]} for e in exc.errors()
+    ]
+
+
+def _summary(details: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{d['loc'] or '(body)'}: {d['msg']}" for d in details[:5])
 
 
 def _loc_part(part: str | int) -> str:
     # A label name over its limit is a loc part too; the answer need not repeat all of it.
     text = str(part)
     return text if len(text) <= _LOC_PART_CHARS else f"{text[:_LOC_PART_CHARS]}..."
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """A ``POST /api/v2/alerts`` body, decided on receipt.
+
+    ``doc`` is a webhook (v4) of the valid alerts, each with its status, times and
+    fingerprint written out, so the consumer's :func:`parse` gives back exactly ``alerts``
+    (``ends_at`` included). ``refused`` names the invalid alerts, if any.
+    """
+
+    doc: dict[str, Any]
+    alerts: list[Alert]
+    refused: PayloadError | None
+
+
+def parse_pushed(body: Any, now: datetime) -> Pushed:
+    """Alertmanager's ``postAlertsHandler`` semantics: no startsAt is now (or endsAt, if
+    given); no endsAt is now + :data:`RESOLVE_TIMEOUT`; an alert whose endsAt is not after
+    ``now`` is resolved. As there, every valid alert is taken even when others are not, so
+    one bad alert does not drop the rest of a Prometheus batch (Prometheus never retries a
+    4xx, it only re-sends firing alerts later)."""
+    if not isinstance(body, list):
+        raise PayloadError("invalid", "expected a JSON array of alerts (Alertmanager API v2 postableAlerts)")
+    alerts: list[Alert] = []
+    details: list[dict[str, Any]] = []
+    for i, item in enumerate(body):
+        try:
+            alert = _decide(PostableAlertIn.model_validate(item), now)
+        except ValidationError as exc:
+            details += _details(exc, i)
+            continue
+        except ValueError as exc:
+            details.append({"loc": f"{i}.endsAt", "msg": str(exc)})
+            continue
+        alerts.append(alert)
+    refused = None
+    if details:
+        bad = len(body) - len(alerts)
+        refused = PayloadError(
+            "invalid",
+            f"{bad} of {len(body)} alerts refused, the other {len(alerts)} accepted: {_summary(details)}",
+            details,
+        )
+    firing = any(a.status is AlertStatus.FIRING for a in alerts)
+    doc = {
+        "version": "4",
+        "status": "firing" if firing else "resolved",
+        "alerts": [_webhook_alert(a) for a in alerts],
+    }
+    return Pushed(doc, alerts, refused)
+
+
+def _decide(a: PostableAlertIn, now: datetime) -> Alert:
+    ends_at = _utc(a.ends_at)
+    starts_at = _utc(a.starts_at) or ends_at or now
+    if ends_at is None:
+        ends_at = now + RESOLVE_TIMEOUT
+    if ends_at < starts_at:
+        raise ValueError(f"endsAt ({iso(ends_at)}) is before startsAt ({iso(starts_at)})")
+    return Alert(
+        fingerprint=fingerprint(a.labels),
+        status=AlertStatus.RESOLVED if ends_at <= now else AlertStatus.FIRING,
+        labels=a.labels,
+        annotations=a.annotations,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        generator_url=a.generator_url,
+        received_at=now,
+    )
+
+
+def _webhook_alert(a: Alert) -> dict[str, Any]:
+    assert a.ends_at is not None  # every pushed alert has one, decided on receipt
+    return {
+        "status": a.status.value,
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "startsAt": iso(a.starts_at),
+        "endsAt": iso(a.ends_at),
+        "generatorURL": a.generator_url,
+        "fingerprint": a.fingerprint,
+    }
 
 
 def parse(raw: bytes, now: datetime) -> list[Alert]:

@@ -1,4 +1,5 @@
-"""Wire formats accepted on the way in: Alertmanager webhook v4 and single alerts."""
+"""Wire formats accepted on the way in: Alertmanager webhook v4, single alerts and
+Alertmanager API v2's postable alerts (what Prometheus pushes)."""
 
 from __future__ import annotations
 
@@ -58,18 +59,16 @@ def _storable(where: str, text: str) -> None:
         raise ValueError(f"{where}: contains a NUL character (\\u0000)")
 
 
-class AlertIn(BaseModel):
-    """One alert: an element of a webhook's ``alerts`` or a record of its own."""
+class _AlertFields(BaseModel):
+    """What every alert carries, whoever sent it, with the limits above."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    status: Literal["firing", "resolved"] | None = None
     labels: dict[LabelName, LabelValue]
     annotations: dict[AnnotationName, AnnotationValue] = {}
     starts_at: datetime | None = Field(default=None, alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL")
-    fingerprint: str = ""
 
     @field_validator("labels")
     @classmethod
@@ -99,6 +98,39 @@ class AlertIn(BaseModel):
     def _storable_url(cls, url: str) -> str:
         _storable("generatorURL", url)
         return url
+
+
+class AlertIn(_AlertFields):
+    """One alert: an element of a webhook's ``alerts`` or a record of its own."""
+
+    status: Literal["firing", "resolved"] | None = None
+    fingerprint: str = ""
+
+
+class PostableAlertIn(_AlertFields):
+    """One element of ``POST /api/v2/alerts``: Alertmanager API v2's ``postableAlert``.
+
+    It has no status and no fingerprint: both are decided on receipt, from ``endsAt`` and
+    the labels, as Alertmanager does.
+    """
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _without_empty(cls, labels: object) -> object:
+        # Alertmanager drops empty-valued labels before validating and fingerprinting
+        # (an empty label is an absent label), so the fingerprints agree.
+        if isinstance(labels, dict):
+            return {name: value for name, value in labels.items() if value != ""}
+        return labels
+
+    @field_validator("starts_at", "ends_at", mode="before")
+    @classmethod
+    def _date_time_text(cls, value: object) -> object:
+        # The schema says `type: string, format: date-time`; a number would otherwise be
+        # read as epoch seconds, a guess Alertmanager does not make.
+        if value is None or isinstance(value, str):
+            return value
+        raise ValueError("must be an RFC 3339 date-time string")
 
 
 class WebhookIn(BaseModel):

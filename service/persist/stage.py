@@ -30,6 +30,7 @@ class PersistStage:
         self._closers = [*pagers, *(c for c in closers if c not in pagers)]
         self._dead_letters = dead_letters
         self._metrics = ctx.metrics
+        self._wake_noise = ctx.wake_noise
 
     async def __call__(self, batch: Batch) -> Batch:
         if batch.dead:
@@ -44,6 +45,8 @@ class PersistStage:
         )
         if effects:
             await self._store.commit(effects, batch.now)
+        if batch.holds_may_lift:
+            self._wake_noise()
         self._count(batch)
         return batch
 

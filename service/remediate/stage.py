@@ -19,7 +19,8 @@ from service.remediate.target import Refused, resolve_target
 from service.ruleset.models import RuleSet
 from service.ruleset.remediation import Mode, Policy, strictest
 
-ALERT_EVENTS = ("incident.opened", "incident.reopened", "incident.updated")
+# incident.unsuppressed: a held incident's alerts ask once its hold lifts.
+ALERT_EVENTS = ("incident.opened", "incident.reopened", "incident.updated", "incident.unsuppressed")
 Key = tuple[str, int, str, str]  # (incident id, opening, policy, target key)
 
 
@@ -44,7 +45,7 @@ class RemediateStage:
             if event.type not in ALERT_EVENTS:
                 continue
             inc = batch.changed.get(event.incident["id"])
-            if inc is None or inc.status is IncidentStatus.RESOLVED:
+            if inc is None or inc.status is IncidentStatus.RESOLVED or inc.hold is not None:
                 continue
             for alert in event.extra.get("alerts", []):
                 if alert["status"] == "firing":

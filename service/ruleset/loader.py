@@ -20,6 +20,7 @@ from service.ruleset.models import (
     SeveritiesFile,
     Templates,
 )
+from service.ruleset.noise import NoiseFile
 from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import compile_template
 from service.ruleset.triage import TriageFile
@@ -114,6 +115,8 @@ def load_rules(root: Path | str) -> RuleSet:
     remediation, rem_doc = c.load("remediation.yaml", RemediationFile, optional=True)
     # Optional: a rules directory without it runs no triage probes.
     triage, _ = c.load("triage.yaml", TriageFile, optional=True)
+    # Optional: a rules directory without it has no windows, inhibition, thresholds or heartbeats.
+    noise, noise_doc = c.load("noise.yaml", NoiseFile, optional=True)
     templates = _load_templates(c, root / "templates")
     if sev and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
@@ -125,7 +128,11 @@ def load_rules(root: Path | str) -> RuleSet:
     params: dict[str, Any] = {}
     if remediation and rem_doc and known:
         params = check_remediation(c, (root / "remediation.yaml", rem_doc), remediation, known)
-    if c.problems or not (sev and cls and grp and templates and esc and contacts and remediation and triage):
+    if noise and noise_doc and sev:
+        _check_noise_refs(c, (root / "noise.yaml", noise_doc), noise, {s.name for s in sev.severities})
+    if c.problems or not (
+        sev and cls and grp and templates and esc and contacts and remediation and triage and noise
+    ):
         raise RulesError(c.problems)
     return RuleSet(
         severities={s.name: s for s in sev.severities},
@@ -137,6 +144,7 @@ def load_rules(root: Path | str) -> RuleSet:
         remediation=remediation,
         remediation_params=params,
         triage=triage,
+        noise=noise,
     )
 
 
@@ -270,6 +278,29 @@ def _check_severity_refs(
     for label_value, name in cls.fallback.map.items():
         check(("fallback", "map", label_value), name)
     check(("default",), cls.default)
+
+
+def _check_noise_refs(
+    c: _Collector, source: tuple[Path, LocatedYaml], noise: NoiseFile, severities: set[str]
+) -> None:
+    """Windows name defined time intervals; heartbeats open incidents of known severities."""
+    path, doc = source
+    intervals = {t.name for t in noise.time_intervals}
+    for i, window in enumerate(noise.maintenance):
+        for j, name in enumerate(window.time_intervals):
+            if name not in intervals:
+                known = ", ".join(sorted(intervals)) or "none"
+                where = c.where(doc, ("maintenance", i, "time_intervals", j))
+                c.add(path, where, f"unknown time interval {name!r}; time_intervals defines {known}")
+    known_severities = ", ".join(sorted(severities))
+    for i, beat in enumerate(noise.heartbeats):
+        if beat.severity not in severities:
+            where = c.where(doc, ("heartbeats", i, "severity"))
+            c.add(
+                path,
+                where,
+                f"unknown severity {beat.severity!r}; severities.yaml defines {known_severities}",
+            )
 
 
 def _load_templates(c: _Collector, folder: Path) -> Templates | None:

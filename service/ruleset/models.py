@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from service.roles import canonical
 from service.ruleset.base import SEVERITY_NAME, MatcherField, Strict, reject_duplicates
 from service.ruleset.durations import Duration
+from service.ruleset.noise import NoiseFile
 from service.ruleset.remediation import RemediationFile
 from service.ruleset.templating import TemplateField
 from service.ruleset.triage import TriageFile
@@ -283,6 +284,8 @@ class RuleSet(Strict):
     remediation_params: dict[str, Any] = {}
     # triage.yaml (optional): the probes run when an incident opens.
     triage: TriageFile = TriageFile()
+    # noise.yaml (optional): maintenance windows, inhibition, flapping, thresholds, heartbeats.
+    noise: NoiseFile = NoiseFile()
 
     def severity(self, name: str) -> Severity:
         return self.severities[name]

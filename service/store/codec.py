@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from service.clock import iso
-from service.models import AlertState, Incident, IncidentStatus, Phase
+from service.models import AlertState, Flapping, Hold, Incident, IncidentStatus, Phase
 from service.roles import canonical
 
 
@@ -46,6 +46,10 @@ def dump_incident(inc: Incident) -> str:
             "action_items": inc.action_items,
             "postmortem_done": inc.postmortem_done,
             "alerts": {fp: a.to_json() for fp, a in inc.alerts.items()},
+            "hold": inc.hold.to_json() if inc.hold else None,
+            "paged": inc.paged,
+            "reopens": [iso(t) for t in inc.reopens],
+            "flapping": inc.flapping.to_json() if inc.flapping else None,
         },
         separators=(",", ":"),
     )
@@ -84,6 +88,11 @@ def load_incident(row: Any) -> Incident:
         action_items=d.get("action_items", []),
         postmortem_done=d.get("postmortem_done"),
         alerts={fp: AlertState.from_json(a) for fp, a in d["alerts"].items()},
+        hold=Hold.from_json(d["hold"]) if d.get("hold") else None,
+        # Stored before noise control: its opening paged as every opening did.
+        paged=d.get("paged", d["opening"]),
+        reopens=[datetime.fromisoformat(t) for t in d.get("reopens", [])],
+        flapping=Flapping.from_json(d["flapping"]) if d.get("flapping") else None,
         is_current=bool(row.is_current),
         version=row.version,
     )

@@ -20,11 +20,13 @@ from service.store import schema
 from service.store.commands import CommandIds
 from service.store.control import ControlState
 from service.store.database import Database
+from service.store.heartbeats import Heartbeats
 from service.store.incidents import ConcurrentUpdate, Incidents
 from service.store.listener import notify
 from service.store.outbox import Outbox, OutboxRecord
 from service.store.pages import NewPage, PageJobs
 from service.store.remediations import RemediationJobs
+from service.store.silences import Silences
 from service.store.tables import outbox, page_jobs, remediations, timers
 from service.store.timers import Timers
 
@@ -63,6 +65,8 @@ class Store:
         self.remediations = RemediationJobs(self.db)
         self.control = ControlState(self.db)
         self.commands = CommandIds(self.db)
+        self.silences = Silences(self.db)
+        self.heartbeats = Heartbeats(self.db)
 
     async def start(self, migrate: bool = True) -> None:
         """Upgrade the schema (or, with ``migrate`` False, check it is current; raises

@@ -206,3 +206,29 @@ command_ids = Table(
     Column("seen_at", Float, nullable=False),
     Index("ix_command_ids_seen_at", "seen_at"),
 )
+
+# Silences (Alertmanager's v2 API, amtool): shared by every replica through the store.
+# ``matchers`` is the API's own list as JSON; an expired silence keeps its row (amtool
+# query --expired lists it) with ``ends_at`` moved to when it was expired.
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("matchers", Text, nullable=False),
+    Column("starts_at", Float, nullable=False),
+    Column("ends_at", Float, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_silences_ends_at", "ends_at"),
+)
+
+# Heartbeats (dead man's switch): when each was last seen, and since when it is missing
+# (set once the missing-heartbeat alert was sent, cleared when it returns).
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("last_seen", Float, nullable=False),
+    Column("missing_since", Float, nullable=True),
+)

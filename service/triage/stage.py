@@ -17,6 +17,9 @@ from service.store.timers import TRIAGE
 
 log = logging.getLogger(__name__)
 
+# An opening is triaged when it pages: at once, or when its hold lifts (noise control).
+TRIAGED = ("incident.opened", "incident.reopened", "incident.unsuppressed")
+
 
 class TriageStage:
     def __init__(self, triage: TriageFile, enabled: bool = True) -> None:
@@ -27,10 +30,10 @@ class TriageStage:
         if not self._enabled:
             return batch
         for event in batch.events:
-            if event.type not in ("incident.opened", "incident.reopened"):
+            if event.type not in TRIAGED or event.extra.get("flap"):
                 continue
             inc = batch.changed.get(event.incident["id"])
-            if inc is None or inc.status is IncidentStatus.RESOLVED:
+            if inc is None or inc.status is IncidentStatus.RESOLVED or inc.hold is not None:
                 continue
             plan = self.plan(event.extra.get("alerts", []))
             if not plan:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.http.ui.gate import problem
-from service.http.ui.render import by_severity, card, page
+from service.http.ui.render import board, card, page
 from service.http.ui.session import Session
 from service.models import Phase
 from service.postmortem.draft import render as render_postmortem
@@ -18,7 +18,7 @@ from service.remediate.control import RemediationControl
 from service.roles import ASSIGNABLE
 from service.ruleset.models import RuleSet
 from service.store.remediations import JobStatus, RemediationJob
-from service.store.views import IncidentViews
+from service.store.views import IncidentViews, hold_in_force
 
 RECENTLY_RESOLVED = 8
 
@@ -62,10 +62,13 @@ class Pages:
         open_ = await self._views.list("open", None, 500)
         resolved = await self._views.list("resolved", None, RECENTLY_RESOLVED)
         state = await self._control.state(newest=20)
+        shown = board(open_, self._severities, ctx["now"])
         return {
             **ctx,
-            "groups": by_severity(open_, self._severities, ctx["now"]),
-            "open_count": len(open_),
+            "groups": shown.groups,
+            "open_count": shown.paging,
+            "held": shown.held,
+            "noise": await self._views.noise(self._rules.noise) if self._rules is not None else None,
             "resolved": [card(i, ctx["now"]) for i in resolved],
             "remediation": state,
             "jobs": [job_view(j) for j in state.remediations],
@@ -83,9 +86,13 @@ class Pages:
         if detail is None:
             return None
         ctx = self._base(session)
+        hold = hold_in_force(detail.incident)
         return {
             **ctx,
             "inc": card(detail.incident, ctx["now"]),
+            "hold": hold,
+            "sources": detail.sources,
+            "caused": detail.caused,
             "timeline": detail.timeline,
             "pages": detail.pages,
             "jobs": [job_view(j) for j in detail.remediations],

@@ -1,0 +1,165 @@
+"""Does an open incident page now? A pure decision over its alerts, the active silences, the
+maintenance windows, the open incidents that may inhibit it and its open threshold.
+
+An incident is held (muted) when every one of its firing alerts is muted; one alert that is
+not muted is enough to page, as in Alertmanager, where silences and inhibition act per alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from service.models import AlertState, AlertStatus, Hold, HoldKind, Incident, IncidentStatus
+from service.ruleset.durations import format_duration
+from service.ruleset.noise import NoiseFile, Threshold
+
+
+class SilenceLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def created_by(self) -> str: ...
+    @property
+    def comment(self) -> str: ...
+    @property
+    def ends_at(self) -> datetime: ...
+    def matches(self, labels: Mapping[str, str]) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    kind: HoldKind
+    by: str
+    reason: str
+    until: datetime | None
+
+
+class Gate:
+    def __init__(self, noise: NoiseFile) -> None:
+        self._noise = noise
+
+    @property
+    def inhibits(self) -> bool:
+        return bool(self._noise.inhibit_rules)
+
+    def may_be_inhibited(self, inc: Incident) -> bool:
+        """Could any inhibit rule target this incident? (Saves loading the sources.)"""
+        return any(
+            all(m.matches(a.labels) for m in rule.target_matchers)
+            for rule in self._noise.inhibit_rules
+            for a in inc.alerts.values()
+            if a.status is AlertStatus.FIRING
+        )
+
+    def may_inhibit(self, inc: Incident) -> bool:
+        """Could this incident be an inhibition source (any alert of it matches a source)?"""
+        return any(
+            all(m.matches(a.labels) for m in rule.source_matchers)
+            for rule in self._noise.inhibit_rules
+            for a in inc.alerts.values()
+        )
+
+    def decide(
+        self, inc: Incident, now: datetime, silences: Sequence[SilenceLike], sources: Sequence[Incident]
+    ) -> Hold | None:
+        """The hold the incident should be under now (None: it pages)."""
+        firing = [a for a in inc.alerts.values() if a.status is AlertStatus.FIRING]
+        if not firing:
+            # Nothing fires (a declared incident, or all resolved): nothing to mute.
+            return None
+        paged = inc.paged == inc.opening
+        mutes = [self._mute(a, now, silences, sources, inc.id) for a in firing]
+        if all(m is not None for m in mutes):
+            return self._hold(inc, [m for m in mutes if m is not None], now, paged)
+        if not paged:
+            return self._pending(inc, firing, now)
+        return None
+
+    def _hold(self, inc: Incident, mutes: list[Mute], now: datetime, paged: bool) -> Hold:
+        # One cause is named (the first firing alert's): "by" is one silence, window,
+        # threshold or source incident, which the board links to; the rest are counted.
+        first = mutes[0]
+        by = first.by
+        others = len({(m.kind, m.by) for m in mutes}) - 1
+        reason = first.reason + (f" (and {others} more)" if others > 0 else "")
+        known = [m.until for m in mutes if m.until is not None]
+        # Lifts when the first alert's mute ends: looked at again then.
+        until = min(known) if known else None
+        old = inc.hold
+        since = old.since if old is not None and old.kind is first.kind and old.by == by else now
+        return Hold(first.kind, by, reason, since, until, paged=paged if old is None else old.paged)
+
+    def _mute(
+        self,
+        alert: AlertState,
+        now: datetime,
+        silences: Sequence[SilenceLike],
+        sources: Sequence[Incident],
+        own_id: str,
+    ) -> Mute | None:
+        labels = alert.labels
+        for s in silences:
+            if s.matches(labels):
+                text = f"silenced by {s.created_by}" + (f": {s.comment}" if s.comment else "")
+                return Mute(HoldKind.SILENCED, s.id, text, s.ends_at)
+        window = self._noise.window_on(labels, now)
+        if window is not None:
+            rule, ends = window
+            text = f"maintenance window {rule.name}" + (f": {rule.comment}" if rule.comment else "")
+            return Mute(HoldKind.MAINTENANCE, rule.name, text, ends)
+        return self._inhibited(labels, sources, own_id)
+
+    def _inhibited(self, labels: Mapping[str, str], sources: Sequence[Incident], own_id: str) -> Mute | None:
+        for i, rule in enumerate(self._noise.inhibit_rules):
+            if not all(m.matches(labels) for m in rule.target_matchers):
+                continue
+            for src in sources:
+                if src.id == own_id or src.status is not IncidentStatus.OPEN:
+                    continue
+                if src.hold is not None and src.hold.kind is HoldKind.PENDING:
+                    continue  # not an incident yet: it explains nothing
+                for a in src.alerts.values():
+                    if a.status is AlertStatus.FIRING and rule.inhibits(a.labels, labels):
+                        text = f"caused by {src.id} ({src.title}): {rule.label(i)}"
+                        return Mute(HoldKind.INHIBITED, src.id, text, None)
+        return None
+
+    def _pending(self, inc: Incident, firing: list[AlertState], now: datetime) -> Hold | None:
+        rule = next((t for a in firing if (t := self._noise.threshold_for(a.labels)) is not None), None)
+        if rule is None:
+            return None
+        waiting, until = _unmet(rule, inc, firing, now)
+        if waiting is None:
+            return None
+        old = inc.hold
+        since = old.since if old is not None and old.kind is HoldKind.PENDING else now
+        return Hold(
+            HoldKind.PENDING, rule.name, f"threshold {rule.name}: waiting for {waiting}", since, until
+        )
+
+
+def _unmet(
+    rule: Threshold, inc: Incident, firing: list[AlertState], now: datetime
+) -> tuple[str | None, datetime | None]:
+    """What the threshold still waits for (None: met), and when firing-for will be met."""
+    wanted: list[str] = []
+    until: datetime | None = None
+    if rule.min_firing is not None:
+        if len(firing) >= rule.min_firing:
+            return None, None
+        wanted.append(f"{rule.min_firing} firing ({len(firing)} now)")
+    if rule.firing_for is not None:
+        due = min(a.starts_at for a in firing) + rule.firing_for
+        if due <= now:
+            return None, None
+        wanted.append(f"firing for {format_duration(rule.firing_for)}")
+        until = due
+    if rule.burst is not None:
+        recent = sum(1 for a in inc.alerts.values() if a.starts_at >= now - rule.burst.within)
+        if recent >= rule.burst.count:
+            return None, None
+        wanted.append(f"{rule.burst.count} within {format_duration(rule.burst.within)} ({recent} now)")
+    return " or ".join(wanted), until

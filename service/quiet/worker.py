@@ -1,0 +1,163 @@
+"""The noise worker: what changes with time or with other incidents rather than with an
+alert. It lifts holds whose silence, window or source incident ended and threshold met with
+time, puts open incidents under a silence or window that began, resolves pushed alerts whose
+``endsAt`` passed without a re-send, and opens and closes missing-heartbeat incidents.
+
+Every replica runs it; each change is written from the incident's stored version, so two
+replicas deciding the same lift write it once (the other gets ``ConcurrentUpdate`` and
+looks again next round), and a page keyed per opening is sent once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from service.batch import Batch, Pipeline
+from service.clock import iso
+from service.context import Context
+from service.escalate.policy import EscalationPolicy
+from service.models import AlertStatus, Hold, HoldKind, Incident
+from service.quiet.gate import Gate
+from service.quiet.heartbeats import missing_alert, webhook_body
+from service.quiet.stage import MAX_SOURCES
+from service.quiet.transitions import lift, start_hold
+from service.scheduling import DueWorker
+from service.store.incidents import ConcurrentUpdate
+
+# No end is known for an inhibition (the source incident may resolve any time) or for a
+# missing heartbeat (it may come back any time): looked at again this often.
+RECHECK = timedelta(seconds=5)
+# How far ahead windows are looked at; the worker looks again by then anyway.
+WINDOW_HORIZON = timedelta(days=1)
+
+# Publishes alerts (an Alertmanager webhook body) to the alerts topic, acknowledged.
+PublishAlerts = Callable[[bytes], Awaitable[object]]
+
+
+class NoiseWorker(DueWorker):
+    name = "noise worker"
+    # Woken by every silence change: one look a second is enough.
+    pace = 1.0
+
+    def __init__(self, ctx: Context, lift_pipeline: Pipeline, publish: PublishAlerts) -> None:
+        super().__init__(ctx.clock)
+        self._store = ctx.store
+        self._rules = ctx.rules
+        self._noise = ctx.rules.noise
+        self._gate = Gate(ctx.rules.noise)
+        self._policy = EscalationPolicy(ctx.rules)
+        self._tail = lift_pipeline
+        self._publish = publish
+        self._on_effects = ctx.on_effects
+        self._next: datetime | None = None
+
+    async def next_due(self) -> float | None:
+        return self._next.timestamp() if self._next else None
+
+    async def run_once(self) -> int:
+        now = self._clock.now()
+        due: list[datetime] = []
+        incidents = await self._store.incidents.list("open", None, MAX_SOURCES)
+        done = await self._holds(incidents, now, due)
+        done += await self._expired(incidents, now, due)
+        done += await self._heartbeats(now, due)
+        if (change := await self._store.silences.next_change(now)) is not None:
+            due.append(change)
+        if self._noise.maintenance and (change := self._noise.next_window_change(now, WINDOW_HORIZON)):
+            due.append(change)
+        self._next = min(due, default=None)
+        return done
+
+    async def _holds(self, incidents: list[Incident], now: datetime, due: list[datetime]) -> int:
+        silences = await self._store.silences.active(now)
+        done = 0
+        for inc in incidents:
+            hold = self._gate.decide(inc, now, silences, incidents)
+            if hold is not None:
+                due.append(hold.until or now + RECHECK)
+            if _same(hold, inc.hold):
+                continue
+            done += await self._apply(inc, hold, now)
+        return done
+
+    async def _apply(self, inc: Incident, hold: Hold | None, now: datetime) -> int:
+        batch = Batch(records=[], now=now)
+        batch.changed[inc.id] = inc
+        if hold is not None:
+            if (event := start_hold(inc, hold)) is not None:
+                batch.events.append(event)
+        else:
+            reminders = await self._store.timers.latest_reminder(inc.id, inc.opening)
+            lifted = lift(inc, now, self._rules, self._policy, reminders)
+            batch.events.extend(lifted.events)
+            batch.pages.extend(lifted.pages)
+            batch.timers.extend(lifted.timers)
+        try:
+            await self._tail(batch)
+        except ConcurrentUpdate:
+            # Changed meanwhile (an alert, a person, another replica): decided again next round.
+            self.wake()
+            return 0
+        self._on_effects()
+        kind = (hold or inc.hold or Hold(HoldKind.PENDING, "", "", now)).kind
+        self._log.info("incident %s: %s", inc.id, f"held ({kind})" if hold else "hold lifted: it proceeds")
+        return 1
+
+    async def _expired(self, incidents: list[Incident], now: datetime, due: list[datetime]) -> int:
+        """Pushed alerts whose endsAt passed without a re-send are resolved, as Alertmanager
+        resolves them: Prometheus stopped sending (it died, or the rule went away)."""
+        ended: list[dict[str, Any]] = []
+        for inc in incidents:
+            for fp, a in inc.alerts.items():
+                if a.status is not AlertStatus.FIRING or a.ends_at is None:
+                    continue
+                if a.ends_at > now:
+                    due.append(a.ends_at)
+                    continue
+                ended.append(
+                    {
+                        "status": "resolved",
+                        "labels": a.labels,
+                        "annotations": {},
+                        "startsAt": iso(a.starts_at),
+                        "endsAt": iso(a.ends_at),
+                        "fingerprint": fp,
+                    }
+                )
+        if ended:
+            await self._publish(webhook_body(ended))
+        return len(ended)
+
+    async def _heartbeats(self, now: datetime, due: list[datetime]) -> int:
+        beats = {h.name: h for h in self._noise.heartbeats}
+        if not beats:
+            return 0
+        done = 0
+        for row in await self._store.heartbeats.watch(beats, now):
+            beat = beats.get(row.name)
+            if beat is None:
+                continue
+            deadline = row.last_seen + beat.interval
+            if row.missing_since is None and deadline <= now:
+                # Published first, then marked: a crash between the two publishes it again,
+                # a duplicate the correlator drops.
+                await self._publish(webhook_body([missing_alert(beat, deadline, None)]))
+                await self._store.heartbeats.set_missing(beat.name, deadline)
+                self._log.warning("heartbeat %s missing since %s", beat.name, iso(deadline))
+                done += 1
+            elif row.missing_since is not None and row.last_seen > row.missing_since:
+                await self._publish(webhook_body([missing_alert(beat, row.missing_since, row.last_seen)]))
+                await self._store.heartbeats.set_missing(beat.name, None)
+                self._log.info("heartbeat %s is back", beat.name)
+                done += 1
+            else:
+                due.append(deadline if row.missing_since is None else now + RECHECK)
+        return done
+
+
+def _same(new: Hold | None, old: Hold | None) -> bool:
+    if new is None or old is None:
+        return new is old
+    return (new.kind, new.by) == (old.kind, old.by)
