@@ -19,6 +19,10 @@ Name = Annotated[
 ]
 
 
+# The annotation on the resolve the noise worker publishes for an alert whose endsAt passed.
+EXPIRED = "incidentd_expired"
+
+
 class AlertStatus(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
@@ -125,6 +129,9 @@ class Alert:
     ends_at: datetime | None
     generator_url: str = ""
     received_at: datetime | None = None
+    # False when the producer gave no startsAt (it is then the time of receipt): a re-send
+    # of such an alert is the same episode whatever its startsAt.
+    starts_at_given: bool = True
     # Filled by the correlate stage, once per alert.
     group_key: str = ""
     group_labels: dict[str, str] = field(default_factory=dict)
@@ -151,6 +158,9 @@ class AlertState:
     labels: dict[str, str] = field(default_factory=dict)
     # A pushed alert's endsAt (POST /api/v2/alerts): resolved when it passes without a re-send.
     ends_at: datetime | None = None
+    # Resolved because its endsAt passed (the noise worker), not by its producer: a late
+    # re-send of the same episode revives it.
+    expired: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +171,7 @@ class AlertState:
             "resolved_starts_at": iso(self.resolved_starts_at) if self.resolved_starts_at else None,
             "labels": self.labels,
             "ends_at": iso(self.ends_at) if self.ends_at else None,
+            "expired": self.expired,
         }
 
     @classmethod
@@ -176,6 +187,7 @@ class AlertState:
             # Stored before labels were kept: the alertname is the one label known.
             labels=raw.get("labels") or {"alertname": raw["alertname"]},
             ends_at=datetime.fromisoformat(ends) if ends else None,
+            expired=bool(raw.get("expired", False)),
         )
 
 

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from service.models import AlertState, AlertStatus, HoldKind, Incident, IncidentStatus, PageAction
+from service.batch import Batch
+from service.escalate.policy import EscalationPolicy
+from service.models import EXPIRED, AlertState, AlertStatus, HoldKind, Incident, IncidentStatus, PageAction
 from service.quiet.gate import Gate
-from service.ruleset import load_rules
+from service.quiet.stage import QuietStage
+from service.quiet.transitions import lift
+from service.ruleset import RuleSet, load_rules
 from service.ruleset.errors import RulesError
 from service.ruleset.matchers import Matcher
 from service.ruleset.noise import NoiseFile
@@ -281,3 +285,179 @@ def test_rules_check_refuses_a_window_naming_an_unknown_interval(tmp_path: Path)
     text = str(err.value)
     assert "noise.yaml: maintenance[0].time_intervals[0] (line 5): unknown time interval 'weekends'" in text
     assert "heartbeats[0].severity (line 10): unknown severity 'SEV-9'" in text
+
+
+# -- the quiet stage on the correlator's output, with stand-in stores --------------------
+
+
+class _Silences:
+    def __init__(self, items: list[FakeSilence]) -> None:
+        self.items = items
+
+    async def active(self, now: datetime) -> list[FakeSilence]:
+        return self.items
+
+
+class _Incidents:
+    async def list(
+        self, status: str | None, severity: str | None, limit: int, offset: int = 0
+    ) -> list[Incident]:
+        return []
+
+
+class _Timers:
+    async def latest_reminder(self, incident_id: str, opening: int) -> int:
+        return 0
+
+
+@dataclass
+class _Store:
+    silences: _Silences
+    incidents: _Incidents
+    timers: _Timers
+
+
+class QuietHarness(Harness):
+    """The correlator and the quiet stage, as the pipeline runs them."""
+
+    def __init__(self, rules: RuleSet, silences: list[FakeSilence] = []) -> None:  # noqa: B006
+        super().__init__(rules)
+        self.stage = QuietStage(rules, _Store(_Silences(silences), _Incidents(), _Timers()))
+
+    async def pages(self, *docs: dict[str, object], at: datetime) -> list[tuple[str, int, str]]:
+        out = self.feed(*docs, at=at)
+        batch = Batch(
+            records=[], now=at, changed=dict(out.changed), events=list(out.events), pages=list(out.pages)
+        )
+        batch = await self.stage(batch)
+        return [(p.action.value, p.opening, p.target) for p in batch.pages]
+
+
+def api_down(status: str = "firing", starts: str = "2026-11-26T10:00:00Z") -> dict[str, object]:
+    return webhook(alert("ApiDown", status, starts_at=starts, namespace="web"))
+
+
+async def test_a_resolve_and_a_new_firing_in_one_batch_close_the_old_page(rules: RuleSet) -> None:
+    h = QuietHarness(rules)
+    assert await h.pages(api_down(), at=MONDAY) == [("trigger", 1, "first")]
+    both = [api_down("resolved"), api_down(starts="2026-11-26T10:05:00Z")]
+    pages = await h.pages(*both, at=MONDAY + timedelta(minutes=6))
+    assert pages == [("close", 1, "first"), ("trigger", 2, "first")]
+
+
+async def test_a_silenced_blip_that_fires_and_resolves_in_one_batch_pages_nobody(rules: RuleSet) -> None:
+    h = QuietHarness(rules, [silence('alertname="ApiDown"')])
+    assert await h.pages(api_down(), api_down("resolved"), at=MONDAY) == []
+    [inc] = h.incidents
+    assert inc.paged == 0 and inc.hold is not None and inc.snapshot()["suppression"] is None
+
+
+async def test_a_held_flapping_series_sends_no_flapping_update(tmp_path: Path) -> None:
+    h = QuietHarness(load_rules(noise_rules(tmp_path, FLAPPING)), [silence('alertname="SlowResponses"')])
+    sent: list[tuple[str, int, str]] = []
+    for flap in range(5):
+        at = MONDAY + timedelta(minutes=2 * flap)
+        starts = at.isoformat().replace("+00:00", "Z")
+        slow = alert("SlowResponses", starts_at=starts, namespace="web")
+        sent += await h.pages(webhook(slow), at=at)
+        sent += await h.pages(webhook({**slow, "status": "resolved"}), at=at + timedelta(minutes=1))
+    [inc] = h.incidents
+    assert inc.flapping is not None
+    assert sent == []
+
+
+def test_a_re_send_without_starts_at_extends_the_alert(rules: RuleSet) -> None:
+    def without_starts_at(ends: str) -> dict[str, object]:
+        doc = alert("Pushed", ends_at=ends, namespace="jobs")
+        del doc["startsAt"]
+        return webhook(doc)
+
+    h = Harness(rules)
+    h.feed(without_starts_at("2026-11-30T09:05:00Z"), at=MONDAY)
+    out = h.feed(without_starts_at("2026-11-30T09:09:00Z"), at=MONDAY + timedelta(minutes=4))
+    [inc] = h.incidents
+    [state] = inc.alerts.values()
+    assert out.duplicates == 1 and state.ends_at == datetime(2026, 11, 30, 9, 9, tzinfo=UTC)
+
+
+def _pushed(status: str, ends: str, *, expired: bool = False) -> dict[str, object]:
+    doc = alert("Pushed", status, starts_at="2026-11-30T09:00:00Z", ends_at=ends, namespace="jobs")
+    if expired:
+        doc["annotations"] = {EXPIRED: "true"}
+    return webhook(doc)
+
+
+def test_our_expiry_of_an_alert_extended_meanwhile_is_dropped(rules: RuleSet) -> None:
+    h = Harness(rules)
+    h.feed(_pushed("firing", "2026-11-30T09:04:00Z"), at=MONDAY)
+    h.feed(_pushed("firing", "2026-11-30T09:08:00Z"), at=MONDAY + timedelta(minutes=3))  # a re-send
+    out = h.feed(_pushed("resolved", "2026-11-30T09:04:00Z", expired=True), at=MONDAY + timedelta(minutes=5))
+    [inc] = h.incidents
+    assert out.duplicates == 1 and inc.status is IncidentStatus.OPEN
+
+
+def test_a_re_send_after_our_expiry_revives_the_alert(rules: RuleSet) -> None:
+    h = Harness(rules)
+    h.feed(_pushed("firing", "2026-11-30T09:04:00Z"), at=MONDAY)
+    h.feed(_pushed("resolved", "2026-11-30T09:04:00Z", expired=True), at=MONDAY + timedelta(minutes=5))
+    [inc] = h.incidents
+    assert inc.status is IncidentStatus.RESOLVED
+    out = h.feed(_pushed("firing", "2026-11-30T09:12:00Z"), at=MONDAY + timedelta(minutes=8))
+    assert h.types(out) == ["incident.reopened"] and inc.status is IncidentStatus.OPEN
+    # And its producer's own resolve of that episode still closes it.
+    out = h.feed(_pushed("resolved", "2026-11-30T09:10:00Z"), at=MONDAY + timedelta(minutes=10))
+    assert h.types(out) == ["incident.resolved"]
+
+
+def test_held_since_the_first_hold_and_the_lift_moves_the_deadline_by_all_of_it(rules: RuleSet) -> None:
+    inc = incident({"alertname": "DiskFull"}, paged=1)
+    inc.opening = 1
+    first = gate.decide(inc, MONDAY, [silence('alertname="DiskFull"')], [])
+    assert first is not None
+    inc.hold = first
+    second = FakeSilence("s-2", (Matcher.parse('alertname="DiskFull"'),), MONDAY + timedelta(hours=3))
+    later = gate.decide(inc, MONDAY + timedelta(hours=1), [second], [])
+    assert later is not None and later.by == "s-2" and later.since == MONDAY and later.paged
+    inc.hold = later
+    due = inc.response_due_at
+    lift(inc, MONDAY + timedelta(hours=3), rules, EscalationPolicy(rules), reminders=0)
+    assert inc.response_due_at == due + timedelta(hours=3)
+
+
+def test_two_alerts_on_both_sides_of_a_rule_do_not_mute_each_other() -> None:
+    noise = NoiseFile.model_validate(
+        {
+            "inhibit_rules": [
+                {
+                    "source_matchers": ['alertname="NodeDown"'],
+                    "target_matchers": ['severity="warning"'],
+                    "equal": ["cluster"],
+                }
+            ]
+        }
+    )
+    a = incident(
+        {"alertname": "NodeDown", "severity": "warning", "cluster": "c", "node": "1"}, iid="a", paged=1
+    )
+    b = incident(
+        {"alertname": "NodeDown", "severity": "warning", "cluster": "c", "node": "2"}, iid="b", paged=1
+    )
+    assert Gate(noise).decide(a, MONDAY, [], [a, b]) is None
+    # A one-sided target is still muted by it.
+    disk = incident({"alertname": "DiskSlow", "severity": "warning", "cluster": "c"}, iid="d")
+    assert Gate(noise).decide(disk, MONDAY, [], [a, b]) is not None
+
+
+def test_one_firing_alert_no_threshold_gates_is_enough_to_open() -> None:
+    inc = incident({"alertname": "Three", "pod": "a"}, {"alertname": "Unthresholded"})
+    assert gate.decide(inc, MONDAY, [], []) is None
+
+
+def test_a_lift_escalates_the_conditions_its_alerts_matched_while_held(rules: RuleSet) -> None:
+    inc = incident({"alertname": "Leak", "data_breach": "true"})
+    inc.hold = gate.decide(incident({"alertname": "Slow"}), MONDAY, [], [])
+    assert inc.hold is not None
+    lifted = lift(inc, MONDAY + timedelta(minutes=10), rules, EscalationPolicy(rules), reminders=0)
+    [page] = lifted.pages
+    assert {"Security", "Legal"} <= set(page.roles)
+    assert [e.type for e in lifted.events] == ["incident.escalated", "incident.unsuppressed"]

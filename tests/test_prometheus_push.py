@@ -138,9 +138,12 @@ async def test_missing_times_follow_alertmanager(svc: RunningService, alerts_top
     resp = await push(svc, [{"labels": {"alertname": "PushedNoTimes"}}])
     assert resp.status_code == 200
     alert = await published(alerts_topic, "PushedNoTimes", AlertStatus.FIRING)
-    # No startsAt: now; no endsAt: now + resolve_timeout (5m), firing until then.
+    # No startsAt: the time it is read, and a re-send of it is the same episode; no endsAt:
+    # the time of receipt + resolve_timeout (5m), firing until then.
     assert before <= alert.starts_at <= datetime.now(UTC)
-    assert alert.ends_at == alert.starts_at + RESOLVE_TIMEOUT
+    assert not alert.starts_at_given
+    assert alert.ends_at is not None
+    assert before + RESOLVE_TIMEOUT <= alert.ends_at <= alert.starts_at + RESOLVE_TIMEOUT
     await wait_event(svc, "incident.opened", "PushedNoTimes")
 
 

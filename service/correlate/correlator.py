@@ -17,6 +17,7 @@ from service.batch import FLAPPING, EventIntent, PageIntent
 from service.clock import iso
 from service.correlate.fingerprint import group_key
 from service.models import (
+    EXPIRED,
     Alert,
     AlertState,
     AlertStatus,
@@ -115,7 +116,7 @@ class Correlator:
         key = alert.group_key
         inc = current.get(key)
         stored = inc.alerts.get(alert.fingerprint) if inc else None
-        if stored is not None and _is_duplicate_or_stale(stored, alert):
+        if stored is not None and (_outlived(stored, alert) or _is_duplicate_or_stale(stored, alert)):
             if inc is not None and _extends(stored, alert):
                 # Prometheus re-sends a firing alert with a later endsAt: it is alive.
                 stored.ends_at = alert.ends_at
@@ -145,10 +146,13 @@ class Correlator:
         self._add_to_open(inc, alert, now, out)
 
     def _state(self, alert: Alert, previous: AlertState | None) -> AlertState:
-        resolved_at = previous.resolved_starts_at if previous else None
+        # A revived alert's resolve was our expiry, not its producer's word: forget it.
+        revived = previous is not None and previous.expired and alert.status is AlertStatus.FIRING
+        resolved_at = previous.resolved_starts_at if previous and not revived else None
         if alert.status is AlertStatus.RESOLVED and (resolved_at is None or alert.starts_at > resolved_at):
             resolved_at = alert.starts_at
         firing = alert.status is AlertStatus.FIRING
+        expired = alert.status is AlertStatus.RESOLVED and EXPIRED in alert.annotations
         return AlertState(
             status=alert.status,
             starts_at=alert.starts_at,
@@ -156,7 +160,8 @@ class Correlator:
             alertname=alert.labels.get("alertname", ""),
             resolved_starts_at=resolved_at,
             labels=alert.labels,
-            ends_at=alert.ends_at if firing else None,
+            ends_at=alert.ends_at if firing or expired else None,
+            expired=expired,
         )
 
     def _open(self, alert: Alert, now: datetime, out: Outcome) -> Incident:
@@ -272,15 +277,34 @@ class Correlator:
             out.emit("incident.updated", inc, alert, "alert_resolved")
 
 
+def _same_episode(stored: AlertState, alert: Alert) -> bool:
+    return alert.starts_at == stored.starts_at or not alert.starts_at_given
+
+
+def _later_end(stored: AlertState, alert: Alert) -> bool:
+    return alert.ends_at is not None and stored.ends_at is not None and alert.ends_at > stored.ends_at
+
+
 def _extends(stored: AlertState, alert: Alert) -> bool:
     """A re-send of the same firing episode that pushes its endsAt later."""
     return (
         alert.status is AlertStatus.FIRING
         and stored.status is AlertStatus.FIRING
-        and alert.starts_at == stored.starts_at
+        and _same_episode(stored, alert)
+        and _later_end(stored, alert)
+    )
+
+
+def _outlived(stored: AlertState, alert: Alert) -> bool:
+    """Our expiry of an alert that a re-send extended meanwhile (the resolve waited in Kafka
+    behind it): the alert lives on."""
+    return (
+        alert.status is AlertStatus.RESOLVED
+        and EXPIRED in alert.annotations
+        and stored.status is AlertStatus.FIRING
         and alert.ends_at is not None
         and stored.ends_at is not None
-        and alert.ends_at > stored.ends_at
+        and stored.ends_at > alert.ends_at
     )
 
 
@@ -297,6 +321,9 @@ def _is_duplicate_or_stale(stored: AlertState, alert: Alert) -> bool:
         # late (a lagging HA peer): that one must not close the episode firing now.
         last = stored.resolved_starts_at
         return last is not None and alert.starts_at <= last
+    if stored.expired and _same_episode(stored, alert) and _later_end(stored, alert):
+        # We resolved it when its endsAt passed; its producer re-sent it since: it lives.
+        return False
     # Firing after resolved: a new episode only if it started later; the same or an
     # older startsAt is the old firing delivered late.
     return alert.starts_at <= stored.starts_at

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from service.batch import PageIntent
+from service.batch import PageIntent, TimerIntent
 from service.clock import iso
 from service.context import Context
 from service.escalate.policy import EscalationPolicy, escalation_key
@@ -147,12 +147,14 @@ class TimerWorker(DueWorker):
         inc.flapping = None
         inc.reopens = []
         pages: list[NewPage] = []
-        if inc.status is IncidentStatus.RESOLVED:
+        timers: list[TimerIntent] = []
+        if inc.status is IncidentStatus.RESOLVED and inc.paged == timer.opening:
             pages = NewPage.fan_out(PageIntent(inc.id, PageAction.CLOSE, inc.opening), self._pagers)
+            # The series is over: its postmortem is due from now.
+            timers = postmortem.first_reminder(self._rules, inc, now)
         event = self._events.build("incident.updated", inc.snapshot(), {"reasons": ["flapping_ended"]}, now)
-        await self._record(
-            timer, TimerStatus.FIRED, Effects(incidents=[inc], events=[event], pages=pages), now
-        )
+        effects = Effects(incidents=[inc], events=[event], pages=pages, timers=timers)
+        await self._record(timer, TimerStatus.FIRED, effects, now)
         log.info("incident %s stopped flapping", inc.id)
 
     async def _record(self, timer: TimerJob, status: TimerStatus, effects: Effects, now: datetime) -> None:

@@ -24,15 +24,19 @@ class EscalateStage:
         for event in batch.events:
             events.append(event)
             inc = batch.changed.get(event.incident["id"])
-            if inc is not None and (event.extra.get("flap") or inc.hold is not None):
-                # A flap of a flapping incident, or one held (noise control): nothing to plan.
-                continue
-            if event.type == "incident.resolved" and inc is not None and inc.resolved_at is not None:
+            if inc is not None and event.extra.get("flap"):
+                continue  # a flap of a flapping incident: its series planned everything
+            if (
+                event.type == "incident.resolved"
+                and inc is not None
+                and inc.resolved_at is not None
+                and inc.paged == inc.opening  # an opening held throughout needs no postmortem
+            ):
                 # The last alert resolved it (and it stayed resolved in this batch): the
                 # postmortem is due. A person's resolve schedules it in decisions.py.
                 batch.timers.extend(first_reminder(self._rules, inc, inc.resolved_at))
-            if inc is None or inc.status is IncidentStatus.RESOLVED:
-                continue
+            if inc is None or inc.status is IncidentStatus.RESOLVED or inc.hold is not None:
+                continue  # resolved, or held (noise control): nothing to plan
             if event.type in ("incident.opened", "incident.reopened"):
                 page = first_pages.get((inc.id, inc.opening))
                 if page is not None and page.action is PageAction.TRIGGER:

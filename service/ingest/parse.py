@@ -213,20 +213,24 @@ def _decide(a: PostableAlertIn, now: datetime) -> Alert:
         ends_at=ends_at,
         generator_url=a.generator_url,
         received_at=now,
+        starts_at_given=_utc(a.starts_at) is not None,
     )
 
 
 def _webhook_alert(a: Alert) -> dict[str, Any]:
     assert a.ends_at is not None  # every pushed alert has one, decided on receipt
-    return {
+    out = {
         "status": a.status.value,
         "labels": a.labels,
         "annotations": a.annotations,
-        "startsAt": iso(a.starts_at),
         "endsAt": iso(a.ends_at),
         "generatorURL": a.generator_url,
         "fingerprint": a.fingerprint,
     }
+    if a.starts_at_given:
+        # Without it the consumer takes its own time, and a re-send is the same episode.
+        out["startsAt"] = iso(a.starts_at)
+    return out
 
 
 def parse(raw: bytes, now: datetime) -> list[Alert]:
@@ -261,6 +265,7 @@ def normalise(a: AlertIn, now: datetime) -> Alert:
         ends_at=ends_at,
         generator_url=a.generator_url,
         received_at=now,
+        starts_at_given=_utc(a.starts_at) is not None,
     )
 
 

@@ -63,10 +63,17 @@ class Gate:
         )
 
     def decide(
-        self, inc: Incident, now: datetime, silences: Sequence[SilenceLike], sources: Sequence[Incident]
+        self,
+        inc: Incident,
+        now: datetime,
+        silences: Sequence[SilenceLike],
+        sources: Sequence[Incident],
+        firing: list[AlertState] | None = None,
     ) -> Hold | None:
-        """The hold the incident should be under now (None: it pages)."""
-        firing = [a for a in inc.alerts.values() if a.status is AlertStatus.FIRING]
+        """The hold the incident should be under now (None: it pages). ``firing``: judge by
+        these alerts rather than those firing now (an opening that resolved in its batch)."""
+        if firing is None:
+            firing = [a for a in inc.alerts.values() if a.status is AlertStatus.FIRING]
         if not firing:
             # Nothing fires (a declared incident, or all resolved): nothing to mute.
             return None
@@ -89,7 +96,9 @@ class Gate:
         # Lifts when the first alert's mute ends: looked at again then.
         until = min(known) if known else None
         old = inc.hold
-        since = old.since if old is not None and old.kind is first.kind and old.by == by else now
+        # Held since the first hold began, whatever holds it now: a lift moves the deadline
+        # by the whole time held.
+        since = old.since if old is not None else now
         return Hold(first.kind, by, reason, since, until, paged=paged if old is None else old.paged)
 
     def _mute(
@@ -116,26 +125,35 @@ class Gate:
         for i, rule in enumerate(self._noise.inhibit_rules):
             if not all(m.matches(labels) for m in rule.target_matchers):
                 continue
+            # Alertmanager's excludeTwoSidedMatch: an alert on both sides of the rule is not
+            # muted by one that is too, or two such alerts would mute each other for ever.
+            two_sided = all(m.matches(labels) for m in rule.source_matchers)
             for src in sources:
                 if src.id == own_id or src.status is not IncidentStatus.OPEN:
                     continue
                 if src.hold is not None and src.hold.kind is HoldKind.PENDING:
                     continue  # not an incident yet: it explains nothing
                 for a in src.alerts.values():
-                    if a.status is AlertStatus.FIRING and rule.inhibits(a.labels, labels):
+                    if a.status is not AlertStatus.FIRING:
+                        continue
+                    if two_sided and all(m.matches(a.labels) for m in rule.target_matchers):
+                        continue
+                    if rule.inhibits(a.labels, labels):
                         text = f"caused by {src.id} ({src.title}): {rule.label(i)}"
                         return Mute(HoldKind.INHIBITED, src.id, text, None)
         return None
 
     def _pending(self, inc: Incident, firing: list[AlertState], now: datetime) -> Hold | None:
-        rule = next((t for a in firing if (t := self._noise.threshold_for(a.labels)) is not None), None)
+        rules = [self._noise.threshold_for(a.labels) for a in firing]
+        # One firing alert that no threshold gates is enough to open.
+        rule = rules[0] if rules and None not in rules else None
         if rule is None:
             return None
         waiting, until = _unmet(rule, inc, firing, now)
         if waiting is None:
             return None
         old = inc.hold
-        since = old.since if old is not None and old.kind is HoldKind.PENDING else now
+        since = old.since if old is not None else now
         return Hold(
             HoldKind.PENDING, rule.name, f"threshold {rule.name}: waiting for {waiting}", since, until
         )

@@ -9,12 +9,13 @@ incident are lifted by the noise worker.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from service.batch import Batch, PageIntent
+from service.batch import FLAPPING, Batch, PageIntent
 from service.escalate.policy import EscalationPolicy
-from service.models import Incident, IncidentStatus, PageAction
+from service.models import AlertState, AlertStatus, Incident, IncidentStatus, PageAction
 from service.quiet.gate import Gate, SilenceLike
 from service.quiet.transitions import flap_quiet_timer, lift, start_hold
 from service.ruleset.models import RuleSet
@@ -69,8 +70,9 @@ class QuietStage:
             for p in batch.pages
             if p.target == "first" and p.action is PageAction.TRIGGER
         }
-        open_ = [i for i in batch.changed.values() if i.status is IncidentStatus.OPEN and i.is_current]
-        silences = await self._silences.active(batch.now) if open_ else []
+        paged_before = {inc.id: inc.paged for inc in batch.changed.values()}
+        candidates = {i.id for i in batch.changed.values() if i.is_current and _judged(i, firsts)}
+        silences = await self._silences.active(batch.now) if candidates else []
         sources: list[Incident] | None = None
         held: set[tuple[str, int]] = set()
         for inc in batch.changed.values():
@@ -78,19 +80,19 @@ class QuietStage:
             if opening in firsts:
                 # A new opening: a hold of an earlier one says nothing about it.
                 inc.hold = None
-            if inc.status is IncidentStatus.OPEN and inc.is_current:
+            if inc.id in candidates:
                 if sources is None and self._gate.inhibits and self._gate.may_be_inhibited(inc):
                     sources = await inhibition_sources(self._incidents, batch.changed)
-                hold = self._gate.decide(inc, batch.now, silences, sources or [])
+                hold = self._gate.decide(inc, batch.now, silences, sources or [], _opened_with(inc, batch))
                 if hold is not None:
                     if (event := start_hold(inc, hold)) is not None:
                         batch.events.append(event)
                     held.add(opening)
-                elif inc.hold is not None:
+                elif inc.hold is not None and inc.status is IncidentStatus.OPEN:
                     await self._lift(batch, inc)
             if opening in firsts and opening not in held:
                 inc.paged = inc.opening
-        batch.pages = [p for p in batch.pages if not self._withheld(p, held, batch)]
+        batch.pages = [p for p in batch.pages if not _withheld(p, held, firsts, paged_before, batch)]
         if self._gate.inhibits and any(
             e.type == "incident.resolved" and self._gate.may_inhibit(batch.changed[e.incident["id"]])
             for e in batch.events
@@ -110,12 +112,45 @@ class QuietStage:
         batch.pages.extend(lifted.pages)
         batch.timers.extend(lifted.timers)
 
-    @staticmethod
-    def _withheld(page: PageIntent, held: set[tuple[str, int]], batch: Batch) -> bool:
-        if page.action is PageAction.TRIGGER and page.target == "first":
-            return (page.incident_id, page.opening) in held
-        if page.action is PageAction.CLOSE:
-            inc = batch.changed.get(page.incident_id)
-            # Nothing was paged for this opening (it resolved while held): nothing to close.
-            return inc is not None and inc.paged != page.opening
-        return False
+
+def _judged(inc: Incident, firsts: set[tuple[str, int]]) -> bool:
+    """Open incidents are judged; so is an opening that began and resolved in this batch
+    (a silenced blip must not page either)."""
+    return inc.status is IncidentStatus.OPEN or (inc.id, inc.opening) in firsts
+
+
+def _opened_with(inc: Incident, batch: Batch) -> list[AlertState] | None:
+    """For an opening that resolved in its own batch: the alerts it opened with, as firing."""
+    if inc.status is IncidentStatus.OPEN:
+        return None
+    fps = {
+        a["fingerprint"]
+        for e in batch.events
+        if e.type in ("incident.opened", "incident.reopened") and e.incident["id"] == inc.id
+        for a in e.extra.get("alerts", [])
+    }
+    return [replace(inc.alerts[fp], status=AlertStatus.FIRING) for fp in fps if fp in inc.alerts]
+
+
+def _withheld(
+    page: PageIntent,
+    held: set[tuple[str, int]],
+    firsts: set[tuple[str, int]],
+    paged_before: dict[str, int],
+    batch: Batch,
+) -> bool:
+    key = (page.incident_id, page.opening)
+    if page.action is PageAction.TRIGGER and page.target == "first":
+        return key in held
+    if page.action is PageAction.CLOSE:
+        if key in held:
+            return True
+        if key in firsts:
+            return False  # its first page goes out with this batch
+        # Nothing was paged for this opening (it resolved while held): nothing to close.
+        return paged_before.get(page.incident_id, page.opening) != page.opening
+    if page.action is PageAction.UPDATE and page.target == FLAPPING:
+        inc = batch.changed.get(page.incident_id)
+        # A series nobody was paged for (held) needs no word that it flaps.
+        return inc is not None and inc.paged != page.opening
+    return False

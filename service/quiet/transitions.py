@@ -12,7 +12,7 @@ from typing import Any
 
 from service.batch import EventIntent, PageIntent, TimerIntent
 from service.clock import iso
-from service.escalate.policy import TAG, EscalationPolicy
+from service.escalate.policy import TAG, Escalation, EscalationPolicy, escalation_key
 from service.models import AlertStatus, Hold, Incident, PageAction
 from service.ruleset.models import RuleSet
 from service.store.timers import REMINDER
@@ -54,7 +54,13 @@ def lift(inc: Incident, now: datetime, rules: RuleSet, policy: EscalationPolicy,
         inc.opening_started_at = now
         inc.response_due_at = now + sev.response_time
         inc.paged = inc.opening
-        out.pages.append(PageIntent(inc.id, PageAction.TRIGGER, inc.opening, roles=policy.first_page_roles))
+        page = PageIntent(inc.id, PageAction.TRIGGER, inc.opening, roles=policy.first_page_roles)
+        out.pages.append(page)
+        # The condition rules its alerts matched while held escalate now, with the first page.
+        for esc in _conditions(inc, policy):
+            page.roles = page.roles + [r for r in esc.roles if r not in page.roles]
+            inc.escalations[escalation_key(inc, esc.rule)] = iso(now)
+            out.events.append(EventIntent("incident.escalated", inc.snapshot(), {"escalation": esc.part()}))
     tag = f"{TAG}{int(now.timestamp())}"
     out.timers = [t for t in policy.timers(inc, start=now, tag=tag) if not t.name.startswith(REMINDER)]
     if sev.follow_up is not None:
@@ -66,6 +72,16 @@ def lift(inc: Incident, now: datetime, rules: RuleSet, policy: EscalationPolicy,
     extra = {"suppression": old.to_json(), "alerts": _firing_parts(inc)}
     out.events.append(EventIntent("incident.unsuppressed", inc.snapshot(), extra))
     return out
+
+
+def _conditions(inc: Incident, policy: EscalationPolicy) -> list[Escalation]:
+    found: dict[str, Escalation] = {}
+    for a in inc.alerts.values():
+        if a.status is AlertStatus.FIRING:
+            # Labels only: annotations are not kept per alert (README, Noise control).
+            for esc in policy.conditions(inc, a.labels, {}):
+                found.setdefault(esc.rule, esc)
+    return list(found.values())
 
 
 def flap_quiet_timer(inc: Incident) -> TimerIntent | None:

@@ -18,11 +18,12 @@ from service.batch import Batch, Pipeline
 from service.clock import iso
 from service.context import Context
 from service.escalate.policy import EscalationPolicy
-from service.models import AlertStatus, Hold, HoldKind, Incident
+from service.models import EXPIRED, AlertStatus, Hold, HoldKind, Incident
 from service.quiet.gate import Gate
 from service.quiet.heartbeats import missing_alert, webhook_body
 from service.quiet.stage import MAX_SOURCES
 from service.quiet.transitions import lift, start_hold
+from service.ruleset.noise import Heartbeat
 from service.scheduling import DueWorker
 from service.store.incidents import ConcurrentUpdate
 
@@ -52,6 +53,8 @@ class NoiseWorker(DueWorker):
         self._publish = publish
         self._on_effects = ctx.on_effects
         self._next: datetime | None = None
+        self._expiries_sent: set[tuple[str, datetime]] = set()
+        self._missing_sent: set[tuple[str, datetime]] = set()
 
     async def next_due(self) -> float | None:
         return self._next.timestamp() if self._next else None
@@ -109,6 +112,7 @@ class NoiseWorker(DueWorker):
         """Pushed alerts whose endsAt passed without a re-send are resolved, as Alertmanager
         resolves them: Prometheus stopped sending (it died, or the rule went away)."""
         ended: list[dict[str, Any]] = []
+        expiring: set[tuple[str, datetime]] = set()
         for inc in incidents:
             for fp, a in inc.alerts.items():
                 if a.status is not AlertStatus.FIRING or a.ends_at is None:
@@ -116,11 +120,16 @@ class NoiseWorker(DueWorker):
                 if a.ends_at > now:
                     due.append(a.ends_at)
                     continue
+                expiring.add((fp, a.ends_at))
+                if (fp, a.ends_at) in self._expiries_sent:
+                    continue  # published, not consumed yet
                 ended.append(
                     {
                         "status": "resolved",
                         "labels": a.labels,
-                        "annotations": {},
+                        # Marks our expiry: the correlator drops it if a re-send extended the
+                        # alert meanwhile, and a later re-send revives it.
+                        "annotations": {EXPIRED: "true"},
                         "startsAt": iso(a.starts_at),
                         "endsAt": iso(a.ends_at),
                         "fingerprint": fp,
@@ -128,6 +137,8 @@ class NoiseWorker(DueWorker):
                 )
         if ended:
             await self._publish(webhook_body(ended))
+        # Remembered until consumed; after a restart published again (a duplicate, dropped).
+        self._expiries_sent = expiring
         return len(ended)
 
     async def _heartbeats(self, now: datetime, due: list[datetime]) -> int:
@@ -141,20 +152,30 @@ class NoiseWorker(DueWorker):
                 continue
             deadline = row.last_seen + beat.interval
             if row.missing_since is None and deadline <= now:
-                # Published first, then marked: a crash between the two publishes it again,
-                # a duplicate the correlator drops.
-                await self._publish(webhook_body([missing_alert(beat, deadline, None)]))
+                # Marked first, then published: until this process published it, it publishes
+                # it (again after a restart: a duplicate the correlator drops), so a crash
+                # between the two loses no incident.
                 await self._store.heartbeats.set_missing(beat.name, deadline)
-                self._log.warning("heartbeat %s missing since %s", beat.name, iso(deadline))
+                await self._missing(beat, deadline)
                 done += 1
+            elif row.missing_since is not None and row.last_seen <= row.missing_since:
+                if (beat.name, row.missing_since) not in self._missing_sent:
+                    await self._missing(beat, row.missing_since)
+                    done += 1
+                due.append(now + RECHECK)
             elif row.missing_since is not None and row.last_seen > row.missing_since:
                 await self._publish(webhook_body([missing_alert(beat, row.missing_since, row.last_seen)]))
                 await self._store.heartbeats.set_missing(beat.name, None)
                 self._log.info("heartbeat %s is back", beat.name)
                 done += 1
             else:
-                due.append(deadline if row.missing_since is None else now + RECHECK)
+                due.append(deadline)
         return done
+
+    async def _missing(self, beat: Heartbeat, since: datetime) -> None:
+        await self._publish(webhook_body([missing_alert(beat, since, None)]))
+        self._missing_sent.add((beat.name, since))
+        self._log.warning("heartbeat %s missing since %s", beat.name, iso(since))
 
 
 def _same(new: Hold | None, old: Hold | None) -> bool:

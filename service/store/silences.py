@@ -187,7 +187,12 @@ class Silences:
         s = silences
         ts = now.timestamp()
         async with self._db.read() as conn:
-            rows = (await conn.execute(select(s).where(s.c.starts_at <= ts, s.c.ends_at > ts))).all()
+            # A stable order: the hold names the first silence that matches, and must not
+            # flip between two overlapping ones from one look to the next.
+            query = (
+                select(s).where(s.c.starts_at <= ts, s.c.ends_at > ts).order_by(s.c.ends_at.desc(), s.c.id)
+            )
+            rows = (await conn.execute(query)).all()
         return [_silence(r) for r in rows]
 
     async def next_change(self, now: datetime) -> datetime | None:
