@@ -114,6 +114,9 @@ class Batch:
     ignored: int = 0
     # An incident that may inhibit others resolved: once stored, the noise worker looks.
     holds_may_lift: bool = False
+    # What the stored batch changed: the work queues it added to, and whether any incident
+    # changed ("incidents"); the workers of those are woken, no others.
+    stored: set[str] = field(default_factory=set)
 
 
 class Stage(Protocol):

@@ -44,7 +44,7 @@ from service.ruleset.models import RuleSet
 from service.scheduling import DueWorker
 from service.store.leases import LeaseKeeper
 from service.store.listener import WorkListener
-from service.store.store import Store
+from service.store.store import INCIDENTS, Store
 from service.store.views import IncidentViews
 from service.triage.probes.registry import build_probes
 from service.triage.worker import TriageWorker
@@ -216,9 +216,13 @@ class Runtime:
     async def _kafka_ok(self) -> bool:
         return bool(await self.broker.ping(timeout=2.0))
 
-    async def _after_batch(self, records: int) -> None:
+    async def _after_batch(self, records: int, stored: set[str] | None) -> None:
         await self.progress.add(records)
-        self._wake_all()
+        # Only the workers with new work: a storm of repeats stores nothing and wakes nobody,
+        # and each wake-up costs the store a claim and a next-due query.
+        self._heard(stored)
+        if stored is None or INCIDENTS in stored:
+            self.gauges.wake()
 
     def _wake_all(self) -> None:
         self.timers.wake()

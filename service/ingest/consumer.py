@@ -53,9 +53,10 @@ class AlertConsumer:
         pipeline: Pipeline,
         ctx: Context,
         dead_letters: DeadLetterPublisher,
-        after_batch: Callable[[int], Awaitable[None]],
+        after_batch: Callable[[int, set[str] | None], Awaitable[None]],
     ) -> None:
-        """``after_batch``: told how many records a stored batch had, before the commit."""
+        """``after_batch``: told how many records a stored batch had and what it stored (the
+        work queues it added to; None: unknown, wake every worker), before the commit."""
         settings = ctx.settings
         self._dead_letters = dead_letters
         self._broker = broker
@@ -88,11 +89,15 @@ class AlertConsumer:
         self._metrics.batch_size.observe(len(records))
         ident = tuple(sorted({(r.topic, r.partition, r.offset) for r in records}))[:1]
         try:
+            stored: set[str] | None = None
             if self._failures.get(ident, 0) >= POISON_ATTEMPTS:
                 await self._isolate(records)
             else:
-                await self._pipeline.process(records, self._clock.now())
+                stored = (await self._pipeline.process(records, self._clock.now())).stored
         except Exception as exc:
+            # It may have failed after its store transaction: wake every worker for what it
+            # stored (its re-read will be duplicates, which wake nobody).
+            await self._after_batch(0, None)
             self._failures[ident] = self._failures.get(ident, 0) + 1
             infra = is_infrastructure_error(exc)
             if infra:
@@ -111,7 +116,7 @@ class AlertConsumer:
             raise
         self._failures.pop(ident, None)
         self._backoff = 0.2
-        await self._after_batch(len(records))
+        await self._after_batch(len(records), stored)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -11,7 +11,7 @@ from service.batch import Batch, DeadLetter, PageIntent
 from service.context import Context
 from service.models import PageAction
 from service.store.pages import NewPage
-from service.store.store import Effects
+from service.store.store import INCIDENTS, Effects
 
 
 class DeadLetterSink(Protocol):
@@ -45,6 +45,7 @@ class PersistStage:
         )
         if effects:
             await self._store.commit(effects, batch.now)
+            batch.stored = {*effects.queues(), *([INCIDENTS] if effects.incidents else [])}
         if batch.holds_may_lift:
             self._wake_noise()
         self._count(batch)

@@ -30,6 +30,9 @@ from service.store.silences import Silences
 from service.store.tables import outbox, page_jobs, remediations, timers
 from service.store.timers import Timers
 
+# Not a work queue: what a batch that changed incidents reports besides its queues.
+INCIDENTS = "incidents"
+
 
 @dataclass(slots=True)
 class Effects:
