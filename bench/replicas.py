@@ -1,11 +1,11 @@
-"""(d) 1 vs 2 replicas on PostgreSQL, and (e) the page delay after a kill -9.
+"""(d) 1 vs 2 replicas on PostgreSQL, and the page delay after a kill -9.
 
 Real ``incidentd run`` processes on a database of their own (``BENCH_POSTGRES_URL``,
 default the local PostgreSQL), the bench's broker, the console pager.
 
-(d) One replica (then two) is started and has joined the consumer group; then the same
+Throughput: one replica (then two) is started and has joined the consumer group; then the same
 storm is produced; the time is from the first record sent to every offset committed.
-(e) Two replicas run; one is killed with SIGKILL and webhooks for new incidents are posted
+Kill -9: two replicas run; one is killed with SIGKILL and webhooks for new incidents are posted
 to the other at once: the delay of each, webhook answered -> ``page.sent`` published,
 includes the consumer group noticing the dead member and handing its partitions over.
 """

@@ -6,6 +6,16 @@ Everything runs in this process tree: the bundled broker (Tansu) on a free loopb
 port, a real ``service.runtime.Runtime`` with SQLite state in a temporary directory,
 and a recording pager. Every flag has a ``BENCH_*`` environment variable.
 Results are printed as a table and written as JSON (default ``var/bench.json``).
+
+Parts (``--only``, default ``abcd``): (a) the raw aiokafka floor, (b) the service's consumer
+on a storm, (c) webhook -> page latency, (d) 1 vs 2 replicas and a kill -9 (PostgreSQL).
+(e) is not in the default: issue #13's figures over HTTP, each against an anchor measured in
+the same run (``bench/storm_http.py``: a webhook storm vs the raw loop, its 202 rate vs the
+real Alertmanager's ingest, SEV-1 pages during the storm, page latency under repeats, RSS
+growth, ``incidentd run`` start-up). Several minutes with the defaults (the storm is waited
+for up to ``--storm-timeout``, then listed as a PROBLEM); a quick look, under a minute or two:
+
+    .venv/bin/python -m bench.run --only e --storm-alerts 5000 --storm-groups 100
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from bench.latency import LatencyResult, run_latency
 from bench.raw import RawResult, run_raw
 from bench.replicas import ReplicaResult, run_replicas
 from bench.storm import StormResult, run_storm
+from bench.storm_http import StormHttpParams, StormHttpResult, run_storm_http
 from service.embedded.broker import embedded_broker
 from service.ruleset import load_rules
 
@@ -56,7 +67,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     opt("--partitions", int, "3", "partitions of every topic")
     opt("--max-batch", int, "1000", "records per poll, raw loop and service")
     opt("--repeat", int, "3", "runs of (a) and (b), alternating; the median is reported")
-    opt("--only", str, "abcd", "which parts to run: any of a, b, c, d (1 vs 2 replicas, kill -9)")
+    opt("--storm-alerts", int, "100000", "alerts posted to the webhook in (e)")
+    opt("--storm-groups", int, "1000", "incident groups of the (e) storm")
+    opt("--storm-batch", int, "100", "alerts per webhook body in (e), as Alertmanager batches them")
+    opt("--storm-inflight", int, "8", "webhook requests in flight in (e), to incidentd and Alertmanager")
+    opt("--storm-timeout", float, "180", "seconds (e) waits for its storm to be paged and stored")
+    opt("--sev1-interval", float, "0.25", "seconds between the new SEV-1s posted during the (e) storm")
+    opt("--repeats-seconds", float, "10", "how long (e4) runs")
+    opt("--repeats-rate", float, "1000", "repeated alerts/s in (e4)")
+    opt("--repeats-open", int, "50", "open incidents whose alerts repeat in (e4)")
+    opt("--repeats-new-rate", float, "10", "new incidents/s in (e4)")
+    opt(
+        "--only",
+        str,
+        "abcd",
+        "which parts to run: any of a, b, c, d (1 vs 2 replicas, kill -9), e (issue #13 over HTTP)",
+    )
     opt("--json", Path, str(ROOT / "var" / "bench.json"), "where to write the results")
     p.add_argument(
         "--profile",
@@ -65,10 +91,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="cProfile the first (b) into var/bench-storm.prof, print the top functions [BENCH_PROFILE]",
     )
     args = p.parse_args(argv)
-    if not args.only or not set(args.only) <= set("abcd"):
-        p.error("--only takes letters among a, b, c, d")
+    if not args.only or not set(args.only) <= set("abcde"):
+        p.error("--only takes letters among a, b, c, d, e")
     if args.repeat < 1 or args.alerts < 1 or args.webhooks < 1:
         p.error("--repeat, --alerts and --webhooks must be at least 1")
+    if (
+        min(args.storm_alerts, args.storm_groups, args.storm_batch, args.storm_inflight, args.repeats_open)
+        < 1
+    ):
+        p.error(
+            "--storm-alerts, --storm-groups, --storm-batch, --storm-inflight and --repeats-open "
+            "must be at least 1"
+        )
+    if min(args.sev1_interval, args.repeats_seconds, args.repeats_rate, args.repeats_new_rate) <= 0:
+        p.error("--sev1-interval, --repeats-seconds, --repeats-rate and --repeats-new-rate must be positive")
     return args
 
 
@@ -96,7 +132,24 @@ async def bench(args: argparse.Namespace) -> Results:
                 results.latency = await run_latency(setup, args.webhooks, args.rate)
             if "d" in args.only:
                 results.replicas = await run_replicas(setup, storm)
+            if "e" in args.only:
+                results.storm_http = await run_storm_http(setup, storm_http_params(args))
     return results
+
+
+def storm_http_params(args: argparse.Namespace) -> StormHttpParams:
+    return StormHttpParams(
+        alerts=args.storm_alerts,
+        groups=args.storm_groups,
+        batch=args.storm_batch,
+        inflight=args.storm_inflight,
+        sev1_interval=args.sev1_interval,
+        repeats_seconds=args.repeats_seconds,
+        repeats_rate=args.repeats_rate,
+        repeats_open=args.repeats_open,
+        repeats_new_rate=args.repeats_new_rate,
+        timeout=args.storm_timeout,
+    )
 
 
 @dataclass
@@ -105,6 +158,7 @@ class Results:
     storm: list[StormResult] = field(default_factory=list)
     latency: LatencyResult | None = None
     replicas: ReplicaResult | None = None
+    storm_http: StormHttpResult | None = None
 
 
 def _num(value: float) -> str:
@@ -231,13 +285,18 @@ def report(args: argparse.Namespace, results: Results, wall: float) -> dict[str,
                 "(groups joined; first record -> all committed)",
             ),
             (
-                "(e) kill -9 of a replica -> new incidents paged",
+                "(d) kill -9 of a replica -> new incidents paged",
                 f"p50 {fo.get('p50', 0):.0f} ms",
                 f"p99 {fo.get('p99', 0):.0f} ms, max {fo.get('max', 0):.0f} ms (webhook 202 -> page.sent)",
             ),
         ]
+    sh = results.storm_http
+    if sh:
+        out["storm_http"] = sh.as_json()
+        rows += storm_http_rows(sh)
     problems = [p for r in results.storm for p in r.problems] + (lat.problems if lat else [])
     problems += rep.problems if rep else []
+    problems += sh.problems if sh else []
     out["problems"] = problems
     out["wall_seconds"] = round(wall, 1)
 
@@ -252,6 +311,80 @@ def report(args: argparse.Namespace, results: Results, wall: float) -> dict[str,
         print(f"PROBLEM: {problem}")
     print(f"total {wall:.1f} s; results in {args.json}")
     return out
+
+
+def _lat(s: dict[str, float]) -> tuple[str, str]:
+    if not s.get("count"):
+        return "-", "none measured"
+    return (
+        f"p50 {s['p50']:.0f} ms",
+        f"p99 {s['p99']:.0f} ms, max {s['max']:.0f} ms, {s['count']:.0f} measured",
+    )
+
+
+def _ratio(x: float, y: float) -> str:
+    return f"{x / y:.2f}x" if y > 0 else "-"
+
+
+def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
+    rows = [
+        (
+            f"(e1) webhook storm: {sh.alerts} alerts, {sh.groups} groups, {sh.bodies} bodies",
+            f"{sh.paged_seconds:.2f} s",
+            "first POST -> last group's first page",
+        ),
+        (
+            "    answered 202",
+            f"{_num(sh.accept_rate)} alerts/s",
+            f"{sh.accepted_alerts} in {sh.accept_seconds:.2f} s; "
+            f"POST -> 202 p50 {sh.accept_ms.get('p50', 0):.0f} ms, p99 {sh.accept_ms.get('p99', 0):.0f} ms",
+        ),
+        (
+            "    end to end (first POST -> last first page)",
+            f"{_num(sh.e2e_rate)} alerts/s",
+            f"every storm record stored {sh.stored_seconds:.2f} s after the first POST",
+        ),
+        (
+            "    anchor: raw aiokafka loop, same record count",
+            f"{_num(sh.raw_msgs_per_s)} msg/s",
+            f"{sh.raw_seconds:.2f} s; end to end / raw = {_ratio(sh.e2e_rate, sh.raw_msgs_per_s)}",
+        ),
+        (
+            "    consumer's wall time per stage during (e1)",
+            f"{sum(sh.stage_seconds.values()):.1f} s",
+            f"{sh.batches} batches; " + ", ".join(f"{k} {v:.1f}" for k, v in sh.stage_seconds.items()) + " s",
+        ),
+        (
+            "(e2) 202 rate / Alertmanager's POST /api/v2/alerts",
+            _ratio(sh.accept_rate, sh.alertmanager_rate),
+            f"{_num(sh.accept_rate)} vs {_num(sh.alertmanager_rate)} alerts/s "
+            f"(Alertmanager: {sh.alertmanager_alerts} in {sh.alertmanager_seconds:.2f} s; target >= 0.6x)",
+        ),
+        ("(e3) SEV-1 during the storm: 202 -> first page", *_lat(sh.sev1_ms)),
+        (
+            f"(e4) new incidents under {_num(sh.repeats_alerts_per_s)} repeated alerts/s",
+            *_lat(sh.repeats_new_ms),
+        ),
+        (
+            "(e5) RSS during the storm: peak - idle",
+            f"{sh.rss_peak_mib - sh.rss_idle_mib:+.0f} MiB",
+            f"idle {sh.rss_idle_mib:.0f} MiB, peak {sh.rss_peak_mib:.0f} MiB (VmHWM {sh.hwm_mib:.0f}); "
+            "target <= +64 MiB",
+        ),
+    ]
+    for label, s in zip(("new database", "restart"), sh.startup, strict=False):
+        rows.append(
+            (
+                f"(e6) incidentd run -> consuming ({label})",
+                f"{s['consuming_s']:.2f} s",
+                f"/readyz {s['readyz_s']:.2f} s, alerts group assigned {s['assigned_s']:.2f} s, "
+                f"first webhook's incident.opened {s['first_incident_opened_s']:.2f} s (target < 2 s); "
+                f"first log line {s.get('first_log_line_s', 0):.2f} s, Kafka client started "
+                f"{s.get('kafka_started_s', 0):.2f} s, commands group assigned "
+                f"{s.get('commands_assigned_s', 0):.2f} s",
+            )
+        )
+    return rows
 
 
 def print_profile(path: Path, top: int = 30) -> None:

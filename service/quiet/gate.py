@@ -7,7 +7,7 @@ not muted is enough to page, as in Alertmanager, where silences and inhibition a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -37,9 +37,72 @@ class Mute:
     until: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    id: str
+    title: str
+    target_side: bool  # the source alert also matches the rule's targets (two-sided)
+
+
+# Per equal-labels key, a few sources are enough: one to name, and others for when it is the
+# target's own incident or a two-sided one.
+_PER_KEY = 4
+
+
+class SourceIndex:
+    """The firing alerts of open incidents that can inhibit, per inhibit rule, keyed by the
+    rule's ``equal`` labels, so judging a target is a lookup rather than a scan of every open
+    alert. Kept up to date incident by incident (:meth:`update`)."""
+
+    def __init__(self, noise: NoiseFile, sources: Sequence[Incident] = ()) -> None:
+        self._noise = noise
+        self._by_rule: list[dict[tuple[str, ...], list[_Source]]] = [{} for _ in noise.inhibit_rules]
+        self._keys: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
+        self.update(sources)
+
+    def update(self, incidents: Iterable[Incident]) -> None:
+        """Take these incidents as they are now (open or not, firing or not)."""
+        for inc in incidents:
+            self._remove(inc.id)
+            if inc.status is not IncidentStatus.OPEN:
+                continue
+            if inc.hold is not None and inc.hold.kind is HoldKind.PENDING:
+                continue  # not an incident yet: it explains nothing
+            for a in inc.alerts.values():
+                if a.status is AlertStatus.FIRING:
+                    self._add(inc, a.labels)
+
+    def _remove(self, incident_id: str) -> None:
+        for i, key in self._keys.pop(incident_id, ()):
+            found = self._by_rule[i].get(key, [])
+            found[:] = [e for e in found if e.id != incident_id]
+            if not found:
+                self._by_rule[i].pop(key, None)
+
+    def _add(self, src: Incident, labels: Mapping[str, str]) -> None:
+        for i, rule in enumerate(self._noise.inhibit_rules):
+            if not all(m.matches(labels) for m in rule.source_matchers):
+                continue
+            key = tuple(labels.get(n, "") for n in rule.equal)
+            found = self._by_rule[i].setdefault(key, [])
+            entry = _Source(src.id, src.title, all(m.matches(labels) for m in rule.target_matchers))
+            if len(found) < _PER_KEY and entry not in found:
+                found.append(entry)
+                self._keys.setdefault(src.id, set()).add((i, key))
+
+    def find(self, i: int, key: tuple[str, ...], own_id: str, two_sided: bool) -> _Source | None:
+        for entry in self._by_rule[i].get(key, ()):
+            if entry.id != own_id and not (two_sided and entry.target_side):
+                return entry
+        return None
+
+
 class Gate:
     def __init__(self, noise: NoiseFile) -> None:
         self._noise = noise
+
+    def index(self, sources: Sequence[Incident]) -> SourceIndex:
+        return SourceIndex(self._noise, sources)
 
     @property
     def inhibits(self) -> bool:
@@ -67,7 +130,7 @@ class Gate:
         inc: Incident,
         now: datetime,
         silences: Sequence[SilenceLike],
-        sources: Sequence[Incident],
+        sources: Sequence[Incident] | SourceIndex,
         firing: list[AlertState] | None = None,
     ) -> Hold | None:
         """The hold the incident should be under now (None: it pages). ``firing``: judge by
@@ -78,7 +141,8 @@ class Gate:
             # Nothing fires (a declared incident, or all resolved): nothing to mute.
             return None
         paged = inc.paged == inc.opening
-        mutes = [self._mute(a, now, silences, sources, inc.id) for a in firing]
+        index = sources if isinstance(sources, SourceIndex) else self.index(sources)
+        mutes = [self._mute(a, now, silences, index, inc.id) for a in firing]
         if all(m is not None for m in mutes):
             return self._hold(inc, [m for m in mutes if m is not None], now, paged)
         if not paged:
@@ -106,7 +170,7 @@ class Gate:
         alert: AlertState,
         now: datetime,
         silences: Sequence[SilenceLike],
-        sources: Sequence[Incident],
+        sources: SourceIndex,
         own_id: str,
     ) -> Mute | None:
         labels = alert.labels
@@ -121,26 +185,18 @@ class Gate:
             return Mute(HoldKind.MAINTENANCE, rule.name, text, ends)
         return self._inhibited(labels, sources, own_id)
 
-    def _inhibited(self, labels: Mapping[str, str], sources: Sequence[Incident], own_id: str) -> Mute | None:
+    def _inhibited(self, labels: Mapping[str, str], sources: SourceIndex, own_id: str) -> Mute | None:
         for i, rule in enumerate(self._noise.inhibit_rules):
             if not all(m.matches(labels) for m in rule.target_matchers):
                 continue
             # Alertmanager's excludeTwoSidedMatch: an alert on both sides of the rule is not
             # muted by one that is too, or two such alerts would mute each other for ever.
             two_sided = all(m.matches(labels) for m in rule.source_matchers)
-            for src in sources:
-                if src.id == own_id or src.status is not IncidentStatus.OPEN:
-                    continue
-                if src.hold is not None and src.hold.kind is HoldKind.PENDING:
-                    continue  # not an incident yet: it explains nothing
-                for a in src.alerts.values():
-                    if a.status is not AlertStatus.FIRING:
-                        continue
-                    if two_sided and all(m.matches(a.labels) for m in rule.target_matchers):
-                        continue
-                    if rule.inhibits(a.labels, labels):
-                        text = f"caused by {src.id} ({src.title}): {rule.label(i)}"
-                        return Mute(HoldKind.INHIBITED, src.id, text, None)
+            key = tuple(labels.get(n, "") for n in rule.equal)
+            src = sources.find(i, key, own_id, two_sided)
+            if src is not None:
+                text = f"caused by {src.id} ({src.title}): {rule.label(i)}"
+                return Mute(HoldKind.INHIBITED, src.id, text, None)
         return None
 
     def _pending(self, inc: Incident, firing: list[AlertState], now: datetime) -> Hold | None:

@@ -8,6 +8,7 @@ incident are lifted by the noise worker.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Protocol
 from service.batch import FLAPPING, Batch, PageIntent
 from service.escalate.policy import EscalationPolicy
 from service.models import AlertState, AlertStatus, Incident, IncidentStatus, PageAction
-from service.quiet.gate import Gate, SilenceLike
+from service.quiet.gate import Gate, SilenceLike, SourceIndex
 from service.quiet.transitions import flap_quiet_timer, lift, start_hold
 from service.ruleset.models import RuleSet
 
@@ -39,11 +40,10 @@ class Reminders(Protocol):
     async def latest_reminder(self, incident_id: str, opening: int) -> int: ...
 
 
-async def inhibition_sources(incidents: OpenIncidents, fresher: dict[str, Incident]) -> list[Incident]:
-    """The open incidents, with this batch's copies in place of the stored ones."""
-    stored = {i.id: i for i in await incidents.list("open", None, MAX_SOURCES)}
-    stored.update(fresher)
-    return [i for i in stored.values() if i.status is IncidentStatus.OPEN]
+# The open incidents are read for inhibition at most this often (a storm brings a target in
+# every batch); this consumer's own changes go into the index at once, other consumers'
+# within this long (and the noise worker corrects a hold decided without them).
+SOURCES_TTL_SECONDS = 5.0
 
 
 class QuietStore(Protocol):
@@ -63,6 +63,8 @@ class QuietStage:
         self._silences = store.silences
         self._incidents = store.incidents
         self._reminders = store.timers
+        self._sources_index: SourceIndex | None = None
+        self._read_at = -SOURCES_TTL_SECONDS
 
     async def __call__(self, batch: Batch) -> Batch:
         firsts = {
@@ -73,7 +75,7 @@ class QuietStage:
         paged_before = {inc.id: inc.paged for inc in batch.changed.values()}
         candidates = {i.id for i in batch.changed.values() if i.is_current and _judged(i, firsts)}
         silences = await self._silences.active(batch.now) if candidates else []
-        sources: list[Incident] | None = None
+        sources: SourceIndex | None = None
         held: set[tuple[str, int]] = set()
         for inc in batch.changed.values():
             opening = (inc.id, inc.opening)
@@ -82,7 +84,7 @@ class QuietStage:
                 inc.hold = None
             if inc.id in candidates:
                 if sources is None and self._gate.inhibits and self._gate.may_be_inhibited(inc):
-                    sources = await inhibition_sources(self._incidents, batch.changed)
+                    sources = await self._sources(batch)
                 hold = self._gate.decide(inc, batch.now, silences, sources or [], _opened_with(inc, batch))
                 if hold is not None:
                     if (event := start_hold(inc, hold)) is not None:
@@ -93,6 +95,11 @@ class QuietStage:
             if opening in firsts and opening not in held:
                 inc.paged = inc.opening
         batch.pages = [p for p in batch.pages if not _withheld(p, held, firsts, paged_before, batch)]
+        self._finish(batch)
+        return batch
+
+    def _finish(self, batch: Batch) -> None:
+        """After the holds: who to wake, the flapping timers, the sources cache."""
         if self._gate.inhibits and any(
             e.type == "incident.resolved" and self._gate.may_inhibit(batch.changed[e.incident["id"]])
             for e in batch.events
@@ -103,7 +110,20 @@ class QuietStage:
         for inc in batch.changed.values():
             if (timer := flap_quiet_timer(inc)) is not None:
                 batch.timers.append(timer)
-        return batch
+        if self._sources_index is not None:
+            if time.monotonic() - self._read_at <= SOURCES_TTL_SECONDS:
+                self._sources_index.update(batch.changed.values())
+            else:
+                self._sources_index = None  # read afresh when next needed
+
+    async def _sources(self, batch: Batch) -> SourceIndex:
+        """The inhibition sources: the open incidents, this batch's copies included."""
+        if self._sources_index is None or time.monotonic() - self._read_at > SOURCES_TTL_SECONDS:
+            stored = await self._incidents.list("open", None, MAX_SOURCES)
+            self._sources_index = self._gate.index(stored)
+            self._read_at = time.monotonic()
+        self._sources_index.update(batch.changed.values())
+        return self._sources_index
 
     async def _lift(self, batch: Batch, inc: Incident) -> None:
         reminders = await self._reminders.latest_reminder(inc.id, inc.opening)

@@ -75,9 +75,10 @@ class NoiseWorker(DueWorker):
 
     async def _holds(self, incidents: list[Incident], now: datetime, due: list[datetime]) -> int:
         silences = await self._store.silences.active(now)
+        sources = self._gate.index(incidents)
         done = 0
         for inc in incidents:
-            hold = self._gate.decide(inc, now, silences, incidents)
+            hold = self._gate.decide(inc, now, silences, sources)
             if hold is not None:
                 due.append(hold.until or now + RECHECK)
             if _same(hold, inc.hold):

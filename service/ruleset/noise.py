@@ -45,14 +45,6 @@ class InhibitRule(Strict):
     def label(self, index: int) -> str:
         return self.name or f"inhibit_rules[{index}]"
 
-    def inhibits(self, source: Mapping[str, str], target: Mapping[str, str]) -> bool:
-        # Alertmanager: equal labels missing on both sides count as equal (both empty).
-        return (
-            _all_match(self.source_matchers, source)
-            and _all_match(self.target_matchers, target)
-            and all(source.get(n, "") == target.get(n, "") for n in self.equal)
-        )
-
 
 class FlapRule(Strict):
     """An incident that reopens more than ``reopens`` times within ``within`` is flapping

@@ -1,0 +1,793 @@
+"""(e) Issue #13 item 5: the service over HTTP, each figure against an anchor of the same run.
+
+One bench run, on the bench's embedded broker:
+
+1. storm: ``--storm-alerts`` alerts in ``--storm-groups`` groups posted to
+   ``POST /api/v1/alerts/alertmanager`` as Alertmanager would (webhook v4 bodies of up to
+   ``--storm-batch`` alerts, one group per body, ``--storm-inflight`` requests in flight),
+   until every group's incident is paged; anchor: the raw aiokafka loop (``bench/raw.py``)
+   over as many one-alert records;
+2. the real Alertmanager (``/usr/bin/prometheus-alertmanager``) taking the same alerts on its
+   ``POST /api/v2/alerts``, same batches and concurrency: the anchor of the 202 rate;
+3. one new SEV-1 (``ApiDown``, a cluster of its own) every ``--sev1-interval`` s while (1) is
+   taken in and drained: webhook 202 -> first page sent;
+4. new incidents at ``--repeats-new-rate``/s while ``--repeats-rate`` alerts/s of repeats (the
+   same alerts re-sent, same startsAt) for ``--repeats-open`` open incidents flow in, for
+   ``--repeats-seconds``: webhook 202 -> first page sent;
+5. this process's RSS (the service runs in it): idle just before (1), the peak sampled every
+   100 ms during (1);
+6. ``incidentd run`` as a subprocess (topics already there): process start -> ``/readyz``
+   200 and the alerts consumer group's partitions assigned (aiokafka's INFO line "Setting
+   newly assigned partitions ... for group <id>"); and, as a cross-check, a webhook posted
+   as soon as ``/readyz`` answers -> its ``incident.opened`` on the events topic. Twice: on a
+   new SQLite file (the schema is created) and again on the same file (a restart).
+
+The service, the load and the recording pager share this process's event loop (as in (c)),
+so the client's own work is in the service's figures; Alertmanager runs in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+from aiokafka import AIOKafkaConsumer
+
+from bench.common import (
+    ALERTNAMES,
+    LABEL_SEVERITIES,
+    RULES,
+    RecordingNotifier,
+    Setup,
+    alert_doc,
+    alert_storm,
+    bench_settings,
+    free_port,
+    percentile,
+    webhook_doc,
+)
+from bench.raw import run_raw
+from bench.storm import Probe
+from service.batch import Batch, Pipeline
+from service.http.app import create_app
+from service.ingest.topics import ensure_topics
+from service.runtime import Runtime
+
+WEBHOOK = "/api/v1/alerts/alertmanager"
+ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
+INCIDENTD_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "incidentd"
+HEADERS = {"content-type": "application/json"}
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StormHttpParams:
+    alerts: int = 100_000
+    groups: int = 1_000
+    batch: int = 100  # alerts per webhook body
+    inflight: int = 8
+    sev1_interval: float = 0.25
+    repeats_seconds: float = 10.0
+    repeats_rate: float = 1000.0  # repeated alerts/s
+    repeats_open: int = 50  # open incidents whose alerts repeat
+    repeats_new_rate: float = 10.0  # new incidents/s
+    timeout: float = 180.0  # for the storm to be paged and stored, from its first POST
+
+
+@dataclass(slots=True)
+class StormHttpResult:
+    alerts: int = 0
+    groups: int = 0
+    bodies: int = 0
+    accepted_alerts: int = 0  # answered 202
+    alertmanager_alerts: int = 0  # answered 200 by Alertmanager
+    # (1)
+    accept_seconds: float = 0.0  # first POST -> last 202
+    paged_seconds: float = 0.0  # first POST -> last group's first page
+    stored_seconds: float = 0.0  # first POST -> last storm record stored (offsets then committed)
+    raw_msgs_per_s: float = 0.0
+    raw_seconds: float = 0.0
+    accept_ms: dict[str, float] = field(default_factory=dict)  # POST -> 202 of the storm's bodies
+    # (2)
+    alertmanager_seconds: float = 0.0
+    # (3)
+    sev1_ms: dict[str, float] = field(default_factory=dict)
+    # (4)
+    repeats_new_ms: dict[str, float] = field(default_factory=dict)
+    repeats_alerts_per_s: float = 0.0  # the repeats' offered load actually answered
+    # (5)
+    rss_idle_mib: float = 0.0
+    rss_peak_mib: float = 0.0
+    hwm_mib: float = 0.0  # VmHWM at the end of (1): the process's peak since it started
+    # where the consumer's time went during (1): wall seconds per pipeline stage, and batches
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    # (6)
+    startup: list[dict[str, float]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def accept_rate(self) -> float:
+        return self.accepted_alerts / self.accept_seconds if self.accept_seconds > 0 else 0.0
+
+    @property
+    def e2e_rate(self) -> float:
+        return self.alerts / self.paged_seconds if self.paged_seconds > 0 else 0.0
+
+    @property
+    def alertmanager_rate(self) -> float:
+        return self.alertmanager_alerts / self.alertmanager_seconds if self.alertmanager_seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        def r(x: float) -> float:
+            return round(x, 3)
+
+        return {
+            **asdict(self),
+            "accept_alerts_per_s": round(self.accept_rate, 1),
+            "e2e_alerts_per_s": round(self.e2e_rate, 1),
+            "alertmanager_alerts_per_s": round(self.alertmanager_rate, 1),
+            "ratio_e2e_over_raw": r(self.e2e_rate / self.raw_msgs_per_s) if self.raw_msgs_per_s else None,
+            "ratio_accept_over_alertmanager": (
+                r(self.accept_rate / self.alertmanager_rate) if self.alertmanager_rate else None
+            ),
+            "rss_growth_mib": r(self.rss_peak_mib - self.rss_idle_mib),
+        }
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    if not ms:
+        return {"count": 0}
+    return {
+        "count": len(ms),
+        "p50": round(percentile(ms, 50), 2),
+        "p99": round(percentile(ms, 99), 2),
+        "max": round(max(ms), 2),
+    }
+
+
+# -- payloads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    cluster: str  # every group here has a cluster of its own: it names the group
+    alerts: list[dict[str, Any]]
+    group: dict[str, str]
+
+    def webhook(self) -> bytes:
+        return json.dumps(webhook_doc(self.alerts, self.group), separators=(",", ":")).encode()
+
+    def postable(self) -> bytes:
+        """The same alerts as Alertmanager's API v2 takes them (what Prometheus sends)."""
+        keep = ("labels", "annotations", "startsAt", "generatorURL")
+        return json.dumps([{k: a[k] for k in keep} for a in self.alerts], separators=(",", ":")).encode()
+
+
+def _group_alerts(cluster: str, alertname: str, namespace: str, severity: str, n: int) -> Body:
+    group = {"alertname": alertname, "cluster": cluster, "namespace": namespace}
+    alerts = [
+        alert_doc({**group, "severity": severity, "instance": f"{cluster}-{i}:9100", "job": "node"})
+        for i in range(n)
+    ]
+    return Body(cluster, alerts, group)
+
+
+def storm_bodies(alerts: int, groups: int, batch: int, seed: int = 11) -> list[Body]:
+    """``alerts`` distinct alerts in ``groups`` groups (clusters ``storm-<g>``: no inhibit rule
+    links them), each group's alerts in bodies of up to ``batch``, in a shuffled order."""
+    groups = max(1, min(groups, alerts))
+    bodies: list[Body] = []
+    for g in range(groups):
+        n = alerts // groups + (1 if g < alerts % groups else 0)
+        whole = _group_alerts(
+            f"storm-{g}",
+            ALERTNAMES[g % len(ALERTNAMES)],
+            f"ns-{g // len(ALERTNAMES)}",
+            LABEL_SEVERITIES[g % len(LABEL_SEVERITIES)],
+            n,
+        )
+        for i in range(0, n, batch):
+            bodies.append(Body(whole.cluster, whole.alerts[i : i + batch], whole.group))
+    random.Random(seed).shuffle(bodies)
+    return bodies
+
+
+def sev1_body(cluster: str) -> bytes:
+    """A new SEV-1 (rules/classify.yaml: ApiDown) in a cluster of its own: a new incident, and
+    no DatabaseUnavailable in its cluster (rules/noise.yaml's inhibit rule)."""
+    labels = {
+        "alertname": "ApiDown",
+        "cluster": cluster,
+        "namespace": "aragora",
+        "instance": cluster,
+        "severity": "critical",
+    }
+    group = {k: labels[k] for k in ("alertname", "cluster", "namespace")}
+    return json.dumps(webhook_doc([alert_doc(labels)], group), separators=(",", ":")).encode()
+
+
+def first_pages(pager: RecordingNotifier, prefix: str) -> dict[str, float]:
+    """When each incident whose cluster starts with ``prefix`` was first paged."""
+    out: dict[str, float] = {}
+    for page in pager.sent:
+        if page.request.action != "trigger":
+            continue
+        cluster = str(page.request.incident.get("group_labels", {}).get("cluster", ""))
+        if cluster.startswith(prefix):
+            out.setdefault(cluster, page.at)
+    return out
+
+
+# -- HTTP load -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Posted:
+    first_sent: float = 0.0
+    last_done: float = 0.0
+    rtt: list[float] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    sent: int = 0
+    ok_alerts: int = 0  # alerts in the bodies answered ``ok``
+
+
+async def post_all(
+    url: str, bodies: list[bytes], inflight: int, ok: int, deadline: float = float("inf")
+) -> Posted:
+    """Every body, ``inflight`` requests at a time, as fast as they are answered; none is
+    sent after ``deadline`` (perf_counter)."""
+    out = Posted()
+    queue = list(reversed(bodies))
+    sizes = [body.count(b'"labels"') for body in bodies]
+    size = dict(zip(map(id, bodies), sizes, strict=True))
+    limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            while queue and time.perf_counter() < deadline:
+                body = queue.pop()
+                out.sent += 1
+                sent = time.perf_counter()
+                try:
+                    resp = await client.post(url, content=body, headers=HEADERS)
+                    status = str(resp.status_code)
+                except httpx.HTTPError as exc:
+                    status = f"{exc.__class__.__name__}: {exc}"
+                done = time.perf_counter()
+                if status != str(ok):
+                    out.failed.append(status)
+                else:
+                    out.rtt.append(done - sent)
+                    out.ok_alerts += size[id(body)]
+                out.last_done = max(out.last_done, done)
+
+        out.first_sent = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(inflight)))
+    return out
+
+
+def failures(what: str, failed: list[str]) -> list[str]:
+    if not failed:
+        return []
+    kinds: dict[str, int] = {}
+    for f in failed:
+        kinds[f] = kinds.get(f, 0) + 1
+    return [f"{what}: {len(failed)} requests failed ({', '.join(f'{k} x{n}' for k, n in kinds.items())})"]
+
+
+class Schedule:
+    """Posts bodies at given offsets from a start (open loop: no request waits for another's
+    answer); remembers when each was answered 202."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.accepted: dict[str, float] = {}
+        self.failed: list[str] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _post(self, key: str, body: bytes) -> None:
+        try:
+            resp = await self.client.post(self.url, content=body, headers=HEADERS)
+            status = str(resp.status_code)
+        except httpx.HTTPError as exc:
+            status = f"{exc.__class__.__name__}: {exc}"
+        if status == "202":
+            self.accepted[key] = time.perf_counter()
+        else:
+            self.failed.append(status)
+
+    def post(self, key: str, body: bytes) -> None:
+        task = asyncio.create_task(self._post(key, body))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def every(
+        self, interval: float, make: Callable[[int], tuple[str, bytes]], stop: asyncio.Event
+    ) -> int:
+        """Posts ``make(n)`` every ``interval`` s until ``stop``; returns how many."""
+        start = time.perf_counter()
+        n = 0
+        while not stop.is_set():
+            self.post(*make(n))
+            n += 1
+            delay = start + n * interval - time.perf_counter()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        return n
+
+    async def finish(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+def proc_status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class RssSampler:
+    """The largest VmRSS seen, sampled every ``interval`` s (VmHWM cannot be reset)."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak_kib = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.peak_kib = max(self.peak_kib, proc_status_kib("VmRSS"))
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.peak_kib = proc_status_kib("VmRSS")
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> float:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.peak_kib = max(self.peak_kib, proc_status_kib("VmRSS"))
+        return self.peak_kib / 1024
+
+
+# -- the service in this process -----------------------------------------------------------
+
+
+class StoredClock:
+    """A last stage: counts the stored records of the storm's groups, notes when all are in;
+    and the wall time of each of the service's stages (``bench.storm.Probe``)."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.target = 0
+        self.records = 0
+        self.batches = 0
+        self.done_at = 0.0
+        self.done = asyncio.Event()
+        self.probe = Probe(0)
+
+    def install(self, pipeline: Pipeline) -> None:
+        pipeline.stages = [*(self.probe.timed(s) for s in pipeline.stages), self.leave]
+
+    async def leave(self, batch: Batch) -> Batch:
+        self.batches += 1
+        self.records += sum(1 for r in batch.records if r.value and self.prefix in r.value)
+        if self.target and self.records >= self.target and not self.done.is_set():
+            self.done_at = time.perf_counter()
+            self.done.set()
+        return batch
+
+
+@contextlib.asynccontextmanager
+async def serving(setup: Setup, pager: RecordingNotifier, clock: StoredClock) -> Any:
+    settings = bench_settings(
+        setup.bootstrap, setup.tmp, kafka_topic_partitions=setup.partitions, kafka_max_batch=setup.max_batch
+    )
+    runtime = Runtime(settings, setup.rules, notifiers={pager.name: pager})
+    clock.install(runtime.pipeline)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime.http_services(), runtime.http_settings(), lifespan=runtime.lifespan),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn exited during start-up")
+            await asyncio.sleep(0.02)
+        yield f"http://{settings.http_host}:{settings.http_port}{WEBHOOK}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _wait(what: str, done: Callable[[], bool], timeout: float, problems: list[str]) -> bool:
+    deadline = time.perf_counter() + timeout
+    while not done():
+        if time.perf_counter() > deadline:
+            problems.append(f"{what}: not after {timeout:.0f} s" if timeout > 0 else f"{what}: no time left")
+            return False
+        # Pages are timed by the pager itself; this poll only decides when to move on.
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def storm_phase(
+    url: str, pager: RecordingNotifier, clock: StoredClock, p: StormHttpParams, result: StormHttpResult
+) -> bool:
+    """(1), (3) and (5) together; whether the storm was drained in time."""
+    bodies = storm_bodies(p.alerts, p.groups, p.batch)
+    encoded = [b.webhook() for b in bodies]
+    clusters = {b.cluster for b in bodies}
+    result.alerts, result.groups, result.bodies = p.alerts, len(clusters), len(bodies)
+    clock.target = len(bodies)
+
+    stages_before, batches_before = dict(clock.probe.stage_seconds), clock.batches
+    sampler = RssSampler()
+    result.rss_idle_mib = proc_status_kib("VmRSS") / 1024
+    sampler.start()
+    stop_sev1 = asyncio.Event()
+    async with httpx.AsyncClient(timeout=60) as sev1_client:
+        sev1 = Schedule(sev1_client, url)
+        sev1_task = asyncio.create_task(
+            sev1.every(p.sev1_interval, lambda n: (f"sev1-{n}", sev1_body(f"sev1-{n}")), stop_sev1)
+        )
+        posted = await post_all(url, encoded, p.inflight, ok=202, deadline=time.perf_counter() + p.timeout)
+        if posted.sent < len(encoded):
+            result.problems.append(
+                f"(e1) only {posted.sent} of {len(encoded)} storm bodies posted within --storm-timeout"
+            )
+        result.accept_seconds = posted.last_done - posted.first_sent
+        result.accepted_alerts = posted.ok_alerts
+        result.accept_ms = summary_ms(posted.rtt)
+        result.problems += failures("(e1) storm webhooks", posted.failed)
+        left = posted.first_sent + p.timeout - time.perf_counter()
+        paged = await _wait(
+            f"(e1) storm: {len(clusters)} groups paged",
+            lambda: len(first_pages(pager, "storm-")) >= len(clusters),
+            left,
+            result.problems,
+        )
+        left = posted.first_sent + p.timeout - time.perf_counter()
+        stored = paged and await _wait(
+            "(e1) storm: every record stored", clock.done.is_set, left, result.problems
+        )
+        if not stored:
+            result.problems.append(
+                f"(e1) storm not drained {time.perf_counter() - posted.first_sent:.0f} s after the first "
+                f"POST (--storm-timeout): {clock.records} of {len(bodies)} records stored, "
+                f"{len(first_pages(pager, 'storm-'))} of {len(clusters)} groups paged"
+            )
+        stop_sev1.set()
+        await sev1_task
+        await sev1.finish()
+    result.rss_peak_mib = await sampler.stop()
+    result.hwm_mib = proc_status_kib("VmHWM") / 1024
+    result.batches = clock.batches - batches_before
+    result.stage_seconds = {
+        k.removesuffix("Stage"): round(v - stages_before.get(k, 0.0), 3)
+        for k, v in clock.probe.stage_seconds.items()
+    }
+    storm_pages = first_pages(pager, "storm-")
+    if paged:
+        result.paged_seconds = max(storm_pages.values()) - posted.first_sent
+    else:
+        result.problems.append(f"(e1) storm: {len(storm_pages)} of {len(clusters)} groups paged")
+    if stored:
+        result.stored_seconds = clock.done_at - posted.first_sent
+
+    await _wait(
+        "(e3) SEV-1 pages",
+        lambda: set(sev1.accepted) <= set(first_pages(pager, "sev1-")),
+        60 if stored else 5,
+        result.problems,
+    )
+    sev1_pages = first_pages(pager, "sev1-")
+    result.sev1_ms = summary_ms([sev1_pages[k] - t for k, t in sev1.accepted.items() if k in sev1_pages])
+    missing = len(set(sev1.accepted) - set(sev1_pages))
+    if missing:
+        result.problems.append(f"(e3) {missing} of {len(sev1.accepted)} SEV-1 webhooks not paged")
+    result.problems += failures("(e3) SEV-1 webhooks", sev1.failed)
+    return stored
+
+
+async def repeats_phase(
+    url: str, pager: RecordingNotifier, p: StormHttpParams, result: StormHttpResult
+) -> None:
+    """(4): the open incidents first, then repeats and new incidents on a fixed timeline."""
+    per_body = max(1, round(p.repeats_rate / p.repeats_open))  # each open group re-sent once a second
+    open_bodies = [
+        _group_alerts(f"rep-{i}", "HighErrorRate", "repeats", "warning", per_body).webhook()
+        for i in range(p.repeats_open)
+    ]
+    posted = await post_all(url, open_bodies, 8, ok=202)
+    result.problems += failures("(e4) opening webhooks", posted.failed)
+    await _wait(
+        f"(e4) {p.repeats_open} open incidents paged",
+        lambda: len(first_pages(pager, "rep-")) >= p.repeats_open,
+        60,
+        result.problems,
+    )
+
+    def new_body(n: int) -> tuple[str, bytes]:
+        labels = {
+            "alertname": "BenchNew",
+            "cluster": f"new-{n}",
+            "namespace": "repeats",
+            "severity": "critical",
+        }
+        group = {k: labels[k] for k in ("alertname", "cluster", "namespace")}
+        return f"new-{n}", json.dumps(webhook_doc([alert_doc(labels)], group), separators=(",", ":")).encode()
+
+    def repeat_body(n: int) -> tuple[str, bytes]:
+        return f"repeat-{n}", open_bodies[n % len(open_bodies)]
+
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+        new, rep = Schedule(client, url), Schedule(client, url)
+        start = time.perf_counter()
+        tasks = [
+            asyncio.create_task(new.every(1 / p.repeats_new_rate, new_body, stop)),
+            asyncio.create_task(rep.every(1 / p.repeats_open, repeat_body, stop)),
+        ]
+        await asyncio.sleep(p.repeats_seconds)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await new.finish()
+        await rep.finish()
+        elapsed = time.perf_counter() - start
+    result.repeats_alerts_per_s = len(rep.accepted) * per_body / elapsed
+    result.problems += failures("(e4) new-incident webhooks", new.failed)
+    result.problems += failures("(e4) repeat webhooks", rep.failed)
+    await _wait(
+        "(e4) new incidents paged",
+        lambda: set(new.accepted) <= set(first_pages(pager, "new-")),
+        60,
+        result.problems,
+    )
+    pages = first_pages(pager, "new-")
+    result.repeats_new_ms = summary_ms([pages[k] - t for k, t in new.accepted.items() if k in pages])
+    missing = len(set(new.accepted) - set(pages))
+    if missing:
+        result.problems.append(f"(e4) {missing} of {len(new.accepted)} new incidents not paged")
+
+
+async def service_phases(setup: Setup, p: StormHttpParams, result: StormHttpResult) -> None:
+    pager = RecordingNotifier()
+    clock = StoredClock(b'"cluster":"storm-')
+    async with serving(setup, pager, clock) as url:
+        # Warm-up: the group join and first fetch are not what is measured.
+        async with httpx.AsyncClient(timeout=30) as client:
+            warm = await client.post(url, content=sev1_body("warmup"), headers=HEADERS)
+            warm.raise_for_status()
+        await _wait("(e) warm-up paged", lambda: bool(first_pages(pager, "warmup")), 60, result.problems)
+        if await storm_phase(url, pager, clock, p, result):
+            await repeats_phase(url, pager, p, result)
+        else:
+            result.problems.append("(e4) skipped: the storm's backlog would be in its figures")
+
+
+# -- Alertmanager ------------------------------------------------------------------------
+
+
+async def alertmanager_phase(setup: Setup, p: StormHttpParams, result: StormHttpResult) -> None:
+    """(2): the same alerts, batches and concurrency on Alertmanager's ``POST /api/v2/alerts``."""
+    if not os.access(ALERTMANAGER_BIN, os.X_OK):
+        result.problems.append(f"(e2) no {ALERTMANAGER_BIN} (make deps-system)")
+        return
+    bodies = [b.postable() for b in storm_bodies(p.alerts, p.groups, p.batch)]
+    work = setup.tmp / "alertmanager"
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    config = {
+        "route": {"receiver": "null", "group_by": list(setup.rules.grouping.group_by)},
+        "receivers": [{"name": "null"}],
+    }
+    (work / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (work / "alertmanager.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            ALERTMANAGER_BIN,
+            f"--config.file={work / 'alertmanager.yml'}",
+            f"--storage.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url={base}",
+            "--cluster.listen-address=",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        await _until_ok(f"{base}/-/ready", proc, 20)
+        posted = await post_all(f"{base}/api/v2/alerts", bodies, p.inflight, ok=200)
+        result.alertmanager_seconds = posted.last_done - posted.first_sent
+        result.alertmanager_alerts = posted.ok_alerts
+        result.problems += failures("(e2) Alertmanager POST /api/v2/alerts", posted.failed)
+    except (OSError, TimeoutError) as exc:
+        result.problems.append(f"(e2) Alertmanager: {exc.__class__.__name__}: {exc}")
+    finally:
+        await _terminate(proc)
+
+
+async def _until_ok(url: str, proc: asyncio.subprocess.Process, timeout: float) -> float:
+    """Polls ``url`` until it answers 200; returns when (perf_counter)."""
+    deadline = time.perf_counter() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            if proc.returncode is not None:
+                raise OSError(f"{url}: the process exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return time.perf_counter()
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{url} not 200 after {timeout:.0f} s")
+            await asyncio.sleep(0.01)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# -- start-up --------------------------------------------------------------------------------
+
+
+async def startup_phase(setup: Setup, result: StormHttpResult) -> None:
+    """(6): ``incidentd run`` on a new SQLite file, then again on the same file."""
+    settings = bench_settings(setup.bootstrap, setup.tmp, kafka_topic_partitions=setup.partitions)
+    await ensure_topics(settings)
+    names = ("alerts_topic", "events_topic", "dlq_topic", "commands_topic", "group_id")
+    env = {
+        **os.environ,
+        **{f"INCIDENTD_KAFKA_{n.upper()}": str(getattr(settings, f"kafka_{n}")) for n in names},
+        "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": setup.bootstrap,
+        "INCIDENTD_DATABASE_URL": settings.database_url,
+        "INCIDENTD_RULES_DIR": str(RULES),
+        "INCIDENTD_PAGERS": "console",
+        "INCIDENTD_HTTP_HOST": "127.0.0.1",
+        # aiokafka's "Setting newly assigned partitions" is an INFO line.
+        "INCIDENTD_LOG_LEVEL": "INFO",
+    }
+    events = AIOKafkaConsumer(
+        settings.kafka_events_topic, bootstrap_servers=setup.bootstrap, auto_offset_reset="latest"
+    )
+    await events.start()
+    try:
+        await events.getmany(timeout_ms=200)  # assigned, at the end of the topic
+        for i, label in enumerate(("new database", "restart")):
+            try:
+                result.startup.append(await _start_once(env, settings.kafka_group_id, events, i))
+            except (OSError, TimeoutError) as exc:
+                result.problems.append(f"(e6) start-up, {label}: {exc.__class__.__name__}: {exc}")
+    finally:
+        await events.stop()
+
+
+async def _start_once(env: dict[str, str], group: str, events: AIOKafkaConsumer, n: int) -> dict[str, float]:
+    port = free_port()
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        str(INCIDENTD_BIN), "run", env={**env, "INCIDENTD_HTTP_PORT": str(port)},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assigned = asyncio.get_running_loop().create_future()
+    wanted = f"for group {group}".encode()
+    lines: list[bytes] = []
+
+    # Milestones in the log: the first line (imports done), the first subscription (store
+    # started, Kafka client started), the commands group's partitions assigned.
+    seen: dict[str, float] = {}
+
+    async def read_log() -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            now = time.perf_counter()
+            seen.setdefault("first_log_line_s", now)
+            if b"Subscribed to topic(s)" in line:
+                seen.setdefault("kafka_started_s", now)
+            if b"newly assigned partitions" in line:
+                if line.rstrip().endswith(wanted):
+                    if not assigned.done():
+                        assigned.set_result(now)
+                elif line.rstrip().endswith(wanted + b".commands"):
+                    seen.setdefault("commands_assigned_s", now)
+            lines.append(line)
+            del lines[:-40]
+
+    reader = asyncio.create_task(read_log())
+    try:
+        ready = await _until_ok(f"http://127.0.0.1:{port}/readyz", proc, 60)
+        name = f"StartupProbe{n}"
+        labels = {"alertname": name, "cluster": "startup", "namespace": "bench", "severity": "critical"}
+        body = json.dumps(webhook_doc([alert_doc(labels)], {"alertname": name}))
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(f"http://127.0.0.1:{port}{WEBHOOK}", content=body, headers=HEADERS)
+        if resp.status_code != 202:
+            raise OSError(f"webhook answered {resp.status_code}")
+        opened = await asyncio.wait_for(_event(events, name, "incident.opened"), 60)
+        consuming = await asyncio.wait_for(assigned, 60)
+    except (OSError, TimeoutError) as exc:
+        tail = b"".join(lines[-10:]).decode(errors="replace")
+        raise type(exc)(f"{exc}; log tail:\n{tail}") from exc
+    finally:
+        await _terminate(proc)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return {
+        **{k: round(v - started, 3) for k, v in seen.items()},
+        "readyz_s": round(ready - started, 3),
+        "assigned_s": round(consuming - started, 3),
+        "consuming_s": round(max(ready, consuming) - started, 3),
+        "first_incident_opened_s": round(opened - started, 3),
+    }
+
+
+async def _event(events: AIOKafkaConsumer, alertname: str, suffix: str) -> float:
+    async for rec in events:
+        event = json.loads(rec.value or b"{}")
+        name = event.get("data", {}).get("group_labels", {}).get("alertname")
+        if name == alertname and str(event.get("type", "")).endswith(suffix):
+            return time.perf_counter()
+    raise OSError("the events consumer stopped")
+
+
+# -- the whole part ---------------------------------------------------------------------------
+
+
+async def _step(what: str, step: Awaitable[None], result: StormHttpResult) -> None:
+    try:
+        await step
+    except Exception as exc:
+        result.problems.append(f"{what}: {exc.__class__.__name__}: {exc}")
+
+
+async def run_storm_http(setup: Setup, p: StormHttpParams) -> StormHttpResult:
+    result = StormHttpResult()
+    # Start-up first (an idle machine), then the service in this process (its RSS before the
+    # anchors' data lives here), then the anchors.
+    await _step("(e6) start-up", startup_phase(setup, result), result)
+    await _step("(e1/3/4/5) service", service_phases(setup, p, result), result)
+    raw_storm = alert_storm(p.alerts, p.alerts, p.groups, setup.rules.grouping.group_by)
+    try:
+        raw = await run_raw(setup.bootstrap, raw_storm, setup.partitions, setup.max_batch)
+        result.raw_msgs_per_s, result.raw_seconds = raw.rate, raw.seconds
+    except (OSError, TimeoutError) as exc:
+        result.problems.append(f"(e1) raw anchor: {exc.__class__.__name__}: {exc}")
+    del raw_storm
+    await _step("(e2) Alertmanager", alertmanager_phase(setup, p, result), result)
+    return result
