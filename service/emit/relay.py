@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 from service.clock import SystemClock
 from service.observability.metrics import Metrics
 from service.scheduling import DueWorker
-from service.store.outbox import Outbox, OutboxRecord
+from service.store.outbox import Outbox, OutboxClaim, OutboxRecord
 from service.store.queue import LEASE_SECONDS
 
 CE_HEADERS = {"content-type": "application/cloudevents+json; charset=utf-8"}
@@ -31,6 +31,7 @@ class OutboxRelay(DueWorker):
         self._metrics = metrics
         self._batch = batch
         self._lock = asyncio.Lock()
+        self._inflight: set[asyncio.Future[None]] = set()
 
     async def run_once(self) -> int:
         return await self.flush()
@@ -42,23 +43,31 @@ class OutboxRelay(DueWorker):
         """Publish everything in the outbox this replica can claim; return how many
         records went out."""
         total = 0
+        # A send cancelled with its worker (a stop) is finished first: its records are
+        # queued in the producer and go out anyway; given back, they would go out twice.
+        await asyncio.gather(*self._inflight, return_exceptions=True)
         async with self._lock:
             while True:
                 claim = await self._outbox.claim(self._clock.now(), self._batch, LEASE_SECONDS)
                 if claim.records:
-                    try:
-                        await self._publish([rec for _, rec in claim.records])
-                    except BaseException:
-                        # Give the rows back now: another try (ours or a replica's) need
-                        # not wait for the lease.
-                        ids = [row_id for row_id, _ in claim.records]
-                        await asyncio.shield(self._outbox.queue.release(ids, claim.owner))
-                        raise
-                    await asyncio.shield(self._outbox.published(claim))
+                    send = asyncio.ensure_future(self._send(claim))
+                    self._inflight.add(send)
+                    send.add_done_callback(self._inflight.discard)
+                    await asyncio.shield(send)
                     self._metrics.events_published.inc(len(claim.records))
                     total += len(claim.records)
                 if len(claim.records) < self._batch:
                     return total
+
+    async def _send(self, claim: OutboxClaim) -> None:
+        """Publish a claim and delete its rows; on failure give them back at once, so another
+        try (ours or a replica's) need not wait for the lease."""
+        try:
+            await self._publish([rec for _, rec in claim.records])
+        except BaseException:
+            await self._outbox.queue.release([row_id for row_id, _ in claim.records], claim.owner)
+            raise
+        await self._outbox.published(claim)
 
     async def _publish(self, records: list[OutboxRecord]) -> None:
         futures = [
