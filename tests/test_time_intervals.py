@@ -649,13 +649,13 @@ def test_a_missing_time_zone_database_is_named(monkeypatch: pytest.MonkeyPatch) 
     # python:3.11-slim has no /usr/share/zoneinfo; without the tzdata package every zone fails.
     from zoneinfo import ZoneInfoNotFoundError
 
-    from service.ruleset import time_intervals
+    from service.ruleset import interval_fields
 
     def no_zone(key: str) -> None:
         raise ZoneInfoNotFoundError(key)
 
-    monkeypatch.setattr(time_intervals, "ZoneInfo", no_zone)
-    monkeypatch.setattr(time_intervals, "available_timezones", set)
+    monkeypatch.setattr(interval_fields, "ZoneInfo", no_zone)
+    monkeypatch.setattr(interval_fields, "available_timezones", set)
     ((_, problem),) = problems(TimeInterval, {"location": "Europe/Berlin"})
     assert "no time zone database is installed" in problem
     assert interval("{location: UTC}").contains(utc(2026, 1, 1))  # UTC needs no database
