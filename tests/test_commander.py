@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -190,6 +191,76 @@ async def test_commands_that_cannot_apply_are_refused(svc: RunningService, kafka
         await dlq.stop()
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A command on incidents.commands that cannot apply: the incident it names (unknown,
+    open, resolved), how the dead letter's reason starts and what else it says (None: the
+    incident's id)."""
+
+    state: str
+    cmd: dict[str, Any]
+    starts: str
+    says: str | None = None
+
+    def __str__(self) -> str:
+        return "-".join([self.state, *(str(v).strip() or "blank" for v in self.cmd.values())])
+
+
+def on_resolved(command: str) -> str:
+    return f"is resolved; {command} applies to open incidents"
+
+
+REFUSALS = [
+    Refusal("unknown", {"command": "status", "phase": "identified"}, "unknown incident"),
+    Refusal(
+        "resolved", {"command": "status", "phase": "mitigating"}, "command refused", on_resolved("status")
+    ),
+    Refusal("open", {"command": "status", "phase": "panicking"}, "invalid command", "phase"),
+    Refusal("unknown", {"command": "note", "text": "x"}, "unknown incident"),
+    Refusal("open", {"command": "note", "text": " "}, "invalid command", "text"),
+    Refusal("unknown", {"command": "update"}, "unknown incident"),
+    Refusal("resolved", {"command": "update", "text": "x"}, "command refused", on_resolved("update")),
+    Refusal("open", {"command": "severity", "severity": "SEV-9"}, "command refused", "got SEV-9"),
+    Refusal("open", {"command": "severity", "severity": "critical"}, "invalid command", "severity"),
+    Refusal(
+        "resolved", {"command": "severity", "severity": "SEV-1"}, "command refused", on_resolved("severity")
+    ),
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=str)
+async def test_commands_on_the_topic_that_cannot_apply_are_dead_lettered_with_the_reason(
+    svc: RunningService, kafka: str, case: Refusal
+) -> None:
+    state, cmd = case.state, case.cmd
+    base = f"{svc.url}/api/v1/incidents"
+    inc = f"inc-missing-{uuid.uuid4().hex[:8]}"
+    if state != "unknown":
+        made = await svc.client.post(base, json={"title": f"Refused: {cmd}", "severity": "SEV-3"})
+        inc = made.json()["incident"]["id"]
+        if state == "resolved":
+            assert (await svc.client.post(f"{base}/{inc}/resolve", json={})).status_code == 200
+    before = (await svc.client.get(f"{base}/{inc}")).json() if state != "unknown" else None
+    record = json.dumps({"incident_id": inc, "command": {**cmd, "by": "carol"}}).encode()
+    dlq = await TopicReader(kafka, svc.settings.kafka_dlq_topic).start()
+    try:
+        await produce(kafka, svc.settings.kafka_commands_topic, [record], key=inc.encode())
+        seen = await dlq.wait_for(lambda recs: any(r.value == record for r in recs))
+        [dead] = [r for r in seen if r.value == record]
+    finally:
+        await dlq.stop()
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert headers["incidentd-dlq-topic"] == svc.settings.kafka_commands_topic
+    reason = headers["incidentd-dlq-reason"]
+    assert reason.startswith(case.starts), reason
+    assert (case.says or inc) in reason, reason
+    if before is not None:  # refused: the incident is as it was, no event, no [UPDATE]
+        after = (await svc.client.get(f"{base}/{inc}")).json()
+        assert after["incident"] == before["incident"]
+        assert changes(after["timeline"]) == changes(before["timeline"])
+        assert events_for(svc, inc, "incident.updated") == events_for(svc, inc, "comms.update") == []
+
+
 async def test_a_declare_delivered_twice_is_one_incident(svc: RunningService, kafka: str) -> None:
     inc = f"inc-declared-{uuid.uuid4().hex[:8]}"
     record = json.dumps(
@@ -245,6 +316,11 @@ async def test_a_command_sent_twice_is_applied_once(svc: RunningService, kafka: 
         "after",
     ]
     assert len(events_for(svc, inc, "incident.opened")) == 1
+
+
+def changes(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timeline less the page outcomes (the page worker's, which come when they come)."""
+    return [t for t in timeline if not t["type"].startswith("page.")]
 
 
 def notes(svc: RunningService, inc: str) -> list[dict[str, Any]]:

@@ -271,6 +271,9 @@ async def test_the_next_scheduled_update_carries_what_the_commander_set(store: S
         "- Root cause: expired TLS cert",
         "- ETA: 12:45 UTC",
         "- IC: @unassigned",
+        # Nobody acknowledged: the matrix escalated (its SEV-1 rule fired first, at 30 too).
+        "- Escalated: sla-violation-imminent (Account Manager); response_overdue (Engineering Lead); "
+        "sev1-unresolved-30m (Engineering Lead, CTO)",
         "- Latest note (erin): new cert issued",
         "- Next update: 2026-11-26T13:00:00Z",
     ]

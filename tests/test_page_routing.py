@@ -19,6 +19,7 @@ from service.emit.cloudevents import EventFactory
 from service.models import PageAction
 from service.notify.base import Notifier, idempotency_key
 from service.notify.pagerduty import PagerDutyNotifier
+from service.notify.slack import SlackNotifier
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
 from service.ruleset import RuleSet, load_rules
@@ -31,6 +32,7 @@ from tests.support.pagerduty_api import FakePagerDuty
 from tests.support.payloads import alert, body, webhook
 from tests.support.recorder import Recorder
 from tests.support.service import RULES, run_service, test_settings
+from tests.support.slack_api import FakeSlackWebhook
 from tests.support.time import T0
 
 DEFAULT_KEY = "R0UTING-DEFAULT"
@@ -297,3 +299,41 @@ def test_contacts_yaml_with_backups_and_people_loads_and_mistakes_are_reported(t
     text = str(info.value)
     assert "backup_after without a backup contact" in text
     assert "give exactly one of team, user, escalation or schedule" in text
+
+
+async def test_slack_mentions_from_contacts_reach_the_posted_message(store: Store, rules: RuleSet) -> None:
+    contacts = every_role(
+        DevOps={"opsgenie": {"team": "devops"}, "slack": {"mention": "<!subteam^S0DEVOPS>"}},
+        Security={"slack": {"mention": "<@U0SEC>"}},
+    )
+    contacts["people"] = {"carol": {"slack": {"mention": "<@U0CAROL>"}}}
+    pages = [
+        NewPage("inc-1", "slack", PageAction.TRIGGER, 1, "first", ("DevOps",)),
+        NewPage("inc-1", "slack", PageAction.TRIGGER, 1, "data-breach-suspected", ("Security", "Legal")),
+        NewPage("inc-1", "slack", PageAction.TRIGGER, 1, "person:carol", ("Incident Commander",)),
+    ]
+    async with FakeSlackWebhook() as channel:
+        slack = SlackNotifier(channel.webhook_url, 5)
+        try:
+            w = worker(store, rules, {"slack": slack}, contacts)
+            await store.commit(Effects(incidents=[make_incident()], pages=pages), T0)
+            while await tick(w):
+                pass
+        finally:
+            await slack.aclose()
+        messages = channel.messages
+    # Each role's (or person's) mention, as written in contacts.yaml, leads the message and
+    # has a section of its own; Legal has no Slack contact and adds nothing.
+    # (The worker sends a batch's pages concurrently: in any order.)
+    by_mention = {m["text"].split("\n", 1)[0]: m for m in messages}
+    assert len(messages) == 3 and by_mention.keys() == {"<!subteam^S0DEVOPS>", "<@U0SEC>", "<@U0CAROL>"}
+    for mention, message in by_mention.items():
+        assert message["text"].split("\n")[1] == "[INCIDENT] SEV-1: ApiDown"
+        sections = [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
+        assert sections[0] == mention
+    events = [json.loads(r.value) for r in await store.outbox.unpublished(100)]
+    assert sorted((e["type"], e["data"]["page"]["target"]) for e in events) == [
+        ("io.incidentd.page.sent", "data-breach-suspected"),
+        ("io.incidentd.page.sent", "first"),
+        ("io.incidentd.page.sent", "person:carol"),
+    ]

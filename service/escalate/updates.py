@@ -11,6 +11,7 @@ from typing import Any
 
 from service.batch import EventIntent, PageIntent, TimerIntent
 from service.clock import iso
+from service.escalate.policy import OVERDUE
 from service.models import Incident, PageAction
 from service.ruleset.models import RuleSet
 from service.store.timers import REMINDER
@@ -30,13 +31,28 @@ class UpdatePost:
 def render_update(
     rules: RuleSet, inc: Incident, next_update: datetime | None, text: str | None = None
 ) -> str:
-    ctx: dict[str, Any] = {**inc.snapshot(), "text": text}
+    ctx: dict[str, Any] = {**inc.snapshot(), "text": text, "escalated": escalated(rules, inc)}
     when = iso(next_update) if next_update else None
     try:
         return str(rules.templates.update.render(incident=ctx, next_update=when)).strip()
     except Exception as exc:  # a user's template must not stop the cadence
         log.warning("update template failed for %s: %s", inc.id, exc)
         return f"[UPDATE] {inc.severity}: {inc.title}\n- Status: {inc.phase.value.title()}"
+
+
+def escalated(rules: RuleSet, inc: Incident) -> list[dict[str, Any]]:
+    """The escalations of the current opening so far, in the order they fired: each
+    ``{"rule", "roles", "at"}``. A matrix rule's roles are the rule's; a manual
+    escalation's (``manual:<n>``) are on its page and its ``incident.escalated`` event,
+    not on the incident, so they are ``[]`` here."""
+    esc = rules.escalation
+    by_rule = {r.name: list(r.roles) for r in esc.rules} | {OVERDUE: list(esc.response_overdue)}
+    prefix = f"{inc.opening}:"
+    fired = sorted(
+        ((key.removeprefix(prefix), at) for key, at in inc.escalations.items() if key.startswith(prefix)),
+        key=lambda item: item[1],
+    )
+    return [{"rule": rule, "roles": by_rule.get(rule, []), "at": at} for rule, at in fired]
 
 
 def post_update(

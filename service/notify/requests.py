@@ -15,11 +15,13 @@ the trigger's own target and roles (a role's PagerDuty routing key, say).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 
 from service.batch import APPROVAL, BACKUP, PERSON
 from service.models import Incident, PageAction
 from service.notify.base import PageRequest, idempotency_key
+from service.roles import COMMUNICATIONS, INCIDENT_COMMANDER, TECHNICAL_LEAD
 from service.ruleset import RuleSet
 from service.ruleset.durations import format_duration
 from service.ruleset.models import ContactsFile, PagerContact, Reach
@@ -139,7 +141,8 @@ def _text(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger) -> str
         # Reminders, remediation hand-overs and approval requests carry their own text.
         return job.message or ""
     if job.action is PageAction.ACK:
-        return f"[UPDATE] {inc.severity}: {inc.title}\n- Status: Acknowledged by {job.by or 'unknown'}"
+        lines = [f"[UPDATE] {inc.severity}: {inc.title}", f"- Status: Acknowledged by {job.by or 'unknown'}"]
+        return "\n".join([*lines, *role_lines(inc.roles)])
     templates = rules.templates
     template = templates.incident if job.action is PageAction.TRIGGER else templates.close_note
     ctx = {**inc.snapshot(), "alert_count": len(inc.alerts), "paged_roles": list(sent.roles)}
@@ -148,3 +151,11 @@ def _text(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger) -> str
     except Exception as exc:  # any error in a user's template, not only Jinja's own
         log.warning("page template failed for %s: %s: %s", inc.id, type(exc).__name__, exc)
         return f"[INCIDENT] {inc.severity}: {inc.title}"
+
+
+def role_lines(roles: Mapping[str, str]) -> list[str]:
+    """Who holds the runbook's roles, as the templates show them (incident.md.j2): the
+    Incident Commander always (``@unassigned`` when nobody is), the others when assigned."""
+    lines = [f"- IC: @{roles.get(INCIDENT_COMMANDER) or 'unassigned'}"]
+    lines += [f"- {role}: @{roles[role]}" for role in (COMMUNICATIONS, TECHNICAL_LEAD) if roles.get(role)]
+    return lines
