@@ -21,7 +21,8 @@ install: $(STAMP)
 run: install
 	$(BIN)/incidentd run --embedded
 
-## Debian packages the end-to-end tests use (real Alertmanager and amtool).
+## Debian packages the tests use (real Alertmanager and amtool, Prometheus, Chromium, Redis),
+## and Redis started on 127.0.0.1:6379 if it does not answer PING there.
 deps-system:
 	@scripts/ensure-system-deps.sh
 

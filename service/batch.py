@@ -51,6 +51,9 @@ PERSON = "person:"
 BACKUP = "backup:"
 APPROVAL = "approval:"
 MANUAL = "manual:"
+# An action item added to a resolved incident (its n-th): an [UPDATE] job for the follow-up
+# ticket only, which adds it to the ticket filed at the resolve (a comment).
+ACTION_ITEM = "action_item:"
 # The [UPDATE] that says an incident is flapping (once per opening).
 FLAPPING = "flapping"
 

@@ -305,6 +305,7 @@ class Incident:
             "root_cause": self.root_cause,
             "eta": self.eta,
             "latest_note": dict(self.latest_note) if self.latest_note else None,
+            "action_items": [dict(a) for a in self.action_items],
             "declared_by": self.declared_by,
             # Why it pages nobody now: a resolved incident pages nobody anyway.
             "suppression": self.hold.to_json() if self.hold and self.status is IncidentStatus.OPEN else None,

@@ -730,6 +730,52 @@ def test_chart_renders_no_remediation_rbac(
     _assert_token_mounted(docs, False)
 
 
+TRIAGE_READS = {
+    ("", "pods"): {"get", "list"},
+    ("", "pods/log"): {"get", "list"},
+    ("apps", "deployments"): {"get", "list"},
+    ("apps", "replicasets"): {"get", "list"},
+}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+
+
+@helm_timeout
+def test_chart_grants_triage_read_only_access_when_asked(helm_venv: Path, tmp_path: Path) -> None:
+    # Remediation RBAC off, so every Role rendered is triage's.
+    values = {
+        "triage": {"rbac": {"create": True, "namespaces": ["aragora", "payments"]}},
+        "remediation": {"rbac": {"create": False}},
+    }
+    result, docs, _ = _helm(tmp_path, values=values)
+    assert result.returncode == 0, result.stderr
+    roles, bindings = _rbac(docs, "Role"), _rbac(docs, "RoleBinding")
+    assert set(roles) == set(bindings) == {"aragora", "payments"}
+    assert {d["kind"] for d in docs} & {"ClusterRole", "ClusterRoleBinding"} == set()
+    for namespace, role in roles.items():
+        assert role["metadata"]["name"] == "incidentd-triage"
+        # get and list on pods, their logs, deployments and replica sets; nothing else.
+        assert _granted(role) == TRIAGE_READS, f"Role in {namespace}"
+        assert all(not set(rule["verbs"]) & WRITE_VERBS for rule in role["rules"])
+        assert all("resourceNames" not in rule for rule in role["rules"])
+        _assert_binding(docs, bindings[namespace], role)
+    _assert_token_mounted(docs, True)
+
+    # Alongside the remediation Role (the default): its own name, the same account.
+    del values["remediation"]
+    result, docs, _ = _helm(tmp_path, values=values)
+    assert result.returncode == 0, result.stderr
+    triage = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "incidentd-triage"]
+    assert sorted(r["metadata"]["namespace"] for r in triage) == ["aragora", "payments"]
+    assert all(_granted(r) == TRIAGE_READS for r in triage)
+    others = [d for d in docs if d["kind"] == "Role" and d not in triage]
+    assert [r["metadata"]["namespace"] for r in others] == ["aragora"]  # remediation's allowlist
+
+
+@helm_timeout
+def test_chart_renders_no_triage_rbac_by_default(rendered: list[dict[str, Any]]) -> None:
+    assert [d for d in rendered if d["kind"] in RBAC_KINDS and "triage" in d["metadata"]["name"]] == []
+
+
 # --------------------------------------------------------------------------- INCIDENTD_* names
 
 

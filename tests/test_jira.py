@@ -278,3 +278,26 @@ async def test_service_opens_and_resolves_then_files_exactly_one_ticket_despite_
         assert "Action items:" in issue["fields"]["description"]
         # No page.* for Jira's superseded trigger: the timeline shows the close only.
         assert all(e["data"]["page"]["action"] == "close" for e in svc.events.of_type("page.sent"))
+
+        # The postmortem names an action item after the resolve: a comment on the ticket, once,
+        # though Jira answers the first try with a 503.
+        fake.script("POST", Reply(503, {"errorMessages": ["Service Unavailable"]}))
+        added = await svc.client.post(
+            f"{svc.url}/api/v1/incidents/{inc['id']}/action-items",
+            json={"item": "Alert on queue depth", "owner": "alice", "due": "2026-12-09", "by": "carol"},
+        )
+        assert added.status_code == 200, added.text
+        await svc.events.wait_types({"page.failed": 2, "page.sent": 2})
+        failed = svc.events.of_type("page.failed")[1]["data"]["page"]
+        sent = svc.events.of_type("page.sent")[1]["data"]["page"]
+        assert (failed["target"], failed["retrying"], sent["target"]) == (
+            "action_item:1",
+            True,
+            "action_item:1",
+        )
+        assert sent["reference"] == "OPS-1"
+        assert fake.comment_bodies("OPS-1") == [
+            "Action item added after the incident was resolved:\n"
+            "- Alert on queue depth (owner: alice, due: 2026-12-09)\n\n"
+            f"({idempotency_key(inc['id'], 1, 'action_item:1')})"
+        ]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from service.clock import ManualClock, iso
 from service.emit.schema import SCHEMA_PATH, json_schema
+from service.escalate.commands import Ack
 from tests.support.checks import assert_valid_event, metric
 from tests.support.kafka import TopicReader, produce
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import run_service, test_settings
+from tests.support.time import T0
 
 
 def test_committed_schema_is_the_generated_one() -> None:
@@ -89,3 +94,50 @@ async def test_bad_kafka_records_reach_the_dlq_with_reason_and_original_bytes(
             assert metric(svc.runtime, "incidentd_dead_letters_total", reason="invalid") == 3
         finally:
             await dlq.stop()
+
+
+async def test_resolved_events_carry_the_duration_and_whether_the_response_time_was_met(
+    kafka: str, tmp_path: Path
+) -> None:
+    # On a manual clock: ApiDown (SEV-1, respond within 15 min) acknowledged at 12:05 and
+    # resolved at 12:20; AuthBroken (SEV-2, 30 min) never acknowledged, resolved at 12:40.
+    clock = ManualClock(T0)
+    async with run_service(test_settings(kafka, tmp_path), clock=clock) as svc:
+
+        def mine(suffix: str) -> list[dict[str, Any]]:
+            return [
+                e for e in svc.events.of_type(suffix) if e["data"]["group_labels"].get("namespace") == "dur"
+            ]
+
+        async def wait(suffix: str, n: int) -> list[dict[str, Any]]:
+            await svc.events.wait_for(lambda _: len(mine(suffix)) >= n)
+            return mine(suffix)
+
+        def resolve(name: str) -> bytes:
+            return body(webhook(alert(name, "resolved", iso(T0), iso(clock.now()), namespace="dur")))
+
+        firing = [alert(name, starts_at=iso(T0), namespace="dur") for name in ("ApiDown", "AuthBroken")]
+        assert (await svc.post_webhook(body(webhook(*firing)))).status_code == 202
+        opened = await wait("incident.opened", 2)
+        ids = {e["data"]["group_labels"]["alertname"]: e["subject"] for e in opened}
+        clock.advance(timedelta(minutes=5))
+        await svc.runtime.commands.apply(ids["ApiDown"], Ack(by="bob"), "api")
+        clock.advance(timedelta(minutes=15))
+        assert (await svc.post_webhook(resolve("ApiDown"))).status_code == 202
+        await wait("incident.resolved", 1)
+        clock.advance(timedelta(minutes=20))
+        assert (await svc.post_webhook(resolve("AuthBroken"))).status_code == 202
+        resolved = {e["subject"]: e for e in await wait("incident.resolved", 2)}
+
+    api, auth = resolved[ids["ApiDown"]]["data"], resolved[ids["AuthBroken"]]["data"]
+    assert (api["severity"], api["duration_seconds"], api["response_met"]) == ("SEV-1", 20 * 60, True)
+    assert (auth["severity"], auth["duration_seconds"], auth["response_met"]) == ("SEV-2", 40 * 60, False)
+    assert (api["resolved_at"], auth["resolved_at"]) == (
+        iso(T0 + timedelta(minutes=20)),
+        iso(T0 + timedelta(minutes=40)),
+    )
+    # While open, neither is decided yet.
+    for event in opened:
+        assert (event["data"]["duration_seconds"], event["data"]["response_met"]) == (None, None)
+    for event in resolved.values():
+        assert_valid_event(event)

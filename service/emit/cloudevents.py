@@ -77,7 +77,29 @@ def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> s
         parts.append(f"{hold['kind']}{lifted}: {hold['reason']}")
     if triage := extra.get("triage"):
         parts.append("; ".join(line.lstrip("- ") for line in str(triage["summary"]).splitlines()))
+    if remediation := extra.get("remediation"):
+        parts.append(_remediation(remediation))
     return " | ".join(parts)
+
+
+def _remediation(part: dict[str, Any]) -> str:
+    """The remediation audit line: action, target and mode, and why it stopped or failed."""
+    target = part.get("target") or {}
+    if target.get("kind") == "node":
+        where = f"node/{target.get('name')}"
+    elif target:
+        where = f"deployment/{target.get('namespace')}/{target.get('name')}"
+    else:
+        where = "(no target)"
+    line = f"{part.get('action')} {where} ({part.get('mode')})"
+    failure = part.get("failure") or {}
+    if part.get("guardrail"):
+        line += f", {part['guardrail']}: {part.get('reason') or ''}".rstrip(": ")
+    elif failure.get("reason"):
+        line += f", failed at {failure.get('stage')}: {failure['reason']}"
+    elif part.get("reason"):
+        line += f": {part['reason']}"
+    return line
 
 
 def _said(command: dict[str, Any]) -> str:

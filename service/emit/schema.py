@@ -167,6 +167,14 @@ class FlappingPart(_Closed):
     flaps: int = Field(ge=0, description="reopens since it began flapping")
 
 
+class ActionItemPart(_Closed):
+    item: str
+    owner: str | None = Field(description="who owns it")
+    due: str | None = Field(description="its due date (YYYY-MM-DD)")
+    by: str | None = Field(description="who added it")
+    at: str | None = Field(description="when it was added")
+
+
 class IncidentEventData(_Closed):
     """The incident snapshot, plus the part specific to the event type."""
 
@@ -199,6 +207,9 @@ class IncidentEventData(_Closed):
     root_cause: str | None
     eta: str | None
     latest_note: dict[str, str] | None = Field(description="the latest note: text, by, at")
+    action_items: list[ActionItemPart] = Field(
+        description="the postmortem's action items, in the order they were added"
+    )
     declared_by: str | None = Field(
         description="who declared the incident by hand; null if an alert opened it"
     )

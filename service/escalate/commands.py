@@ -191,7 +191,10 @@ class CommandHandler:
         return Effects(incidents=[inc], events=events, pages=pages, timers=change.timers)
 
     def _pages(self, page: PageIntent, change: Change, origin: Origin) -> list[NewPage]:
-        pages = NewPage.fan_out(page, self._comms if change.comms_only else self._pagers)
+        names = self._comms if change.comms_only else self._pagers
+        if change.only is not None:
+            names = [name for name in names if name in change.only]
+        pages = NewPage.fan_out(page, names)
         if page.action not in (PageAction.ACK, PageAction.CLOSE) or origin.source in self._comms:
             # A channel (Slack) still hears who acknowledged, wherever they pressed.
             return pages

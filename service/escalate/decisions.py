@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.batch import MANUAL, PERSON, EventIntent, PageIntent, TimerIntent
+from service.batch import ACTION_ITEM, MANUAL, PERSON, EventIntent, PageIntent, TimerIntent
 from service.clock import iso
 from service.errors import Conflict, Invalid
 from service.escalate.command_models import (
@@ -47,9 +47,14 @@ class Change:
     events: list[EventIntent] = field(default_factory=list)
     # Whether ``pages`` go to the comms pagers only ([UPDATE] messages).
     comms_only: bool = False
+    # The only pagers ``pages`` go to (those of them configured), if not all.
+    only: tuple[str, ...] | None = None
 
 
 NOTHING = Change(None)
+
+# The pagers that keep a follow-up ticket, to which action items added after a resolve go.
+TICKET_PAGERS = ("jira",)
 
 
 class Decisions:
@@ -217,11 +222,21 @@ class Decisions:
             return NOTHING
         item = {"item": cmd.item, "owner": cmd.owner, "due": due, "by": cmd.by, "at": iso(now)}
         inc.action_items.append(item)
-        return Change(
+        change = Change(
             "incident.updated",
             part={"item": cmd.item, "owner": cmd.owner, "due": due},
             reasons=["action_item"],
         )
+        if inc.status is IncidentStatus.RESOLVED:
+            # The follow-up ticket was filed (or is being filed) at the resolve: the item goes
+            # to it too. One job per item; the ticket's pager skips one it already lists.
+            target = f"{ACTION_ITEM}{len(inc.action_items)}"
+            text = f"[ACTION ITEM] {inc.severity}: {inc.title}\n- {cmd.item}"
+            change.pages = [
+                PageIntent(inc.id, PageAction.UPDATE, inc.opening, target, message=text, by=cmd.by)
+            ]
+            change.only = TICKET_PAGERS
+        return change
 
     @staticmethod
     def _postmortem_done(inc: Incident, cmd: PostmortemDone, now: datetime) -> Change:

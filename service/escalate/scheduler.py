@@ -23,6 +23,7 @@ from service.models import Incident, IncidentStatus, PageAction
 from service.postmortem import reminders as postmortem
 from service.postmortem.reminders import POSTMORTEM
 from service.quiet.transitions import FLAP_QUIET
+from service.ruleset.models import FOLLOW_UP_NAMES
 from service.scheduling import DueWorker
 from service.store.pages import NewPage
 from service.store.queue import LEASE_SECONDS
@@ -47,6 +48,12 @@ class TimerWorker(DueWorker):
         self._metrics = ctx.metrics
         self._pagers = list(pagers)
         self._comms = list(comms)
+        # Who hears that a postmortem is due: the chat pagers (Slack, console), not the paging
+        # apps, where a reminder would open a pager incident that escalates through the on-call
+        # chain and that nothing ever closes; without a chat pager, the paging apps, so that
+        # somebody is told. Never a follow-up (a ticket or the public status page).
+        chat = [p for p in self._comms if p not in FOLLOW_UP_NAMES]
+        self._reminded = chat or [p for p in self._pagers if p not in FOLLOW_UP_NAMES]
         self._on_effects = ctx.on_effects
 
     async def next_due(self) -> float | None:
@@ -128,9 +135,7 @@ class TimerWorker(DueWorker):
         effects = Effects(
             incidents=[inc],
             events=[event],
-            # The channel, not the paging apps: a reminder there would open a pager incident
-            # that escalates through the on-call chain and that nothing ever closes.
-            pages=NewPage.fan_out(page, self._comms),
+            pages=NewPage.fan_out(page, self._reminded),
             # From now if it fired late (after downtime): one reminder, not one per day missed.
             timers=[postmortem.next_reminder(inc, n, max(timer.due_at, now))],
         )

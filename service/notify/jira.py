@@ -8,6 +8,13 @@ retry after a lost answer never opens a second one.
 
 Create: ``POST /rest/api/2/issue`` with ``fields``: ``project.key``, ``issuetype.name``,
 ``summary``, ``description`` (plain text: v2 takes a string, v3 wants ADF) and ``labels``.
+
+An action item added after the resolve (the usual flow: the postmortem names them) reaches
+the ticket as a comment (``POST /rest/api/2/issue/{key}/comment``), once: the comment ends
+with the item's own idempotency key, and before posting, the issue's comments are read for
+it (``GET .../comment``), so a retry after a lost answer never comments twice. An item the
+description already lists (the ticket was filed after it was added) gets no comment; with no
+ticket yet (its create still retrying), the comment waits and tries again.
 Search: ``GET /rest/api/2/search/jql`` (Jira Cloud; the older ``/rest/api/2/search`` is
 gone there), falling back to ``/rest/api/2/search`` on a 404 (Jira Data Center).
 Auth: basic, the account's email and an API token.
@@ -17,12 +24,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from service.batch import ACTION_ITEM
 from service.config import Settings
 from service.models import PageAction
-from service.notify.base import PageError, PageRequest
+from service.notify.base import PageError, PageRequest, idempotency_key
 from service.notify.http import call, json_object, refused
 from service.roles import INCIDENT_COMMANDER
 from service.ruleset.durations import format_duration
@@ -85,12 +94,14 @@ class JiraNotifier:
     create_retry_seconds = 30.0
 
     async def send(self, request: PageRequest) -> str | None:
+        if request.action is PageAction.UPDATE and request.target.startswith(ACTION_ITEM):
+            return await self._comment(request)
         if request.action is not PageAction.CLOSE or request.target != "first":
             return None  # one ticket per opening, when it is resolved
         label = label_for(request.idempotency_key)
         existing = await self._find(label)
         if existing is not None:
-            return existing
+            return str(existing.get("key") or existing.get("id"))
         try:
             resp = await self._call("POST", "/rest/api/2/issue", json={"fields": self.fields(request)})
         except PageError as exc:
@@ -113,16 +124,39 @@ class JiraNotifier:
             "labels": ["incidentd", label_for(request.idempotency_key)],
         }
 
-    async def _find(self, label: str) -> str | None:
-        """The key of the issue that carries ``label``, if a previous attempt created it."""
-        params = {"jql": f'labels = "{label}"', "fields": "summary", "maxResults": "1"}
+    async def _comment(self, request: PageRequest) -> str:
+        """The action item as a comment on the opening's ticket, once; the issue's key."""
+        ticket = label_for(idempotency_key(request.incident_id, request.opening))
+        issue = await self._find(ticket, "summary,description")
+        if issue is None:
+            # Filed at the resolve, by a job of its own that may still be retrying.
+            reason = f"no Jira issue labelled {ticket} yet to add the action item to"
+            raise PageError(reason, retryable=True, retry_after=self.create_retry_seconds or None)
+        key = str(issue.get("key") or issue.get("id"))
+        line = item_line(_action_item(request))
+        fields = issue.get("fields")
+        description = fields.get("description") if isinstance(fields, dict) else None
+        if isinstance(description, str) and line in description.splitlines():
+            return key  # filed after the item was added: the description lists it
+        marker = f"({request.idempotency_key})"
+        path = f"/rest/api/2/issue/{quote(key, safe='')}/comment"
+        listed = json_object(await self._call("GET", path, params={"maxResults": "1000"})).get("comments")
+        if any(isinstance(c, dict) and marker in str(c.get("body")) for c in listed or []):
+            return key  # a previous attempt commented, though its answer was lost
+        body = f"Action item added after the incident was resolved:\n{line}\n\n{marker}"
+        await self._call("POST", path, json={"body": body})
+        return key
+
+    async def _find(self, label: str, fields: str = "summary") -> dict[str, Any] | None:
+        """The issue that carries ``label`` (key, id and ``fields``), if one was created."""
+        params = {"jql": f'labels = "{label}"', "fields": fields, "maxResults": "1"}
         for path in SEARCH_PATHS:
             resp = await self._call("GET", path, params=params, missing_ok=path != SEARCH_PATHS[-1])
             if resp.status_code == 404:
                 continue
             issues = json_object(resp).get("issues")
             if isinstance(issues, list) and issues and isinstance(issues[0], dict):
-                return str(issues[0].get("key") or issues[0].get("id"))
+                return issues[0]
             return None
         return None
 
@@ -169,13 +203,25 @@ def describe(inc: dict[str, Any]) -> str:
     lines += ["", "Action items:"]
     if not items:
         lines.append("- none recorded")
-    for item in items:
-        if isinstance(item, dict):
-            extra = ", ".join(f"{k}: {item[k]}" for k in ("owner", "due") if item.get(k))
-            lines.append(f"- {item.get('item', '')}" + (f" ({extra})" if extra else ""))
-        else:
-            lines.append(f"- {item}")
+    lines += [item_line(item) for item in items]
     return "\n".join(lines)
+
+
+def item_line(item: object) -> str:
+    """One action item as the ticket lists it: ``- item (owner: x, due: y)``."""
+    if not isinstance(item, dict):
+        return f"- {item}"
+    extra = ", ".join(f"{k}: {item[k]}" for k in ("owner", "due") if item.get(k))
+    return f"- {item.get('item', '')}" + (f" ({extra})" if extra else "")
+
+
+def _action_item(request: PageRequest) -> object:
+    """The request's action item (its target names the n-th), or its message's item line."""
+    items = request.incident.get("action_items") or []
+    n = request.target.removeprefix(ACTION_ITEM)
+    if n.isdigit() and 0 < int(n) <= len(items):
+        return items[int(n) - 1]
+    return request.description.removeprefix("- ") or request.message
 
 
 def _duration(inc: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.batch import MANUAL
+from service.batch import ACTION_ITEM, MANUAL
 from service.context import Context
 from service.escalate.policy import escalation_key
 from service.models import Incident, IncidentStatus, PageAction
@@ -133,8 +133,8 @@ class PageWorker(DueWorker):
         superseded = PageOutcome(PageStatus.SUPERSEDED, job.attempts)
         notifier = self._notifiers[job.integration]
         close_only = getattr(notifier, "close_only", False)
-        if close_only and job.action is not PageAction.CLOSE:
-            # A follow-up (a Jira ticket) acts on the close of an opening only.
+        if close_only and job.action is not PageAction.CLOSE and not job.target.startswith(ACTION_ITEM):
+            # A follow-up (a Jira ticket) acts on the close of an opening (and its action items) only.
             await self._finish(job, superseded)
             return
         if job.action is PageAction.TRIGGER and await self._moot(job, inc):

@@ -1,10 +1,12 @@
-"""A real HTTP server standing in for Jira's REST API v2: create issue and JQL search.
+"""A real HTTP server standing in for Jira's REST API v2: create issue, JQL search, comments.
 
 ``POST /rest/api/2/issue`` creates ``<PROJECT>-<n>`` and answers 201 ``{id, key, self}``;
 ``GET /rest/api/2/search/jql?jql=labels = "<label>"`` finds issues by label (the only JQL it
-understands), as Jira Cloud does (``/rest/api/2/search`` with ``cloud=False``). Requests without basic auth are a 401. Tests script
-answers: a 5xx creates nothing, unless ``commit`` says the request took effect before the
-answer was lost (a 504 from a proxy after Jira created the issue).
+understands), with the ``fields`` asked for, as Jira Cloud does (``/rest/api/2/search`` with
+``cloud=False``). ``POST /rest/api/2/issue/{key}/comment`` adds a comment (201 ``{id, body}``),
+``GET`` on it lists them (``{comments, total}``). Requests without basic auth are a 401. Tests
+script answers: a 5xx creates nothing, unless ``commit`` says the request took effect before
+the answer was lost (a 504 from a proxy after Jira created the issue or the comment).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class FakeJira(LoopbackServer):
         self.cloud = cloud
         self.requests: list[Seen] = []
         self.issues: list[dict[str, Any]] = []  # {"id", "key", "fields"}, in creation order
+        self.comments: dict[str, list[dict[str, Any]]] = {}  # issue key -> {"id", "body"}
         self._replies: deque[tuple[str, Reply]] = deque()  # (method, reply)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -47,13 +50,18 @@ class FakeJira(LoopbackServer):
         return self.base_url
 
     def script(self, method: str, *replies: Reply) -> None:
-        """The next requests with ``method`` (GET: search, POST: create) get these replies."""
+        """The next requests with ``method`` (GET: search or comments, POST: create or comment)
+        get these replies."""
         with self.lock:
             self._replies.extend((method, r) for r in replies)
 
     def creates(self) -> list[Seen]:
         with self.lock:
-            return [r for r in self.requests if r.method == "POST"]
+            return [r for r in self.requests if r.method == "POST" and r.path == "/rest/api/2/issue"]
+
+    def comment_bodies(self, key: str) -> list[str]:
+        with self.lock:
+            return [str(c["body"]) for c in self.comments.get(key, [])]
 
     def answer(self, seen: Seen) -> tuple[int, dict[str, Any], tuple[tuple[str, str], ...]]:
         with self.lock:
@@ -87,7 +95,22 @@ class FakeJira(LoopbackServer):
             if match is None:
                 return 400, {"errorMessages": [f"the stand-in does not understand {jql!r}"]}
             found = [i for i in self.issues if match.group(1) in i["fields"].get("labels", [])]
-            return 200, {"issues": [{"id": i["id"], "key": i["key"]} for i in found], "isLast": True}
+            wanted = [f for f in (seen.query.get("fields") or [""])[0].split(",") if f]
+            issues = [
+                {"id": i["id"], "key": i["key"], "fields": {f: i["fields"].get(f) for f in wanted}}
+                for i in found
+            ]
+            return 200, {"issues": issues, "isLast": True}
+        comment = re.fullmatch(r"/rest/api/2/issue/([^/]+)/comment", seen.path)
+        if comment is not None and any(i["key"] == comment.group(1) for i in self.issues):
+            comments = self.comments.setdefault(comment.group(1), [])
+            if seen.method == "GET":
+                return 200, {"comments": list(comments), "total": len(comments), "startAt": 0}
+            if seen.method == "POST":
+                if not seen.body.get("body"):
+                    return 400, {"errorMessages": [], "errors": {"comment": "Comment body can not be empty!"}}
+                comments.append({"id": str(20000 + len(comments)), "body": seen.body["body"]})
+                return 201, comments[-1]
         return 404, {"errorMessages": ["not found"]}
 
 
