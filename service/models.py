@@ -213,6 +213,8 @@ class Incident:
     acknowledged_by: str | None = None
     # "<opening>:<escalation rule>" -> when it fired: each escalates once per opening.
     escalations: dict[str, str] = field(default_factory=dict)
+    # The roles a person escalated to, by escalation key (a matrix rule's roles are the rule's).
+    manual_roles: dict[str, list[str]] = field(default_factory=dict)
     # When the current opening began (opened_at, or the reopen time).
     opening_started_at: datetime | None = None
     # What the commander says (the runbook's [UPDATE] Status, Root cause and ETA lines).

@@ -136,12 +136,13 @@ async def test_the_next_scheduled_update_lists_the_escalations_a_manual_one_too(
     # The first [UPDATE] (and "SEV-1 > 30 min", due at the same minute).
     [first] = await brought_by_the_clock(sc, inc, 30)
     assert escalated_line(first["message"]).startswith(
-        "- Escalated: sla-violation-imminent (Account Manager); response_overdue (Engineering Lead); manual:1"
+        "- Escalated: sla-violation-imminent (Account Manager); response_overdue (Engineering Lead); "
+        "manual:1 (Security)"
     )
     [second] = await brought_by_the_clock(sc, inc, 60)
     assert escalated_line(second["message"]) == (
         "- Escalated: sla-violation-imminent (Account Manager); response_overdue (Engineering Lead); "
-        "manual:1; sev1-unresolved-30m (Engineering Lead, CTO)"
+        "manual:1 (Security); sev1-unresolved-30m (Engineering Lead, CTO)"
     )
 
 
@@ -160,14 +161,17 @@ def test_the_escalations_listed_are_this_openings_in_the_order_they_fired(rules:
     inc.escalations = {
         "1:sla-violation-imminent": "2026-11-26T12:12:00Z",  # the first opening's
         "2:manual:1": "2026-11-26T13:20:00Z",
+        "1:manual:1": "2026-11-26T12:20:00Z",  # the first opening's, to other roles
         "2:response_overdue": "2026-11-26T13:15:00Z",
         "2:data-breach-suspected": "2026-11-26T13:00:00Z",
     }
+    inc.manual_roles = {"1:manual:1": ["Security"], "2:manual:1": ["CTO", "Legal"]}
     assert [(e["rule"], e["roles"]) for e in escalated(rules, inc)] == [
         ("data-breach-suspected", ["Security", "Legal"]),
         ("response_overdue", ["Engineering Lead"]),
-        ("manual:1", []),
+        ("manual:1", ["CTO", "Legal"]),
     ]
     assert escalated_line(render_update(rules, inc, None)) == (
-        "- Escalated: data-breach-suspected (Security, Legal); response_overdue (Engineering Lead); manual:1"
+        "- Escalated: data-breach-suspected (Security, Legal); response_overdue (Engineering Lead); "
+        "manual:1 (CTO, Legal)"
     )

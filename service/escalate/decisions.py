@@ -190,6 +190,7 @@ class Decisions:
         rule = f"{MANUAL}{n}"
         roles = list(dict.fromkeys(cmd.roles))
         inc.escalations[escalation_key(inc, rule)] = iso(now)
+        inc.manual_roles[escalation_key(inc, rule)] = roles
         escalation = {"rule": rule, "kind": "manual", "roles": roles, "reason": cmd.reason, "by": cmd.by}
         page = PageIntent(inc.id, PageAction.TRIGGER, inc.opening, rule, roles)
         return Change(

@@ -43,8 +43,7 @@ def render_update(
 def escalated(rules: RuleSet, inc: Incident) -> list[dict[str, Any]]:
     """The escalations of the current opening so far, in the order they fired: each
     ``{"rule", "roles", "at"}``. A matrix rule's roles are the rule's; a manual
-    escalation's (``manual:<n>``) are on its page and its ``incident.escalated`` event,
-    not on the incident, so they are ``[]`` here."""
+    escalation's (``manual:<n>``) the ones the person named."""
     esc = rules.escalation
     by_rule = {r.name: list(r.roles) for r in esc.rules} | {OVERDUE: list(esc.response_overdue)}
     prefix = f"{inc.opening}:"
@@ -52,7 +51,10 @@ def escalated(rules: RuleSet, inc: Incident) -> list[dict[str, Any]]:
         ((key.removeprefix(prefix), at) for key, at in inc.escalations.items() if key.startswith(prefix)),
         key=lambda item: item[1],
     )
-    return [{"rule": rule, "roles": by_rule.get(rule, []), "at": at} for rule, at in fired]
+    return [
+        {"rule": rule, "roles": inc.manual_roles.get(prefix + rule) or by_rule.get(rule, []), "at": at}
+        for rule, at in fired
+    ]
 
 
 def post_update(
