@@ -186,6 +186,12 @@ def _group_alerts(cluster: str, alertname: str, namespace: str, severity: str, n
     return Body(cluster, alerts, group)
 
 
+# The storm is the backlog the issue names (low-severity alerts, repeats): no alert of it takes
+# the urgent lane (rules/severities.yaml: SEV-1, which rules/classify.yaml gives these names),
+# so (3) measures a SEV-1 against that backlog, not against 200 other new SEV-1s.
+STORM_ALERTNAMES = tuple(n for n in ALERTNAMES if n not in ("ApiDown", "DatabaseUnavailable"))
+
+
 def storm_bodies(alerts: int, groups: int, batch: int, seed: int = 11) -> list[Body]:
     """``alerts`` distinct alerts in ``groups`` groups (clusters ``storm-<g>``: no inhibit rule
     links them), each group's alerts in bodies of up to ``batch``, in a shuffled order."""
@@ -195,7 +201,7 @@ def storm_bodies(alerts: int, groups: int, batch: int, seed: int = 11) -> list[B
         n = alerts // groups + (1 if g < alerts % groups else 0)
         whole = _group_alerts(
             f"storm-{g}",
-            ALERTNAMES[g % len(ALERTNAMES)],
+            STORM_ALERTNAMES[g % len(STORM_ALERTNAMES)],
             f"ns-{g // len(ALERTNAMES)}",
             LABEL_SEVERITIES[g % len(LABEL_SEVERITIES)],
             n,

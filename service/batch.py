@@ -117,9 +117,18 @@ class Batch:
     ignored: int = 0
     # An incident that may inhibit others resolved: once stored, the noise worker looks.
     holds_may_lift: bool = False
-    # What the stored batch changed: the work queues it added to, and whether any incident
-    # changed ("incidents"); the workers of those are woken, no others.
-    stored: set[str] = field(default_factory=set)
+    stored: Stored = field(default_factory=lambda: Stored())
+
+
+@dataclass(slots=True)
+class Stored:
+    """What a stored batch changed: the work queues it added to, and whether any incident
+    changed ("incidents"); the workers of those are woken, no others. ``timers_due``: the
+    earliest timer it added (epoch seconds): the timer worker is woken only if that is
+    sooner than it would look anyway."""
+
+    queues: set[str] = field(default_factory=set)
+    timers_due: float | None = None
 
 
 class Stage(Protocol):

@@ -18,6 +18,10 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_alerts_topic: str = "alerts"
+    # The urgent lane (severities.yaml `urgent`): its own topic and consumer group, so an urgent
+    # alert never waits behind a backlog of others. Unset: the alerts topic's name + ".urgent";
+    # empty: one lane for all.
+    kafka_urgent_topic: str | None = None
     kafka_events_topic: str = "incidents.events"
     kafka_dlq_topic: str = "alerts.dlq"
     kafka_commands_topic: str = "incidents.commands"
@@ -26,6 +30,10 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_create_topics: bool = True
     kafka_max_batch: int = Field(default=1000, ge=1)
+    # A poll is stored in slices of at most this many bytes of records (each slice one store
+    # transaction, its pages sent as soon as it is stored): bounds how long the urgent lane
+    # waits for the other's slice in hand, and the memory a storm's batch takes.
+    kafka_slice_bytes: int = Field(default=512 * 1024, ge=1)
     kafka_publish_timeout_seconds: float = Field(default=5.0, gt=0)
     # Idle-poll latency: how long the broker may hold an empty fetch, and how long the
     # batch subscriber waits after one. Lower is faster to react, costlier when idle.
@@ -115,6 +123,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # SIGTERM/SIGINT: how long the service may take to finish what it has in hand.
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    @property
+    def urgent_topic(self) -> str:
+        """The urgent lane's topic; empty: no urgent lane."""
+        if self.kafka_urgent_topic is None:
+            return f"{self.kafka_alerts_topic}.urgent"
+        return self.kafka_urgent_topic
 
     @model_validator(mode="before")
     @classmethod

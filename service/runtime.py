@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Awaitable
 from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
 
-from service.batch import Pipeline
+from service.batch import Pipeline, Stored
+from service.classify.lane import urgent_lane
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.context import Context
@@ -23,9 +24,10 @@ from service.http.app import HttpServices, HttpSettings
 from service.http.inbound import Inbound, InboundSecrets
 from service.http.silences import SilenceService
 from service.ingest.commands_consumer import CommandConsumer
-from service.ingest.consumer import AlertConsumer
+from service.ingest.consumer import AlertConsumer, UrgentAlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
 from service.ingest.intake import AlertIntake, kafka_publisher
+from service.ingest.records import Routing, no_lane
 from service.ingest.topics import ensure_topics
 from service.notify.base import Notifier
 from service.notify.registry import build_fallbacks, build_notifiers
@@ -45,6 +47,7 @@ from service.scheduling import DueWorker
 from service.store.leases import LeaseKeeper
 from service.store.listener import WorkListener
 from service.store.store import INCIDENTS, Store
+from service.store.tables import timers as timers_table
 from service.store.views import IncidentViews
 from service.triage.probes.registry import build_probes
 from service.triage.worker import TriageWorker
@@ -138,8 +141,8 @@ class Runtime:
         # No API server, no remediation: planning actions that can only be skipped is noise.
         remediation_mode = settings.remediation_mode if kube is not None else "off"
         self.intake = AlertIntake(
-            kafka_publisher(self.broker, settings.kafka_alerts_topic),
-            rules.grouping.group_by,
+            kafka_publisher(self.broker, settings.kafka_alerts_topic, settings.urgent_topic),
+            Routing(rules.grouping.group_by, urgent_lane(rules) if settings.urgent_topic else no_lane),
             self.clock,
             self.metrics,
             timeout=settings.kafka_publish_timeout_seconds,
@@ -169,6 +172,13 @@ class Runtime:
         self.consumer = AlertConsumer(
             self.broker, self.pipeline, ctx, self.dead_letters, after_batch=self._after_batch
         )
+        # The urgent lane shares the pipeline: its slices interleave with the other lane's,
+        # and the store's optimistic versions settle an incident both touch at once.
+        self.consumers = [self.consumer]
+        if settings.urgent_topic:
+            self.consumers.append(
+                UrgentAlertConsumer(self.broker, self.pipeline, ctx, self.dead_letters, self._after_batch)
+            )
 
     @classmethod
     async def create(
@@ -216,12 +226,22 @@ class Runtime:
     async def _kafka_ok(self) -> bool:
         return bool(await self.broker.ping(timeout=2.0))
 
-    async def _after_batch(self, records: int, stored: set[str] | None) -> None:
+    async def _after_batch(self, records: int, stored: Stored | None) -> None:
         await self.progress.add(records)
+        if stored is None:
+            self._heard(None)  # unknown (a failed batch): everyone looks
+            self.gauges.wake()
+            return
         # Only the workers with new work: a storm of repeats stores nothing and wakes nobody,
-        # and each wake-up costs the store a claim and a next-due query.
-        self._heard(stored)
-        if stored is None or INCIDENTS in stored:
+        # and each wake-up costs the store a claim and a next-due query; the timer workers
+        # only if a new timer is due before they would look anyway.
+        queues = set(stored.queues)
+        if timers_table.name in queues and stored.timers_due is not None:
+            queues.discard(timers_table.name)
+            self.timers.wake_by(stored.timers_due)
+            self.triage.wake_by(stored.timers_due)
+        self._heard(queues)
+        if INCIDENTS in stored.queues:
             self.gauges.wake()
 
     def _wake_all(self) -> None:
@@ -257,7 +277,7 @@ class Runtime:
         await self.store.start(migrate=self.settings.database_migrate)
         if self.settings.kafka_create_topics:
             await ensure_topics(self.settings)
-        await self.broker.start()
+        await _start_broker(self.broker)
         workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges, self.noise]
         if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.
@@ -278,10 +298,12 @@ class Runtime:
         """Stop consuming (the batch in hand is stored and committed), stop the workers,
         let the pages being sent finish, publish what is stored, give back every lease,
         then close; bounded by ``INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS``."""
-        self.consumer.stop()
+        for consumer in self.consumers:
+            consumer.stop()
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
-                await _quietly("stop consuming", self.consumer.subscriber.stop())
+                for consumer in self.consumers:
+                    await _quietly(f"stop consuming {consumer.lane}", consumer.subscriber.stop())
                 await _quietly("stop consuming commands", self.command_consumer.subscriber.stop())
                 await _cancel(tasks)
                 await self.pages.drain()
@@ -309,6 +331,17 @@ def _inbound_secrets(s: Settings) -> InboundSecrets:
     return InboundSecrets(
         raw(s.slack_signing_secret), raw(s.pagerduty_webhook_secret), raw(s.opsgenie_webhook_secret)
     )
+
+
+async def _start_broker(broker: KafkaBroker) -> None:
+    """``broker.start()``, with the subscribers started side by side: each one's start waits
+    for its group's first assignment, which some brokers hold for seconds (Tansu: half the
+    rebalance timeout), so one after another the start-up was the sum of the three groups."""
+    await broker.connect()
+    await asyncio.gather(*(sub.start() for sub in broker.subscribers))
+    for pub in broker.publishers:
+        await pub.start()
+    broker.running = True
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -33,10 +33,25 @@ class DueWorker(abc.ABC):
         self._clock = clock
         self._wake = asyncio.Event()
         self._log = logging.getLogger(type(self).__module__)
+        # While sleeping: the epoch time it will look again unless woken; None while working.
+        self._sleeping_until: float | None = None
 
     def wake(self) -> None:
         """New work may be due: look now rather than at the next due time."""
         self._wake.set()
+
+    @property
+    def sleeping_until(self) -> float | None:
+        """When it will look again unless woken (epoch); None while working or once woken."""
+        return None if self._wake.is_set() else self._sleeping_until
+
+    def wake_by(self, due: float) -> None:
+        """Work due at ``due`` (epoch) was added: wake only if the worker would otherwise
+        look later (a storm's new incidents each add timers due in minutes, and a wake-up
+        costs the store a claim and a next-due query). A working worker is always woken:
+        the next-due time it is about to read may predate the new work."""
+        if self._sleeping_until is None or due < self._sleeping_until:
+            self._wake.set()
 
     @abc.abstractmethod
     async def run_once(self) -> int:
@@ -71,5 +86,9 @@ class DueWorker(abc.ABC):
                 delay, retry = retry, min(retry * 2, RETRY_MAX_SECONDS)
             if self.pace:
                 await asyncio.sleep(self.pace)  # a wake meanwhile stays set: the next round is not lost
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._sleeping_until = self._clock.now().timestamp() + delay
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            finally:
+                self._sleeping_until = None

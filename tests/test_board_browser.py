@@ -79,11 +79,15 @@ async def test_log_in_see_an_incident_arrive_acknowledge_it_and_its_clock_stops(
             red = page.locator(f"#inc-{overdue} .clock")
             await expect(red).to_have_text(re.compile(r"^overdue \d+:\d\d$"))
             await expect(red).to_have_css("background-color", RED)
-            sev1_box, sev2_box = (
-                await page.locator(f"#inc-{overdue}").bounding_box(),
-                await card.bounding_box(),
+            # Read in one go in the page: the live board may swap the cards between two reads.
+            await page.wait_for_function(
+                """([above, below]) => {
+                    const a = document.getElementById(above), b = document.getElementById(below);
+                    return a && b && a.getBoundingClientRect().top < b.getBoundingClientRect().top;
+                }""",
+                arg=[f"inc-{overdue}", f"inc-{inc}"],
+                timeout=10_000,
             )
-            assert sev1_box and sev2_box and sev1_box["y"] < sev2_box["y"]
 
             await card.get_by_role("button", name="Acknowledge").click()
 

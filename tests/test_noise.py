@@ -3,6 +3,7 @@ correlator's flap dampening, and what `rules check` says about a broken noise.ya
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from service.batch import Batch
 from service.escalate.policy import EscalationPolicy
 from service.models import EXPIRED, AlertState, AlertStatus, HoldKind, Incident, IncidentStatus, PageAction
 from service.quiet.gate import Gate
-from service.quiet.stage import QuietStage
+from service.quiet.stage import QuietStage, refresh_sources
 from service.quiet.transitions import lift
 from service.ruleset import RuleSet, load_rules
 from service.ruleset.errors import RulesError
@@ -139,6 +140,49 @@ def test_inhibition_needs_an_open_source_that_agrees_on_the_equal_labels() -> No
     assert gate.decide(target, MONDAY, [], [other_cluster]) is None
     source.status = IncidentStatus.RESOLVED
     assert gate.decide(target, MONDAY, [], [source]) is None
+
+
+class _Stored:
+    """Open incidents as a store holds them, counting the ones decoded."""
+
+    def __init__(self, *incs: Incident) -> None:
+        self.rows = {i.id: i for i in incs}
+        self.read: list[str] = []
+
+    async def open_versions(self, limit: int) -> dict[str, int]:
+        return {i.id: i.version for i in self.rows.values() if i.status is IncidentStatus.OPEN}
+
+    async def get_many(self, ids: Sequence[str]) -> Sequence[Incident]:
+        self.read += ids
+        return [self.rows[i] for i in ids]
+
+
+async def test_inhibition_sources_are_read_again_only_where_the_store_changed() -> None:
+    source = incident({"alertname": "DatabaseUnavailable", "cluster": "eu"}, iid="inc-db", paged=1)
+    other = incident({"alertname": "DatabaseUnavailable", "cluster": "us"}, iid="inc-us", paged=1)
+    source.version = other.version = 1
+    stored = _Stored(source, other)
+    target = incident({"alertname": "ApiDown", "cluster": "eu"})
+    index = gate.index([])
+    assert await refresh_sources(index, stored) == 2
+    hold = gate.decide(target, MONDAY, [], index)
+    assert hold is not None and hold.by == "inc-db"
+    assert await refresh_sources(index, stored) == 0  # nothing changed: nothing decoded again
+    # This consumer's own copy (not yet stored) is taken at once, and read once when stored.
+    index.update([incident({"alertname": "DatabaseUnavailable", "cluster": "ap"}, iid="inc-ap")])
+    ap = incident({"alertname": "DatabaseUnavailable", "cluster": "ap"}, iid="inc-ap")
+    ap.version = 1
+    stored.rows["inc-ap"] = ap
+    assert await refresh_sources(index, stored) == 1 and stored.read[-1] == "inc-ap"
+    # Another replica moved the us source to eu, then resolved the eu one: read, and forgotten.
+    moved = incident({"alertname": "DatabaseUnavailable", "cluster": "eu"}, iid="inc-us", paged=1)
+    moved.version = 2
+    stored.rows["inc-us"] = moved
+    source.status = IncidentStatus.RESOLVED
+    assert await refresh_sources(index, stored) == 1 and stored.read[-1] == "inc-us"
+    hold = gate.decide(target, MONDAY, [], index)
+    assert hold is not None and hold.by == "inc-us"
+    assert "inc-db" not in index.versions
 
 
 def test_min_firing_holds_the_incident_pending_until_enough_fire() -> None:
@@ -299,9 +343,12 @@ class _Silences:
 
 
 class _Incidents:
-    async def list(
-        self, status: str | None, severity: str | None, limit: int, offset: int = 0
-    ) -> list[Incident]:
+    """No incident stored but the batch's own."""
+
+    async def open_versions(self, limit: int) -> dict[str, int]:
+        return {}
+
+    async def get_many(self, ids: Sequence[str]) -> Sequence[Incident]:
         return []
 
 

@@ -18,7 +18,8 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service.batch import DeadLetter, Pipeline, Record
+from service.batch import DeadLetter, Pipeline, Record, Stored
+from service.config import Settings
 from service.context import Context
 from service.ingest.deadletter import DeadLetterPublisher
 from service.store.incidents import ConcurrentUpdate
@@ -47,17 +48,26 @@ def is_infrastructure_error(exc: BaseException) -> bool:
 
 
 class AlertConsumer:
+    lane = "alerts"
+
+    @staticmethod
+    def subscription(settings: Settings) -> tuple[str, str]:
+        """The topic and the consumer group of this lane."""
+        return settings.kafka_alerts_topic, settings.kafka_group_id
+
     def __init__(
         self,
         broker: KafkaBroker,
         pipeline: Pipeline,
         ctx: Context,
         dead_letters: DeadLetterPublisher,
-        after_batch: Callable[[int, set[str] | None], Awaitable[None]],
+        after_batch: Callable[[int, Stored | None], Awaitable[None]],
     ) -> None:
-        """``after_batch``: told how many records a stored batch had and what it stored (the
+        """``after_batch``: told how many records a stored slice had and what it stored (the
         work queues it added to; None: unknown, wake every worker), before the commit."""
         settings = ctx.settings
+        topic, group_id = self.subscription(settings)
+        self._slice_bytes = settings.kafka_slice_bytes
         self._dead_letters = dead_letters
         self._broker = broker
         self._pipeline = pipeline
@@ -68,9 +78,9 @@ class AlertConsumer:
         self._backoff = 0.2
         self._stopping = asyncio.Event()
         self.subscriber = broker.subscriber(
-            settings.kafka_alerts_topic,
+            topic,
             batch=True,
-            group_id=settings.kafka_group_id,
+            group_id=group_id,
             auto_offset_reset="earliest",
             max_records=settings.kafka_max_batch,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
@@ -89,11 +99,14 @@ class AlertConsumer:
         self._metrics.batch_size.observe(len(records))
         ident = tuple(sorted({(r.topic, r.partition, r.offset) for r in records}))[:1]
         try:
-            stored: set[str] | None = None
             if self._failures.get(ident, 0) >= POISON_ATTEMPTS:
                 await self._isolate(records)
+                await self._after_batch(len(records), None)
             else:
-                stored = (await self._pipeline.process(records, self._clock.now())).stored
+                for part in slices(records, self._slice_bytes):
+                    stored = (await self._pipeline.process(part, self._clock.now())).stored
+                    # Each slice's pages go out as soon as it is stored, not after the poll.
+                    await self._after_batch(len(part), stored)
         except Exception as exc:
             # It may have failed after its store transaction: wake every worker for what it
             # stored (its re-read will be duplicates, which wake nobody).
@@ -116,7 +129,6 @@ class AlertConsumer:
             raise
         self._failures.pop(ident, None)
         self._backoff = 0.2
-        await self._after_batch(len(records), stored)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -133,3 +145,30 @@ class AlertConsumer:
                 )
                 log.error("dead-lettering %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, reason)
                 await self._dead_letters([DeadLetter(rec, reason)])
+
+
+class UrgentAlertConsumer(AlertConsumer):
+    """The urgent lane: the alerts whose severity is ``urgent``, in a topic and a group of
+    their own, so they never wait behind the other topic's backlog."""
+
+    lane = "urgent"
+
+    @staticmethod
+    def subscription(settings: Settings) -> tuple[str, str]:
+        return settings.urgent_topic, f"{settings.kafka_group_id}.urgent"
+
+
+def slices(records: list[Record], max_bytes: int) -> list[list[Record]]:
+    """``records`` in order, cut so that each part holds at most ``max_bytes`` of values (a
+    larger record alone). Every slice is one store transaction: a storm's poll does not hold
+    the store, the event loop or the memory for all of its records at once."""
+    parts: list[list[Record]] = []
+    size = max_bytes
+    for rec in records:
+        n = len(rec.value) if rec.value is not None else 0
+        if size + n > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(rec)
+        size += n
+    return parts

@@ -8,7 +8,7 @@ every way a body can fail is an exception the HTTP layer turns into its status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +16,17 @@ from faststream.kafka import KafkaBroker
 
 from service.clock import Clock
 from service.ingest.parse import PayloadError, decode, load_json, parse_document, parse_pushed
-from service.ingest.records import split_by_group
+from service.ingest.records import OutRecord, Routing, split_by_group
 from service.models import Alert
 from service.observability.metrics import Metrics
 
 # Kafka's default record limit (1 MiB) less room for the record's own framing.
 MAX_RECORD_BYTES = 1_000_000
 
-# Sends (key, value) records to the alerts topic and returns once Kafka acknowledged all.
-Publish = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+# Sends records to the alerts topic (the urgent ones to the urgent topic) and returns once
+# Kafka acknowledged all.
+Publish = Callable[[list[OutRecord]], Awaitable[None]]
+
 
 # The metrics' source label of each way in.
 WEBHOOK_SOURCE = "http"
@@ -47,10 +49,16 @@ class Accepted:
 
 class AlertIntake:
     def __init__(
-        self, publish: Publish, group_by: Sequence[str], clock: Clock, metrics: Metrics, *, timeout: float
+        self,
+        publish: Publish,
+        routing: Routing,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        timeout: float,
     ) -> None:
         self._publish = publish
-        self._group_by = list(group_by)
+        self._routing = routing
         self._clock = clock
         self._metrics = metrics
         self._timeout = timeout
@@ -68,7 +76,7 @@ class AlertIntake:
         except PayloadError as exc:
             self._metrics.alerts_invalid.labels(WEBHOOK_SOURCE, exc.kind).inc()
             raise
-        return await self._publish_groups(doc, alerts, WEBHOOK_SOURCE)
+        return await self._publish_groups(doc, alerts, WEBHOOK_SOURCE, body)
 
     async def accept_pushed(self, body: bytes) -> Accepted:
         """``POST /api/v2/alerts`` (Alertmanager API v2, what Prometheus sends): a JSON array
@@ -89,11 +97,13 @@ class AlertIntake:
             raise pushed.refused
         return accepted
 
-    async def _publish_groups(self, doc: dict[str, Any], alerts: list[Alert], source: str) -> Accepted:
+    async def _publish_groups(
+        self, doc: dict[str, Any], alerts: list[Alert], source: str, body: bytes | None = None
+    ) -> Accepted:
         if not alerts:
             return Accepted(0, 0)
-        records = split_by_group(doc, alerts, self._group_by)
-        if any(len(value) > MAX_RECORD_BYTES for _, value in records):
+        records = split_by_group(doc, alerts, self._routing, body)
+        if any(len(r.value) > MAX_RECORD_BYTES for r in records):
             self._metrics.alerts_invalid.labels(source, "too_large").inc()
             raise TooLarge(
                 f"the alerts of one incident group exceed Kafka's record limit ({MAX_RECORD_BYTES} bytes)"
@@ -106,11 +116,17 @@ class AlertIntake:
         return Accepted(len(alerts), len(records))
 
 
-def kafka_publisher(broker: KafkaBroker, topic: str) -> Publish:
-    """Unconfirmed sends of every record, then one wait for all acknowledgements."""
+def kafka_publisher(broker: KafkaBroker, topic: str, urgent_topic: str) -> Publish:
+    """Unconfirmed sends of every record, then one wait for all acknowledgements.
+    ``urgent_topic``: where the urgent records go (empty: the alerts topic too)."""
 
-    async def publish(records: list[tuple[bytes, bytes]]) -> None:
-        futures = [await broker.publish(value, topic, key=key, no_confirm=True) for key, value in records]
+    async def publish(records: list[OutRecord]) -> None:
+        futures = [
+            await broker.publish(
+                r.value, (urgent_topic or topic) if r.urgent else topic, key=r.key, no_confirm=True
+            )
+            for r in records
+        ]
         await asyncio.gather(*futures)
 
     return publish

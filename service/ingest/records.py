@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from service.correlate.fingerprint import group_key
 from service.ingest.parse import PayloadError
@@ -17,28 +21,59 @@ def record_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).hexdigest()[:24].encode()
 
 
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record for the alerts topic, or for the urgent one (``urgent``)."""
+
+    key: bytes
+    value: bytes
+    urgent: bool = False
+
+
+def no_lane(alert: Alert) -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where an alert's record goes: its incident group (the key), and whether it takes the
+    urgent lane (its severity says so: severities.yaml ``urgent``)."""
+
+    group_by: list[str]
+    urgent: Callable[[Alert], bool] = no_lane
+
+
 def split_by_group(
-    doc: dict[str, Any], alerts: list[Alert], group_by: list[str]
-) -> list[tuple[bytes, bytes]]:
-    """One webhook record per incident group, so one consumer owns each incident."""
+    doc: dict[str, Any], alerts: list[Alert], routing: Routing, body: bytes | None = None
+) -> list[OutRecord]:
+    """One record per incident group and lane, so one consumer owns each incident and an
+    alert always takes the same lane (its severity comes from its labels).
+
+    ``body``: ``doc``'s own bytes. Alertmanager sends one group per webhook, so most bodies
+    go to Kafka as they came, without encoding them again.
+    """
     if "alerts" not in doc:
-        key, _ = group_key(alerts[0].labels, group_by)
-        return [(record_key(key), _dump(doc))]
-    groups: dict[str, list[Any]] = defaultdict(list)
+        key, _ = group_key(alerts[0].labels, routing.group_by)
+        return [OutRecord(record_key(key), body or _dump(doc), routing.urgent(alerts[0]))]
+    groups: dict[tuple[str, bool], list[Any]] = defaultdict(list)
     for raw_alert, alert in zip(doc["alerts"], alerts, strict=True):
-        groups[group_key(alert.labels, group_by)[0]].append(raw_alert)
+        groups[group_key(alert.labels, routing.group_by)[0], routing.urgent(alert)].append(raw_alert)
+    if len(groups) == 1 and body is not None:
+        (key, lane), _ = groups.popitem()
+        return [OutRecord(record_key(key), body, lane)]
     return [
-        (
-            record_key(key),
-            json.dumps({**doc, "alerts": items}, separators=(",", ":"), ensure_ascii=False).encode(),
-        )
-        for key, items in groups.items()
+        OutRecord(record_key(key), _dump({**doc, "alerts": items}), lane)
+        for (key, lane), items in groups.items()
     ]
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
     # Not ASCII-escaped: escaping can double a body's size past Kafka's record limit.
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        # An integer wider than 64 bits in a field we ignore: the standard library keeps it.
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def dead_letter_headers(reason: str, topic: str, partition: int, offset: int) -> dict[str, str]:
@@ -52,4 +87,12 @@ def dead_letter_headers(reason: str, topic: str, partition: int, offset: int) ->
     }
 
 
-__all__ = ["PayloadError", "dead_letter_headers", "record_key", "split_by_group"]
+__all__ = [
+    "OutRecord",
+    "PayloadError",
+    "Routing",
+    "dead_letter_headers",
+    "no_lane",
+    "record_key",
+    "split_by_group",
+]

@@ -15,6 +15,7 @@ async def ensure_topics(settings: Settings) -> None:
         existing = set(await admin.list_topics())
         wanted = [
             settings.kafka_alerts_topic,
+            *([settings.urgent_topic] if settings.urgent_topic else []),
             settings.kafka_events_topic,
             settings.kafka_dlq_topic,
             settings.kafka_commands_topic,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from service.batch import Batch, DeadLetter, PageIntent
+from service.batch import Batch, DeadLetter, PageIntent, Stored
 from service.context import Context
 from service.models import PageAction
 from service.store.pages import NewPage
@@ -45,7 +45,10 @@ class PersistStage:
         )
         if effects:
             await self._store.commit(effects, batch.now)
-            batch.stored = {*effects.queues(), *([INCIDENTS] if effects.incidents else [])}
+            batch.stored = Stored(
+                {*effects.queues(), *([INCIDENTS] if effects.incidents else [])},
+                min((t.due_at.timestamp() for t in batch.timers), default=None),
+            )
         if batch.holds_may_lift:
             self._wake_noise()
         self._count(batch)

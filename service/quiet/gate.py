@@ -58,12 +58,16 @@ class SourceIndex:
         self._noise = noise
         self._by_rule: list[dict[tuple[str, ...], list[_Source]]] = [{} for _ in noise.inhibit_rules]
         self._keys: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
-        self.update(sources)
+        # The stored version each incident was taken at; -1: a copy not yet stored (a batch's).
+        self.versions: dict[str, int] = {}
+        self.update(sources, stored=True)
 
-    def update(self, incidents: Iterable[Incident]) -> None:
-        """Take these incidents as they are now (open or not, firing or not)."""
+    def update(self, incidents: Iterable[Incident], *, stored: bool = False) -> None:
+        """Take these incidents as they are now (open or not, firing or not); ``stored``: as
+        read from the store (their versions are the stored ones)."""
         for inc in incidents:
             self._remove(inc.id)
+            self.versions[inc.id] = inc.version if stored else -1
             if inc.status is not IncidentStatus.OPEN:
                 continue
             if inc.hold is not None and inc.hold.kind is HoldKind.PENDING:
@@ -71,6 +75,11 @@ class SourceIndex:
             for a in inc.alerts.values():
                 if a.status is AlertStatus.FIRING:
                     self._add(inc, a.labels)
+
+    def forget(self, ids: Iterable[str]) -> None:
+        for incident_id in ids:
+            self._remove(incident_id)
+            self.versions.pop(incident_id, None)
 
     def _remove(self, incident_id: str) -> None:
         for i, key in self._keys.pop(incident_id, ()):

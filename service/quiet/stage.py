@@ -31,9 +31,8 @@ class ActiveSilences(Protocol):
 
 
 class OpenIncidents(Protocol):
-    async def list(
-        self, status: str | None, severity: str | None, limit: int, offset: int = 0
-    ) -> list[Incident]: ...
+    async def open_versions(self, limit: int) -> dict[str, int]: ...
+    async def get_many(self, ids: Sequence[str]) -> Sequence[Incident]: ...
 
 
 class Reminders(Protocol):
@@ -111,16 +110,14 @@ class QuietStage:
             if (timer := flap_quiet_timer(inc)) is not None:
                 batch.timers.append(timer)
         if self._sources_index is not None:
-            if time.monotonic() - self._read_at <= SOURCES_TTL_SECONDS:
-                self._sources_index.update(batch.changed.values())
-            else:
-                self._sources_index = None  # read afresh when next needed
+            self._sources_index.update(batch.changed.values())
 
     async def _sources(self, batch: Batch) -> SourceIndex:
         """The inhibition sources: the open incidents, this batch's copies included."""
-        if self._sources_index is None or time.monotonic() - self._read_at > SOURCES_TTL_SECONDS:
-            stored = await self._incidents.list("open", None, MAX_SOURCES)
-            self._sources_index = self._gate.index(stored)
+        if self._sources_index is None:
+            self._sources_index = self._gate.index([])
+        if time.monotonic() - self._read_at > SOURCES_TTL_SECONDS:
+            await refresh_sources(self._sources_index, self._incidents)
             self._read_at = time.monotonic()
         self._sources_index.update(batch.changed.values())
         return self._sources_index
@@ -174,3 +171,15 @@ def _withheld(
         # A series nobody was paged for (held) needs no word that it flaps.
         return inc is not None and inc.paged != page.opening
     return False
+
+
+async def refresh_sources(index: SourceIndex, incidents: OpenIncidents) -> int:
+    """Read again only the open incidents whose stored version the index has not taken
+    (others' changes, and this consumer's own once stored), and forget the ones no longer
+    open: a storm's thousand open incidents are not decoded again every few seconds.
+    Returns how many were read."""
+    current = await incidents.open_versions(MAX_SOURCES)
+    index.forget([i for i in index.versions if i not in current])
+    stale = [i for i, v in current.items() if index.versions.get(i) != v]
+    index.update(await incidents.get_many(stale), stored=True)
+    return len(stale)

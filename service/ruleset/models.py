@@ -31,6 +31,9 @@ class Severity(Strict):
     opsgenie_priority: str = Field(pattern=r"^P[1-5]$")
     # Opens a public incident on the status page (the `statuspage` pager) when one opens.
     status_page: bool = False
+    # Its alerts skip the queue: the webhook sends them to the urgent topic, consumed apart
+    # from the backlog of everything else (INCIDENTD_KAFKA_URGENT_TOPIC).
+    urgent: bool = False
     examples: list[str] = []
 
     @property

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import builtins
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -54,6 +55,26 @@ class Incidents:
             query = query.where(incidents.c.severity == severity)
         async with self._db.read() as conn:
             return [load_incident(r) for r in await conn.execute(query)]
+
+    async def open_versions(self, limit: int) -> dict[str, int]:
+        """id -> stored version of the newest ``limit`` open incidents: what changed since a
+        cache was filled, without decoding any incident."""
+        query = (
+            select(incidents.c.id, incidents.c.version)
+            .where(incidents.c.status == "open")
+            .order_by(incidents.c.opened_at.desc(), incidents.c.id)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return {r.id: r.version for r in await conn.execute(query)}
+
+    async def get_many(self, ids: Sequence[str]) -> Sequence[Incident]:
+        out: builtins.list[Incident] = []
+        async with self._db.read() as conn:
+            for chunk in chunks(builtins.list(ids)):
+                rows = await conn.execute(select(incidents).where(incidents.c.id.in_(chunk)))
+                out.extend(load_incident(r) for r in rows)
+        return out
 
     async def open_counts(self) -> dict[str, int]:
         """severity -> open incidents."""

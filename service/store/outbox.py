@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.clock import from_epoch
 from service.store.database import Database
 from service.store.listener import notify
-from service.store.queue import WorkQueue
+from service.store.queue import Claiming, WorkQueue
 from service.store.tables import outbox, timeline
 
 # PostgreSQL advisory-lock key that makes relay claims take turns ("incidentd outbox").
@@ -60,7 +60,7 @@ class OutboxClaim:
 class Outbox:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.queue = WorkQueue(db, outbox, runnable=true(), serialise_claims=OUTBOX_CLAIM_LOCK)
+        self.queue = WorkQueue(db, outbox, runnable=true(), claiming=Claiming(serialise=OUTBOX_CLAIM_LOCK))
 
     @staticmethod
     async def add(conn: AsyncConnection, events: Sequence[OutboxRecord], now: datetime) -> None:

@@ -16,8 +16,8 @@ from service.batch import PageIntent
 from service.models import PageAction
 from service.notify.base import idempotency_key
 from service.store.database import Database
-from service.store.queue import WorkQueue
-from service.store.tables import page_jobs
+from service.store.queue import Claiming, WorkQueue
+from service.store.tables import incidents, page_jobs
 
 
 class PageStatus(StrEnum):
@@ -155,6 +155,10 @@ def _job(row: Row[Any], lease: str) -> PageJob:
     )
 
 
+# The most severe incident's pages are claimed first ("SEV-1" < "SEV-2": one digit, by the rules).
+_severity = select(incidents.c.severity).where(incidents.c.id == page_jobs.c.incident_id).scalar_subquery()
+
+
 class PageJobs:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -163,6 +167,8 @@ class PageJobs:
             page_jobs,
             runnable=page_jobs.c.status == PageStatus.PENDING,
             due=page_jobs.c.next_attempt_at,
+            # The most severe incident's pages first ("SEV-1" < "SEV-2": one digit, by the rules).
+            claiming=Claiming(rank=_severity),
         )
 
     @staticmethod

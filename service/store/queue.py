@@ -35,6 +35,17 @@ RENEW_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
+class Claiming:
+    """How claims choose and take turns. ``rank``: rows claimed first when lower, before
+    the due order (a SEV-1's page before a backlog of SEV-3s); ``serialise``: a PostgreSQL
+    advisory-lock key that makes claims take turns, for queues whose claims must see each
+    other (the outbox keeps order per key)."""
+
+    rank: ColumnElement[Any] | None = None
+    serialise: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """The rows one claim leased, oldest first, and the token that proves the lease."""
 
@@ -50,18 +61,18 @@ class WorkQueue:
         *,
         runnable: ColumnElement[bool],
         due: KeyedColumnElement[Any] | None = None,
-        serialise_claims: int | None = None,
+        claiming: Claiming = Claiming(),
     ) -> None:
         """``runnable``: rows that still have work (by status); ``due``: the column that
         says when a row may run (none: as soon as it exists), earliest first, then by id;
-        ``serialise_claims``: a PostgreSQL advisory-lock key that makes claims take turns,
-        for queues whose claims must see each other (the outbox keeps order per key)."""
+        ``claiming``: :class:`Claiming`."""
         self._db = db
         self.table = table
         self._runnable = runnable
         self._due = due
         self._order = [table.c.id] if due is None else [due, table.c.id]
-        self._serialise = serialise_claims
+        self._rank = [] if claiming.rank is None else [claiming.rank]
+        self._serialise = claiming.serialise
         # Claims made, and whether the last renewal found leases to renew: renewing
         # writes, and on SQLite every write is an fsync, so an idle queue does not renew.
         self._claims = 0
@@ -91,7 +102,7 @@ class WorkQueue:
             candidates = (
                 select(t.c.id)
                 .where(free, self._due_by(stamp), true() if where is None else where)
-                .order_by(*self._order)
+                .order_by(*self._rank, *self._order)
                 .limit(limit)
             )
             if self._db.postgres:

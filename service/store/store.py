@@ -20,6 +20,7 @@ from service.store import schema
 from service.store.commands import CommandIds
 from service.store.control import ControlState
 from service.store.database import Database
+from service.store.group_commit import GroupCommit
 from service.store.heartbeats import Heartbeats
 from service.store.incidents import ConcurrentUpdate, Incidents
 from service.store.listener import notify
@@ -70,6 +71,7 @@ class Store:
         self.commands = CommandIds(self.db)
         self.silences = Silences(self.db)
         self.heartbeats = Heartbeats(self.db)
+        self._group = GroupCommit[Effects](self.db, self._apply_some)
 
     async def start(self, migrate: bool = True) -> None:
         """Upgrade the schema (or, with ``migrate`` False, check it is current; raises
@@ -85,6 +87,10 @@ class Store:
 
     async def ping(self) -> None:
         await self.db.ping()
+
+    async def _apply_some(self, conn: AsyncConnection, effects: Effects, now: datetime) -> None:
+        if effects:
+            await self.apply(conn, effects, now)
 
     async def apply(self, conn: AsyncConnection, effects: Effects, now: datetime) -> None:
         """Write ``effects`` in ``conn``'s transaction; raises :class:`ConcurrentUpdate`
@@ -108,6 +114,8 @@ class Store:
         """Store ``effects`` in one transaction. ``guard`` runs first in the same
         transaction (finishing a leased job, say); if it answers False nothing is
         written and False is returned."""
+        if not self.db.postgres:
+            return await self._group.commit(effects, now, guard)
         async with self.db.write() as conn:
             if guard is not None and not await guard(conn):
                 return False
