@@ -52,6 +52,7 @@ class GroupCommit(Generic[E]):
         return await asyncio.shield(req.done)
 
     async def _drain(self) -> None:
+        group: list[_Request[E]] = []
         try:
             while self._queue:
                 group, self._queue = self._queue, []
@@ -65,8 +66,8 @@ class GroupCommit(Generic[E]):
                 for req, ok in zip(group, written, strict=True):
                     _settle(req, ok)
         finally:
-            # Cancelled (a shutdown): nobody waits for ever.
-            for req in self._queue:
+            # Cancelled (a shutdown): nobody waits for ever, for the group in hand or the next.
+            for req in [*group, *self._queue]:
                 if not req.done.done():
                     req.done.set_exception(asyncio.CancelledError())
             self._queue = []
