@@ -361,6 +361,7 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
             f"(Alertmanager: {sh.alertmanager_alerts} in {sh.alertmanager_seconds:.2f} s; target >= 0.6x)",
         ),
         ("(e3) SEV-1 during the storm: 202 -> first page", *_lat(sh.sev1_ms)),
+        ("    of which 202 -> stored", *_lat(sh.sev1_stored_ms)),
         (
             f"(e4) new incidents under {_num(sh.repeats_alerts_per_s)} repeated alerts/s",
             *_lat(sh.repeats_new_ms),

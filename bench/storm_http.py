@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -104,6 +105,7 @@ class StormHttpResult:
     alertmanager_seconds: float = 0.0
     # (3)
     sev1_ms: dict[str, float] = field(default_factory=dict)
+    sev1_stored_ms: dict[str, float] = field(default_factory=dict)  # 202 -> its batch stored
     # (4)
     repeats_new_ms: dict[str, float] = field(default_factory=dict)
     repeats_alerts_per_s: float = 0.0  # the repeats' offered load actually answered
@@ -210,6 +212,9 @@ def storm_bodies(alerts: int, groups: int, batch: int, seed: int = 11) -> list[B
             bodies.append(Body(whole.cluster, whole.alerts[i : i + batch], whole.group))
     random.Random(seed).shuffle(bodies)
     return bodies
+
+
+SEV1_CLUSTER = re.compile(rb'"cluster":"(sev1-\d+)"')
 
 
 def sev1_body(cluster: str) -> bytes:
@@ -393,12 +398,16 @@ class StoredClock:
         self.done_at = 0.0
         self.done = asyncio.Event()
         self.probe = Probe(0)
+        self.sev1_stored: dict[str, float] = {}  # each probe SEV-1's cluster -> its batch stored
 
     def install(self, pipeline: Pipeline) -> None:
         pipeline.stages = [*(self.probe.timed(s) for s in pipeline.stages), self.leave]
 
     async def leave(self, batch: Batch) -> Batch:
         self.batches += 1
+        for r in batch.records:
+            if r.value and (m := SEV1_CLUSTER.search(r.value)):
+                self.sev1_stored.setdefault(m.group(1).decode(), time.perf_counter())
         self.records += sum(1 for r in batch.records if r.value and self.prefix in r.value)
         if self.target and self.records >= self.target and not self.done.is_set():
             self.done_at = time.perf_counter()
@@ -518,6 +527,9 @@ async def storm_phase(
     )
     sev1_pages = first_pages(pager, "sev1-")
     result.sev1_ms = summary_ms([sev1_pages[k] - t for k, t in sev1.accepted.items() if k in sev1_pages])
+    result.sev1_stored_ms = summary_ms(
+        [clock.sev1_stored[k] - t for k, t in sev1.accepted.items() if k in clock.sev1_stored]
+    )
     missing = len(set(sev1.accepted) - set(sev1_pages))
     if missing:
         result.problems.append(f"(e3) {missing} of {len(sev1.accepted)} SEV-1 webhooks not paged")

@@ -176,9 +176,11 @@ class Runtime:
         # and the store's optimistic versions settle an incident both touch at once.
         self.consumers = [self.consumer]
         if settings.urgent_topic:
-            self.consumers.append(
-                UrgentAlertConsumer(self.broker, self.pipeline, ctx, self.dead_letters, self._after_batch)
+            urgent = UrgentAlertConsumer(
+                self.broker, self.pipeline, ctx, self.dead_letters, self._after_batch
             )
+            self.consumer.yield_to(urgent)
+            self.consumers.append(urgent)
 
     @classmethod
     async def create(

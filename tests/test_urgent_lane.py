@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from service.batch import Batch, Record
 from service.classify.lane import urgent_lane
@@ -15,6 +16,7 @@ from service.ingest.parse import parse_document
 from service.ingest.records import Routing, split_by_group
 from service.models import PageAction
 from service.ruleset import RuleSet
+from service.runtime import Runtime
 from service.store.pages import NewPage
 from service.store.store import Effects, Store
 from tests.support.incidents import make_incident
@@ -142,3 +144,34 @@ async def test_the_most_severe_incidents_pages_are_claimed_first(rules: RuleSet,
         assert [j.incident_id for j in first + second] == [high.id, low.id]
     finally:
         await store.close()
+
+
+async def test_the_other_lane_starts_no_slice_while_an_urgent_batch_is_in_hand(
+    rules: RuleSet, tmp_path: Path
+) -> None:
+    # The two consumers' handlers, called as their subscribers would, on one pipeline whose only
+    # stage notes what it sees and holds the urgent batch until released.
+    runtime = Runtime(test_settings("127.0.0.1:9", tmp_path), rules)
+    bulk, urgent = runtime.consumers
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def note(batch: Batch) -> Batch:
+        seen.append(batch.records[0].topic)
+        if batch.records[0].topic == "urgent":
+            await release.wait()
+        return batch
+
+    runtime.pipeline.stages = [note]
+
+    def polled(topic: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(value=b"{}", topic=topic, partition=0, offset=0, timestamp=0)]
+
+    held = asyncio.create_task(urgent.handle(polled("urgent")))
+    await asyncio.sleep(0)  # one turn: the urgent batch is in the pipeline, held
+    waiting = asyncio.create_task(bulk.handle(polled("alerts")))
+    await asyncio.sleep(0)  # one turn: without the yield, the other lane's slice would be in too
+    assert seen == ["urgent"] and not urgent.idle.is_set()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(held, waiting), 5)
+    assert seen == ["urgent", "alerts"] and urgent.idle.is_set() and bulk.idle.is_set()

@@ -77,6 +77,11 @@ class AlertConsumer:
         self._failures: dict[tuple[tuple[str, int, int], ...], int] = {}
         self._backoff = 0.2
         self._stopping = asyncio.Event()
+        # Set while this lane has no batch in hand; a lane that yields to it waits for that
+        # before each slice, so the urgent lane's batch has the event loop and the store.
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._yields_to: AlertConsumer | None = None
         self.subscriber = broker.subscriber(
             topic,
             batch=True,
@@ -92,10 +97,21 @@ class AlertConsumer:
         )
         self.subscriber(self.handle)
 
+    def yield_to(self, other: AlertConsumer) -> None:
+        """Start no slice while ``other`` has a batch in hand (the urgent lane)."""
+        self._yields_to = other
+
     async def handle(self, body: Any) -> None:
         records = [Record(r.value, r.topic, r.partition, r.offset, r.timestamp) for r in body]
         if not records:
             return
+        self.idle.clear()
+        try:
+            await self._handle(records)
+        finally:
+            self.idle.set()
+
+    async def _handle(self, records: list[Record]) -> None:
         self._metrics.batch_size.observe(len(records))
         ident = tuple(sorted({(r.topic, r.partition, r.offset) for r in records}))[:1]
         try:
@@ -104,6 +120,8 @@ class AlertConsumer:
                 await self._after_batch(len(records), None)
             else:
                 for part in slices(records, self._slice_bytes):
+                    if self._yields_to is not None:
+                        await self._yields_to.idle.wait()
                     stored = (await self._pipeline.process(part, self._clock.now())).stored
                     # Each slice's pages go out as soon as it is stored, not after the poll.
                     await self._after_batch(len(part), stored)
