@@ -248,6 +248,24 @@ async def pipeline_counts(am: Alertmanager, client: httpx.AsyncClient) -> Pipeli
     )
 
 
+def _completed(log: Sequence[Flush], target: frozenset[tuple[str, str]]) -> int | None:
+    """The flush by which every alert of ``target`` was flushed in its state: one flush, or
+    consecutive flushes of the group when a resolve straddled a flush (the alert resolved
+    first is notified and dropped, the other follows in the next flush)."""
+    fps = {fp for fp, _ in target}
+    state = next(iter(target))[1]
+    seen: set[str] = set()
+    for i, f in enumerate(log):
+        mine = {fp for fp, _ in f.alerts}
+        if not mine or not mine <= fps:
+            continue
+        reached = {fp for fp, s in f.alerts if s == state}
+        seen = seen | reached if reached == mine else reached
+        if seen >= fps:
+            return i
+    return None
+
+
 def _decided(
     log: Sequence[Flush], counts: PipelineCounts, targets: Iterable[frozenset[tuple[str, str]]]
 ) -> bool:
@@ -261,7 +279,7 @@ def _decided(
     # ``counts`` was read before ``log``: equal means no flush was still before its dedup stage.
     idle = counts.idle and counts.dedup_queries == len(log)
     for target in targets:
-        first = next((i for i, f in enumerate(log) if f.alerts == target), None)
+        first = _completed(log, target)
         if first is None:
             return False
         group = log[first].group
