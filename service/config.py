@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # How soon the group hands a dead replica's partitions to the others (Kafka's smallest
     # allowed session by default is 6 s); heartbeats a third of it.
     kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
+    # How long the group waits for its members to join again in a rebalance. Short, so a start
+    # or a restart (a departed member's slot) is not held for long: some brokers (Tansu) hold a
+    # group's first join for half of it. Members rejoin from aiokafka's own task, not between
+    # batches, so a slow batch does not make them miss it.
+    kafka_rebalance_timeout_ms: int = Field(default=3000, ge=500)
 
     database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
     # Upgrade the schema at start; false: only check it (migrations run as `incidentd db upgrade`).

@@ -21,6 +21,7 @@ from service.batch import DeadLetter, Record
 from service.config import Settings
 from service.errors import Conflict, Invalid, NotFound
 from service.escalate.commands import CommandHandler, Declare, KafkaCommand, Origin, UnknownIncident
+from service.ingest.consumer import group_timeouts
 from service.ingest.deadletter import DeadLetterPublisher
 from service.remediate.approval import Approvals, Approve, Deny
 
@@ -55,6 +56,7 @@ class CommandConsumer:
             settings.kafka_commands_topic,
             # A group of its own: one rebalance never stalls both alerts and commands.
             group_id=f"{settings.kafka_group_id}.commands",
+            **group_timeouts(settings),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw,

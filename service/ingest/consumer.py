@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -36,6 +36,21 @@ async def _raw_records(msg: KafkaMessage) -> Any:
     # Skip FastStream's JSON decoding: bytes that are not JSON must reach the DLQ, not crash.
     raw = msg.raw_message
     return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+class GroupTimeouts(TypedDict):
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    rebalance_timeout_ms: int
+
+
+def group_timeouts(settings: Settings) -> GroupTimeouts:
+    """The consumer-group timeouts every consumer of the service uses."""
+    return GroupTimeouts(
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+    )
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
@@ -90,8 +105,7 @@ class AlertConsumer:
             max_records=settings.kafka_max_batch,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             batch_timeout_ms=settings.kafka_batch_timeout_ms,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
+            **group_timeouts(settings),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_records,
         )
