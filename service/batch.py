@@ -100,6 +100,17 @@ class RemediationRequest:
 
 
 @dataclass(slots=True)
+class Stored:
+    """What a stored batch changed: the work queues it added to, and whether any incident
+    changed ("incidents"); the workers of those are woken, no others. ``timers_due``: the
+    earliest timer it added (epoch seconds): the timer worker is woken only if that is
+    sooner than it would look anyway."""
+
+    queues: set[str] = field(default_factory=set)
+    timers_due: float | None = None
+
+
+@dataclass(slots=True)
 class Batch:
     records: Sequence[Record]
     now: datetime
@@ -117,18 +128,7 @@ class Batch:
     ignored: int = 0
     # An incident that may inhibit others resolved: once stored, the noise worker looks.
     holds_may_lift: bool = False
-    stored: Stored = field(default_factory=lambda: Stored())
-
-
-@dataclass(slots=True)
-class Stored:
-    """What a stored batch changed: the work queues it added to, and whether any incident
-    changed ("incidents"); the workers of those are woken, no others. ``timers_due``: the
-    earliest timer it added (epoch seconds): the timer worker is woken only if that is
-    sooner than it would look anyway."""
-
-    queues: set[str] = field(default_factory=set)
-    timers_due: float | None = None
+    stored: Stored = field(default_factory=Stored)
 
 
 class Stage(Protocol):

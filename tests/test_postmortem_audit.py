@@ -25,6 +25,7 @@ from service.triage.worker import TriageWorker
 from tests.support.k8s_api import FakeKubernetes
 from tests.support.payloads import alert
 from tests.support.remediation import ENFORCED, Scenario, rules_dir_with
+from tests.test_postmortem import sections
 
 # Triage for shop's alerts: the deployment's pods (and the failing ones' logs) and rollouts.
 TRIAGE = """
@@ -51,15 +52,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def hung(status: str = "firing") -> dict[str, Any]:
     return alert("Hung", status=status, namespace="shop", deployment="api", severity="critical")
-
-
-def sections(markdown: str) -> dict[str, str]:
-    head, *rest = markdown.split("\n\n### ")
-    out = {"header": head}
-    for part in rest:
-        name, _, body = part.partition("\n")
-        out[name] = body.strip("\n")
-    return out
 
 
 async def test_postmortem_shows_triage_findings_and_the_remediation_audit(
