@@ -35,7 +35,7 @@ from service.notify.worker import PageWorker
 from service.observability.gauges import OpenIncidentGauges
 from service.observability.metrics import Metrics
 from service.observability.readiness import Readiness
-from service.pipeline import build_lift_pipeline, build_pipeline
+from service.pipeline import Paging, build_lift_pipeline, build_pipeline
 from service.quiet.worker import NoiseWorker
 from service.remediate.approval import Approvals
 from service.remediate.control import RemediationControl
@@ -147,18 +147,9 @@ class Runtime:
             self.metrics,
             timeout=settings.kafka_publish_timeout_seconds,
         )
-        self.noise = NoiseWorker(
-            ctx,
-            build_lift_pipeline(ctx, pagers, remediation_mode, fallbacks=list(self.fallbacks)),
-            self.intake.accept,
-        )
-        self.pipeline: Pipeline = build_pipeline(
-            ctx,
-            pagers,
-            self.dead_letters,
-            remediation_mode,
-            fallbacks=list(self.fallbacks),
-        )
+        paging = Paging(pagers, list(self.fallbacks), handoff=self.pages)
+        self.noise = NoiseWorker(ctx, build_lift_pipeline(ctx, paging, remediation_mode), self.intake.accept)
+        self.pipeline: Pipeline = build_pipeline(ctx, paging, self.dead_letters, remediation_mode)
         self.progress = Progress()
         # Acks and closes also reach the fallback pagers, in case a page went out through them.
         self.commands = CommandHandler(ctx, [*pagers, *self.fallbacks], comms)

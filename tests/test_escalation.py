@@ -26,7 +26,7 @@ from service.escalate.commands import (
 from service.escalate.scheduler import TimerWorker
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
-from service.pipeline import build_pipeline
+from service.pipeline import Paging, build_pipeline
 from service.ruleset import RuleSet, load_rules
 from service.store.store import Store
 from tests.support.checks import assert_valid_event
@@ -48,7 +48,7 @@ class Scenario:
             self.dead.extend(dead)
 
         ctx = Context(store, rules, events, self.clock, self.metrics, Settings())
-        self.pipeline = build_pipeline(ctx, [pager.name], sink)
+        self.pipeline = build_pipeline(ctx, Paging([pager.name]), sink)
         self.pages = PageWorker(ctx, {pager.name: pager})
         self.timers = TimerWorker(ctx, [pager.name], [pager.name] if pager.comms else [])
         self.commands = CommandHandler(ctx, [pager.name], [pager.name] if pager.comms else [])

@@ -19,7 +19,7 @@ from service.escalate.commands import Ack, CommandHandler, Resolve
 from service.escalate.scheduler import TimerWorker
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
-from service.pipeline import build_pipeline
+from service.pipeline import Paging, build_pipeline
 from service.ruleset import RuleSet
 from service.store.store import Store
 from tests.support.payloads import alert, body, webhook
@@ -46,7 +46,7 @@ class Harness:
         async def sink(dead: list[DeadLetter]) -> None:
             raise AssertionError(f"dead letters: {dead}")
 
-        self.pipeline = build_pipeline(ctx, names, sink)
+        self.pipeline = build_pipeline(ctx, Paging(names), sink)
         self.timers = TimerWorker(ctx, names, comms)
         self.pages = PageWorker(ctx, dict(self.pagers))
         self.commands = CommandHandler(ctx, names, comms)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from service.batch import APPROVAL, BACKUP, PERSON
 from service.models import Incident, PageAction
@@ -159,3 +160,22 @@ def role_lines(roles: Mapping[str, str]) -> list[str]:
     lines = [f"- IC: @{roles.get(INCIDENT_COMMANDER) or 'unassigned'}"]
     lines += [f"- {role}: @{roles[role]}" for role in (COMMUNICATIONS, TECHNICAL_LEAD) if roles.get(role)]
     return lines
+
+
+def page_part(job: PageJob, request: PageRequest, attempt: int, **outcome: Any) -> dict[str, Any]:
+    """The ``page`` part of page.* events; ``outcome``: reference, error, retrying, failover."""
+    part = {
+        "integration": job.integration,
+        "action": job.action,
+        "target": request.target,
+        "roles": list(request.roles),
+        "opening": job.opening,
+        "idempotency_key": request.idempotency_key,
+        "attempt": attempt,
+        "retrying": outcome.get("retrying", False),
+        "error": outcome.get("error"),
+        "reference": outcome.get("reference"),
+    }
+    if outcome.get("failover"):
+        part["failover"] = outcome["failover"]
+    return part

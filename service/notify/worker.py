@@ -22,20 +22,35 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from service.batch import ACTION_ITEM, MANUAL
+from service.batch import ACTION_ITEM
 from service.context import Context
-from service.escalate.policy import escalation_key
 from service.models import Incident, IncidentStatus, PageAction
 from service.notify.base import Notifier, PageError, PageRequest
-from service.notify.requests import backup_pages, build_request, is_backup, person_unreachable, unrouted
+from service.notify.requests import (
+    backup_pages,
+    build_request,
+    is_backup,
+    page_part,
+    person_unreachable,
+    unrouted,
+)
+from service.notify.wanted import asked_before_ack, awaits_answer, echo
 from service.postmortem.reminders import POSTMORTEM
-from service.ruleset.models import FOLLOW_UP_NAMES, RuleSet
+from service.ruleset.models import FOLLOW_UP_NAMES
 from service.scheduling import DueWorker
 from service.store.outbox import OutboxRecord
-from service.store.pages import NewPage, PageJob, PageOutcome, PageStatus, SentTrigger
+from service.store.pages import (
+    HandedPage,
+    NewPage,
+    PageJob,
+    PageOutcome,
+    PageStatus,
+    Reservation,
+    SentTrigger,
+)
 from service.store.queue import LEASE_SECONDS
 from service.store.store import Effects
 
@@ -78,26 +93,62 @@ class PageWorker(DueWorker):
         self._in_flight: set[str] = set()
         self._sem = asyncio.Semaphore(ctx.settings.page_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs the persist stage leased for us as it stored them, waiting for a free slot or
+        # for their incident's job in flight; and the slots kept for jobs about to be handed.
+        self._handed: list[HandedPage] = []
+        self._reserved = 0
+
+    def _free(self) -> int:
+        return self._settings.page_concurrency - len(self._tasks) - self._reserved - len(self._handed)
+
+    def reserve(self, wanted: int) -> Reservation:
+        """Keep up to ``wanted`` slots for the jobs a batch is storing (:meth:`hand` ends it).
+        None when all are busy: those jobs wait for a claim, most severe first."""
+        slots = max(0, min(wanted, self._free()))
+        self._reserved += slots
+        return Reservation(slots, frozenset(self._notifiers) if slots else frozenset())
+
+    def hand(self, reservation: Reservation, pages: Sequence[HandedPage]) -> None:
+        """Start the jobs leased for us in the transaction that stored them: a first page
+        goes out without a claim's transaction or a read of its incident."""
+        self._reserved -= reservation.slots
+        self._handed.extend(pages)
+        self._handed.sort(key=lambda h: h.incident.severity if h.incident is not None else "~")
+        self._start_handed()
+
+    def _start_handed(self) -> None:
+        for page in list(self._handed):
+            if len(self._tasks) >= self._settings.page_concurrency:
+                return
+            if page.job.incident_id not in self._in_flight:
+                self._handed.remove(page)
+                self._start(page.job, page.incident, handed=True)
+
+    def _start(self, job: PageJob, inc: Incident | None, *, handed: bool = False) -> None:
+        self._in_flight.add(job.incident_id)
+        task = asyncio.create_task(self._guarded(job, inc, handed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def next_due(self) -> float | None:
         return await self._jobs.next_due(set(self._notifiers), self._clock.now())
 
     async def run_once(self) -> int:
         """Start every due job; return how many were started."""
+        self._start_handed()
         # Claim only what can start now: a claimed job waiting for a free slot would
-        # burn its lease, and another replica could take it meanwhile.
+        # hold work another replica could do meanwhile.
         jobs = await self._jobs.claim_due(
             self._clock.now(),
-            limit=self._settings.page_concurrency - len(self._tasks),
+            limit=self._free(),
             lease_seconds=LEASE_SECONDS,
-            skip_incidents=set(self._in_flight),
+            skip_incidents=set(self._in_flight) | {h.job.incident_id for h in self._handed},
             integrations=set(self._notifiers),
         )
+        # Their incidents in one read, not one each (a backlog is claimed eight at a time).
+        incidents = {i.id: i for i in await self._store.incidents.get_many([j.incident_id for j in jobs])}
         for job in jobs:
-            self._in_flight.add(job.incident_id)
-            task = asyncio.create_task(self._guarded(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(job, incidents.get(job.incident_id))
         return len(jobs)
 
     async def drain(self) -> None:
@@ -112,19 +163,22 @@ class PageWorker(DueWorker):
             task.cancel()
         await self.drain()
 
-    async def _guarded(self, job: PageJob) -> None:
+    async def _guarded(self, job: PageJob, inc: Incident | None, handed: bool) -> None:
         try:
             async with self._sem:
-                await self._process(job)
+                await self._process(job, inc, handed)
         except Exception:
             # The lease expires and the job runs again; never lose it.
             log.exception("page job %s failed to record its outcome", job.id)
         finally:
             self._in_flight.discard(job.incident_id)
+            self._start_handed()
             self._wake.set()
 
-    async def _process(self, job: PageJob) -> None:
-        inc = await self._store.incidents.get(job.incident_id)
+    async def _process(self, job: PageJob, inc: Incident | None, handed: bool) -> None:
+        """``inc``: as read with the claim or stored with the job (``handed``); None: read now."""
+        if inc is None:
+            inc = await self._store.incidents.get(job.incident_id)
         if inc is None:
             log.error("page job %s: incident %s not found; giving up", job.id, job.incident_id)
             self._metrics.pages_failed.labels(job.integration, "false").inc()
@@ -137,7 +191,7 @@ class PageWorker(DueWorker):
             # A follow-up (a Jira ticket) acts on the close of an opening (and its action items) only.
             await self._finish(job, superseded)
             return
-        if job.action is PageAction.TRIGGER and await self._moot(job, inc):
+        if job.action is PageAction.TRIGGER and await self._moot(job, inc, handed):
             await self._finish(job, superseded)
             return
         skipped = person_unreachable(self._rules.contacts, job)
@@ -155,7 +209,7 @@ class PageWorker(DueWorker):
             # idempotency key, whatever was sent before (a ticket filed, a status page resolved).
             sent = [SentTrigger("first")]
         requests = [build_request(self._rules, inc, job, s) for s in sent]
-        requests = [r for r in requests if not _echo(notifier, r, job.answered)]
+        requests = [r for r in requests if not echo(notifier, r, job.answered)]
         if not requests:
             await self._finish(job, superseded)
             return
@@ -179,14 +233,14 @@ class PageWorker(DueWorker):
             await self._failed(job, inc, request, PageError(reason, retryable=True))
             return
         now = self._clock.now()
-        part = _page_part(job, request, attempt, reference=reference)
+        part = page_part(job, request, attempt, reference=reference)
         event = self._events.build("page.sent", inc.snapshot(), {"page": part}, now)
         # Nobody has answered yet: the roles' backups are paged if nobody does in time.
-        backups = backup_pages(self._rules.contacts, job, now) if _awaits_answer(inc, job) else []
+        backups = backup_pages(self._rules.contacts, job, now) if awaits_answer(inc, job) else []
         await self._finish(job, PageOutcome(PageStatus.SENT, attempt), [event], backups)
         self._metrics.pages_sent.labels(job.integration, job.action).inc()
 
-    async def _moot(self, job: PageJob, inc: Incident) -> bool:
+    async def _moot(self, job: PageJob, inc: Incident, handed: bool) -> bool:
         """Has this trigger no one left to reach? Then it is superseded, never sent."""
         if job.target.startswith(POSTMORTEM):
             # A postmortem-due reminder is for a resolved incident (the timer decided it is due).
@@ -195,27 +249,28 @@ class PageWorker(DueWorker):
             # Resolved or reopened since: that opening's pages are closed, and a trigger
             # never goes out for a key that was closed (the pager would revive or ignore it).
             return True
-        answered = _asked_before_ack(inc, job, self._rules) or (
+        answered = asked_before_ack(inc, job, self._rules) or (
             is_backup(job.target) and inc.acknowledged_at is not None
         )
         # Somebody already answered; paging them (or the backups) now would be noise. A status
         # page tells the public, not a person: an acknowledgement does not answer it.
         if answered and job.integration not in FOLLOW_UP_NAMES:
             return True
-        # Resolved since the incident was read above (its close is queued with the resolution).
-        return await self._jobs.has_sibling(job, PageAction.CLOSE, PageStatus.PENDING)
+        # Resolved since the incident was read with the claim (its close is queued with the
+        # resolution). A handed job's incident is the one its own transaction stored.
+        return not handed and await self._jobs.has_sibling(job, PageAction.CLOSE, PageStatus.PENDING)
 
     async def _failed(self, job: PageJob, inc: Incident, request: PageRequest, exc: PageError) -> None:
         now, attempt, reason = self._clock.now(), job.attempts + 1, exc.reason
         # A trigger nobody has answered yet never gives up: a pager outage of any length must
         # not lose the page. The backoff cap (and Retry-After) keeps it to one call per
         # INCIDENTD_PAGE_BACKOFF_MAX_SECONDS at most.
-        unanswered = _awaits_answer(inc, job, self._rules)
+        unanswered = awaits_answer(inc, job, self._rules)
         retrying = exc.retryable and (unanswered or attempt < self._settings.page_max_attempts)
         next_at = now + timedelta(seconds=self._backoff(attempt, exc.retry_after)) if retrying else None
         failover = await self._failover(job, attempt, retrying)
         fallbacks = [p.integration for p in failover]
-        part = _page_part(job, request, attempt, error=reason, retrying=retrying, failover=fallbacks)
+        part = page_part(job, request, attempt, error=reason, retrying=retrying, failover=fallbacks)
         event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
         status = PageStatus.PENDING if retrying else PageStatus.FAILED
         outcome = PageOutcome(status, attempt, reason, next_at)
@@ -317,7 +372,7 @@ class PageWorker(DueWorker):
     ) -> None:
         # Loud, not silent: the page still goes out to the roles that can be reached.
         reason = f"no {job.integration} contact for role(s) {', '.join(roles)} in contacts.yaml"
-        part = _page_part(job, request, 1, error=reason)
+        part = page_part(job, request, 1, error=reason)
         part["unrouted_roles"] = roles
         now = self._clock.now()
         event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
@@ -328,70 +383,7 @@ class PageWorker(DueWorker):
         log.error("incident %s: %s", inc.id, reason)
 
 
-def _echo(notifier: Notifier, request: PageRequest, answered: str | None) -> bool:
-    """Is this ack or close only what the person already did in the pager's app? The page
-    they answered, when it went to one place there: a PagerDuty page to two roles' services
-    is two PagerDuty incidents, and the other one still needs it."""
-    if answered is None or request.target != answered:
-        return False
-    destinations = getattr(notifier, "routing_keys", None)
-    return destinations is None or len(destinations(request)) <= 1
-
-
-def _awaits_answer(inc: Incident, job: PageJob, rules: RuleSet | None = None) -> bool:
-    """Is this a trigger somebody still has to answer: its incident open, in the same
-    opening, not acknowledged (or, given the ``rules``, a page an ack does not answer)?"""
-    return (
-        job.action is PageAction.TRIGGER
-        and inc.status is IncidentStatus.OPEN
-        and inc.opening == job.opening
-        and (inc.acknowledged_at is None or (rules is not None and _until_resolved(rules, job.target)))
-    )
-
-
-def _until_resolved(rules: RuleSet, target: str) -> bool:
-    """A page an acknowledgement does not answer: a matrix rule that waits until resolved
-    ("SEV-1 > 30 min": Engineering Lead and CTO hear of it, acknowledged or not), or a
-    person's manual escalation."""
-    if target.startswith(MANUAL):
-        return True
-    rule = next((r for r in rules.escalation.rules if r.name == target), None)
-    return rule is not None and rule.stops_on == "resolved"
-
-
-def _asked_before_ack(inc: Incident, job: PageJob, rules: RuleSet) -> bool:
-    """Was this page asked for before the incident was acknowledged, and answered by it? The
-    first page always was; an escalation if it fired before, unless its rule waits until
-    resolved. A condition escalation that fires after the ack (a data breach found later)
-    must still reach its roles, as must remediation hand-overs."""
-    if inc.acknowledged_at is None or _until_resolved(rules, job.target):
-        return False
-    if job.target == "first":
-        return True
-    fired = inc.escalations.get(escalation_key(inc, job.target))
-    return fired is not None and datetime.fromisoformat(fired) <= inc.acknowledged_at
-
-
 def _retry_note(retrying: bool, past_limit: bool) -> str:
     if not retrying:
         return "giving up"
     return "will retry until acknowledged or resolved" if past_limit else "will retry"
-
-
-def _page_part(job: PageJob, request: PageRequest, attempt: int, **outcome: Any) -> dict[str, Any]:
-    """The ``page`` part of page.* events; ``outcome``: reference, error, retrying, failover."""
-    part = {
-        "integration": job.integration,
-        "action": job.action,
-        "target": request.target,
-        "roles": list(request.roles),
-        "opening": job.opening,
-        "idempotency_key": request.idempotency_key,
-        "attempt": attempt,
-        "retrying": outcome.get("retrying", False),
-        "error": outcome.get("error"),
-        "reference": outcome.get("reference"),
-    }
-    if outcome.get("failover"):
-        part["failover"] = outcome["failover"]
-    return part

@@ -23,6 +23,7 @@ from service.store.database import Database
 
 E = TypeVar("E")
 Guard = Callable[[AsyncConnection], Awaitable[bool]]
+Then = Callable[[AsyncConnection], Awaitable[None]]
 Apply = Callable[[AsyncConnection, E, datetime], Awaitable[None]]
 
 
@@ -31,6 +32,7 @@ class _Request(Generic[E]):
     effects: E
     now: datetime
     guard: Guard | None
+    then: Then | None
     done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -41,9 +43,9 @@ class GroupCommit(Generic[E]):
         self._queue: list[_Request[E]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def commit(self, effects: E, now: datetime, guard: Guard | None) -> bool:
+    async def commit(self, effects: E, now: datetime, guard: Guard | None, then: Then | None = None) -> bool:
         """As :meth:`Store.commit`: True once written, False if ``guard`` said no."""
-        req = _Request(effects, now, guard)
+        req = _Request(effects, now, guard, then)
         # A caller that gives up (cancelled) leaves its request to be written all the same.
         req.done.add_done_callback(_retrieve)
         self._queue.append(req)
@@ -89,6 +91,9 @@ class GroupCommit(Generic[E]):
                     out.append(False)
                     continue
                 await self._apply(conn, req.effects, req.now)
+                if req.then is not None:
+                    # Run again if the group is written again: what it answers is the last run's.
+                    await req.then(conn)
                 out.append(True)
         return out
 

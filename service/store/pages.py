@@ -13,10 +13,10 @@ from sqlalchemy import ColumnElement, Row, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import PageIntent
-from service.models import PageAction
+from service.models import Incident, PageAction
 from service.notify.base import idempotency_key
 from service.store.database import Database
-from service.store.queue import Claiming, WorkQueue
+from service.store.queue import LEASE_SECONDS, Claiming, WorkQueue
 from service.store.tables import incidents, page_jobs
 
 
@@ -78,6 +78,24 @@ class PageJob:
     message: str | None = None
     by: str | None = None
     answered: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Slots a page worker keeps free for the jobs a batch is about to store, and the
+    pagers it sends through (service/persist/stage.py hands it those jobs, leased)."""
+
+    slots: int
+    integrations: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class HandedPage:
+    """A job leased by the transaction that stored it, with its incident as stored there
+    (None: the worker reads it)."""
+
+    job: PageJob
+    incident: Incident | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +190,18 @@ class PageJobs:
         )
 
     @staticmethod
-    def _first_pending(integrations: set[str], now: datetime | None = None) -> ColumnElement[bool]:
+    def _first_pending(
+        integrations: set[str], now: datetime | None = None, incident_ids: Sequence[str] = ()
+    ) -> ColumnElement[bool]:
         """The oldest pending job of each incident and pager: jobs of one incident run
         in order, so a close never overtakes its trigger. A delayed job still waiting for
-        its time (a backup page) holds up nobody: an ack or close goes out meanwhile."""
+        its time (a backup page) holds up nobody: an ack or close goes out meanwhile.
+        ``incident_ids``: only theirs (all when empty)."""
         pending = (page_jobs.c.status == PageStatus.PENDING) & page_jobs.c.integration.in_(integrations)
         if now is not None:
             pending = pending & ~_waiting(now)
+        if incident_ids:
+            pending = pending & page_jobs.c.incident_id.in_(list(incident_ids))
         first = (
             select(func.min(page_jobs.c.id))
             .where(pending)
@@ -240,6 +263,22 @@ class PageJobs:
         if skip_incidents:
             where = where & page_jobs.c.incident_id.not_in(skip_incidents)
         claim = await self.queue.claim(now, limit, lease_seconds, where=where)
+        return [_job(r, claim.owner) for r in claim.rows]
+
+    async def lease_new(
+        self,
+        conn: AsyncConnection,
+        incident_ids: Sequence[str],
+        integrations: set[str],
+        now: datetime,
+        limit: int,
+    ) -> list[PageJob]:
+        """:meth:`claim_due` for these incidents, in ``conn``'s transaction: the jobs it just
+        stored, leased before they are visible, so no other worker or replica claims them."""
+        if limit <= 0 or not integrations or not incident_ids:
+            return []
+        where = self._first_pending(integrations, now, incident_ids)
+        claim = await self.queue.claim_in(conn, now, limit, LEASE_SECONDS, where=where)
         return [_job(r, claim.owner) for r in claim.rows]
 
     async def finish(self, conn: AsyncConnection, job: PageJob, outcome: PageOutcome, now: datetime) -> bool:

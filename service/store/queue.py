@@ -34,6 +34,10 @@ LEASE_SECONDS = 10.0
 RENEW_SECONDS = 2.0
 
 
+def _owner() -> str:
+    return PROCESS + uuid.uuid4().hex[:20]
+
+
 @dataclass(frozen=True, slots=True)
 class Claiming:
     """How claims choose and take turns. ``rank``: rows claimed first when lower, before
@@ -93,42 +97,56 @@ class WorkQueue:
         where: ColumnElement[bool] | None = None,
     ) -> Claim:
         """Lease up to ``limit`` due rows (``where`` narrows them) in a transaction of its own."""
-        owner = PROCESS + uuid.uuid4().hex[:20]
+        if limit <= 0:
+            return Claim(_owner(), [])
+        async with self._db.write() as conn:
+            return await self.claim_in(conn, now, limit, lease_seconds, where)
+
+    async def claim_in(
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        where: ColumnElement[bool] | None = None,
+    ) -> Claim:
+        """:meth:`claim` in ``conn``'s transaction: rows written in it can be leased as they are
+        made (a first page handed to the page worker by the transaction that stored it)."""
+        owner = _owner()
         if limit <= 0:
             return Claim(owner, [])
-        async with self._db.write() as conn:
-            t, stamp = self.table, now.timestamp()
-            free = and_(self._runnable, self._unleased(stamp))
-            candidates = (
-                select(t.c.id)
-                .where(free, self._due_by(stamp), true() if where is None else where)
-                .order_by(*self._rank, *self._order)
-                .limit(limit)
-            )
-            if self._db.postgres:
-                candidates = candidates.with_for_update(skip_locked=True)
-                if self._serialise is not None:
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
-            # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
-            # subquery again for every row and so take more than ``limit`` rows (measured).
-            ids = list((await conn.execute(candidates)).scalars())
-            if not ids:
-                return Claim(owner, [])
-            # Status and lease are checked again in the UPDATE: a row another process finished
-            # or took between the SELECT and here (SQLite across processes) is not taken.
-            result = await conn.execute(
-                update(t)
-                .where(t.c.id.in_(ids), free)
-                .values(lease_until=stamp + lease_seconds, lease_owner=owner)
-                .returning(*t.c)
-            )
-            rows = list(result.all())
-            if rows:
-                self._claims += 1
-                self._holding = True
-            names = [c.key for c in self._order]
-            rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
-            return Claim(owner, rows)
+        t, stamp = self.table, now.timestamp()
+        free = and_(self._runnable, self._unleased(stamp))
+        candidates = (
+            select(t.c.id)
+            .where(free, self._due_by(stamp), true() if where is None else where)
+            .order_by(*self._rank, *self._order)
+            .limit(limit)
+        )
+        if self._db.postgres:
+            candidates = candidates.with_for_update(skip_locked=True)
+            if self._serialise is not None:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
+        # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
+        # subquery again for every row and so take more than ``limit`` rows (measured).
+        ids = list((await conn.execute(candidates)).scalars())
+        if not ids:
+            return Claim(owner, [])
+        # Status and lease are checked again in the UPDATE: a row another process finished
+        # or took between the SELECT and here (SQLite across processes) is not taken.
+        result = await conn.execute(
+            update(t)
+            .where(t.c.id.in_(ids), free)
+            .values(lease_until=stamp + lease_seconds, lease_owner=owner)
+            .returning(*t.c)
+        )
+        rows = list(result.all())
+        if rows:
+            self._claims += 1
+            self._holding = True
+        names = [c.key for c in self._order]
+        rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
+        return Claim(owner, rows)
 
     def held(self, row_id: Any, owner: str) -> ColumnElement[bool]:
         """The row, as long as ``owner`` still holds its lease."""

@@ -110,17 +110,21 @@ class Store:
         now: datetime,
         *,
         guard: Callable[[AsyncConnection], Awaitable[bool]] | None = None,
+        then: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> bool:
         """Store ``effects`` in one transaction. ``guard`` runs first in the same
         transaction (finishing a leased job, say); if it answers False nothing is
-        written and False is returned."""
+        written and False is returned. ``then`` runs last in it (leasing the page jobs
+        just stored); it may run more than once, and only its last run was committed."""
         if not self.db.postgres:
-            return await self._group.commit(effects, now, guard)
+            return await self._group.commit(effects, now, guard, then)
         async with self.db.write() as conn:
             if guard is not None and not await guard(conn):
                 return False
             if effects:
                 await self.apply(conn, effects, now)
+            if then is not None:
+                await then(conn)
             return True
 
 

@@ -20,7 +20,7 @@ from service.context import Context
 from service.emit.cloudevents import EventFactory
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
-from service.pipeline import build_pipeline
+from service.pipeline import Paging, build_pipeline
 from service.remediate.approval import Approvals
 from service.remediate.control import RemediationControl
 from service.remediate.kube import Kube, from_url
@@ -145,7 +145,7 @@ class Scenario:
             self.dead.extend(dead)
 
         ctx = Context(store, rules, events, self.clock, self.metrics, self.settings)
-        self.pipeline = build_pipeline(ctx, [self.pager.name], sink, self.settings.remediation_mode)
+        self.pipeline = build_pipeline(ctx, Paging([self.pager.name]), sink, self.settings.remediation_mode)
         self.worker = RemediationWorker(ctx, [self.pager.name], kube)
         self.pages = PageWorker(ctx, {self.pager.name: self.pager})
         self.approvals = Approvals(store, self.clock, self.worker.wake)
