@@ -1,4 +1,10 @@
-"""The public shape of ``data`` in every incident event; the JSON Schema is generated from it."""
+"""The public shape of ``data`` in every incident event; the JSON Schema is generated from it.
+
+The models are closed (``extra="forbid"``) so that the tests catch a field the service emits
+without documenting it here. The published schema is open (see :func:`json_schema`): within a
+major version fields are only added, and a consumer validating with an older copy must accept
+them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "incident-event-data.schema.json"
+# The major version of the event contract. Only a breaking change bumps it (and with it the
+# dataschema URI and the file name); additive changes keep it. See the README's "Event contract".
+SCHEMA_MAJOR = 1
+# Every event's CloudEvents ``dataschema``, and the published schema's ``$id``. An identifier,
+# not a download location: the path mirrors the file in this repository (schemas/...), so a
+# consumer maps the URI to the committed file without fetching anything.
+DATASCHEMA_URI = f"https://incidentd.dev/schemas/incident-event-data/v{SCHEMA_MAJOR}.json"
+SCHEMA_PATH = (
+    Path(__file__).resolve().parents[2] / "schemas" / "incident-event-data" / f"v{SCHEMA_MAJOR}.json"
+)
+_REF_TEMPLATE = "#/$defs/{model}"
+# Every event type (after INCIDENTD_EVENT_TYPE_PREFIX). A new one is an additive change.
+EVENT_TYPES = (
+    "incident.opened",
+    "incident.updated",
+    "incident.escalated",
+    "incident.acknowledged",
+    "incident.resolved",
+    "incident.reopened",
+    "incident.suppressed",
+    "incident.unsuppressed",
+    "page.sent",
+    "page.failed",
+    "comms.update",
+    "remediation.planned",
+    "remediation.started",
+    "remediation.succeeded",
+    "remediation.failed",
+    "remediation.skipped",
+)
 
 
 class _Closed(BaseModel):
@@ -238,10 +273,47 @@ class IncidentEventData(_Closed):
     triage: TriagePart | None = Field(default=None, description="incident.updated (reasons: triage)")
 
 
-def json_schema() -> dict[str, Any]:
-    schema = IncidentEventData.model_json_schema()
+class CloudEvent(BaseModel):
+    """The CloudEvents 1.0 envelope (structured JSON mode) of every record on the events topic.
+
+    Open: CloudEvents lets producers add extension attributes."""
+
+    specversion: Literal["1.0"]
+    id: str = Field(description="fixed when the event is stored: a re-publication repeats it")
+    source: str = Field(description="INCIDENTD_EVENT_SOURCE")
+    type: str = Field(description="INCIDENTD_EVENT_TYPE_PREFIX + '.' + the event type, e.g. incident.opened")
+    subject: str = Field(description="the incident id, also the Kafka key")
+    time: str = Field(description="when the event was stored (RFC 3339)")
+    datacontenttype: Literal["application/json"]
+    dataschema: Literal[DATASCHEMA_URI] = Field(  # type: ignore[valid-type]
+        description="the schema `data` follows; its major version changes only with a breaking change"
+    )
+    data: IncidentEventData
+
+
+def json_schema(closed: bool = False, ref_template: str = _REF_TEMPLATE) -> dict[str, Any]:
+    """The JSON Schema of ``data``. ``closed``: as the models are, refusing undocumented fields
+    (the tests check the service's own events with it); otherwise the published, open one."""
+    schema = IncidentEventData.model_json_schema(ref_template=ref_template)
+    if not closed:
+        schema = open_objects(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://incidentd.dev/schemas/incident-event-data.schema.json"
+    schema["$id"] = DATASCHEMA_URI
+    return schema
+
+
+def open_objects(schema: Any) -> Any:
+    """``schema`` without ``additionalProperties: false`` anywhere: a field added in a later
+    1.x, at the top of ``data`` or inside one of its parts, still validates. Types, required
+    fields, enumerations and patterns stay as strict as the models."""
+    if isinstance(schema, dict):
+        return {
+            key: open_objects(value)
+            for key, value in schema.items()
+            if not (key == "additionalProperties" and value is False)
+        }
+    if isinstance(schema, list):
+        return [open_objects(item) for item in schema]
     return schema
 
 
