@@ -20,7 +20,7 @@ from pydantic.json_schema import models_json_schema
 from service import __version__
 from service.config import Settings
 from service.emit.cloudevents import CONTENT_TYPE
-from service.emit.schema import DATASCHEMA_URI, EVENT_TYPES, SCHEMA_MAJOR, CloudEvent, open_objects
+from service.emit.schema import DATASCHEMA_URI, EVENT_TYPES, SCHEMA_MAJOR, CloudEvent, published
 from service.escalate.command_models import KafkaCommand
 from service.ingest.consumer import AlertConsumer, UrgentAlertConsumer
 from service.ingest.payloads import AlertIn, WebhookIn
@@ -266,12 +266,12 @@ def _message(message: Message) -> dict[str, Any]:
 
 def component_schemas() -> dict[str, Any]:
     """The payload models' JSON Schemas, their parts as schemas of their own. The event's
-    are open as the published data schema is (a later 1.x may add fields); the inputs are as
-    strict as the service is when it reads them."""
+    are open as the published data schema is (a later 1.x may add fields and values); the
+    inputs are as strict as the service is when it reads them."""
     _, inputs = models_json_schema(
         [(WebhookIn, "validation"), (AlertIn, "validation"), (KafkaCommand, "validation")], ref_template=_REF
     )
-    event = open_objects(CloudEvent.model_json_schema(ref_template=_REF))
+    event = published(CloudEvent.model_json_schema(ref_template=_REF))
     schemas: dict[str, Any] = {}
     for name, schema in [*inputs["$defs"].items(), *event.pop("$defs").items(), ("CloudEvent", event)]:
         if schemas.get(name, schema) != schema:

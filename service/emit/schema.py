@@ -25,6 +25,11 @@ SCHEMA_PATH = (
     Path(__file__).resolve().parents[2] / "schemas" / "incident-event-data" / f"v{SCHEMA_MAJOR}.json"
 )
 _REF_TEMPLATE = "#/$defs/{model}"
+# A value set that grows as features do (commands, pagers, remediation actions...). The published
+# schema lists its values under `examples`, not `enum`: a new value is an additive change, and a
+# consumer must expect one it does not know. The closed sets (status, phase, modes) stay enums.
+_OPEN_ENUM = "x-incidentd-open-enum"
+OPEN_ENUM: dict[str, Any] = {_OPEN_ENUM: True}
 # Every event type (after INCIDENTD_EVENT_TYPE_PREFIX). A new one is an additive change.
 EVENT_TYPES = (
     "incident.opened",
@@ -63,7 +68,7 @@ class AlertPart(_Closed):
 
 class PagePart(_Closed):
     integration: str
-    action: Literal["trigger", "ack", "close", "update"]
+    action: Literal["trigger", "ack", "close", "update"] = Field(json_schema_extra=OPEN_ENUM)
     target: str = Field(default="first", description="first page, an escalation rule, or reminder:n")
     roles: list[str] = []
     unrouted_roles: list[str] = []
@@ -92,7 +97,7 @@ class CommandPart(_Closed):
         "escalate",
         "action_item",
         "postmortem_done",
-    ]
+    ] = Field(json_schema_extra=OPEN_ENUM)
     by: str
     note: str | None = None
     role: str | None = None
@@ -108,13 +113,16 @@ class CommandPart(_Closed):
     due: str | None = Field(default=None, description="action_item: its due date (YYYY-MM-DD)")
     url: str | None = Field(default=None, description="postmortem_done: where the postmortem is")
     source: Literal["api", "kafka", "ui", "slack", "pagerduty", "opsgenie"] = Field(
-        description="where the person acted: the API, the command topic, the board, or a pager's app"
+        json_schema_extra=OPEN_ENUM,
+        description="where the person acted: the API, the command topic, the board, or a pager's app",
     )
 
 
 class EscalationPart(_Closed):
     rule: str
-    kind: Literal["first_page", "time", "condition", "sla", "response_overdue", "manual"]
+    kind: Literal["first_page", "time", "condition", "sla", "response_overdue", "manual"] = Field(
+        json_schema_extra=OPEN_ENUM
+    )
     roles: list[str]
     reason: str
     by: str | None = Field(default=None, description="manual: who escalated")
@@ -127,7 +135,7 @@ class CommsPart(_Closed):
 
 
 class RemediationTarget(_Closed):
-    kind: Literal["deployment", "node"]
+    kind: Literal["deployment", "node"] = Field(json_schema_extra=OPEN_ENUM)
     name: str
     namespace: str | None = None
     pod: str | None = None
@@ -150,7 +158,9 @@ class RemediationPart(_Closed):
         pattern=r"^rem-[0-9a-f]{20}$", description="stable per incident opening, policy and target"
     )
     policy: str
-    action: Literal["rollback", "scale", "restart", "delete_pods", "drain_node"]
+    action: Literal["rollback", "scale", "restart", "delete_pods", "drain_node"] = Field(
+        json_schema_extra=OPEN_ENUM
+    )
     mode: Literal["off", "dry-run", "enforce"]
     target: RemediationTarget | None = Field(description="null when no valid target could be named")
     inputs: dict[str, Any] = Field(description="the alert, the labels that named the target, the parameters")
@@ -186,8 +196,9 @@ class TriagePart(_Closed):
 
 class SuppressionPart(_Closed):
     kind: Literal["silenced", "maintenance", "inhibited", "pending"] = Field(
+        json_schema_extra=OPEN_ENUM,
         description="silenced (a silence), maintenance (a window), inhibited (caused by another "
-        "open incident), pending (its open threshold not met yet)"
+        "open incident), pending (its open threshold not met yet)",
     )
     by: str = Field(description="the silence ids, the window or threshold name, or the source incident id")
     reason: str
@@ -295,11 +306,30 @@ def json_schema(closed: bool = False, ref_template: str = _REF_TEMPLATE) -> dict
     """The JSON Schema of ``data``. ``closed``: as the models are, refusing undocumented fields
     (the tests check the service's own events with it); otherwise the published, open one."""
     schema = IncidentEventData.model_json_schema(ref_template=ref_template)
-    if not closed:
-        schema = open_objects(schema)
+    schema = open_enums(schema, closed=True) if closed else published(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = DATASCHEMA_URI
     return schema
+
+
+def published(schema: dict[str, Any]) -> dict[str, Any]:
+    """A generated schema as consumers get it: open objects, open value sets as ``examples``."""
+    opened: dict[str, Any] = open_objects(open_enums(schema, closed=False))
+    return opened
+
+
+def open_enums(schema: Any, closed: bool, inside: bool = False) -> Any:
+    """The open value sets (``OPEN_ENUM``) as ``examples`` of a string, or, ``closed``, as the
+    models have them (enums)."""
+    if isinstance(schema, list):
+        return [open_enums(item, closed, inside) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    inside = inside or bool(schema.get(_OPEN_ENUM))
+    out = {k: open_enums(v, closed, inside) for k, v in schema.items() if k != _OPEN_ENUM}
+    if inside and not closed and "enum" in out:
+        out["examples"] = out.pop("enum")
+    return out
 
 
 def open_objects(schema: Any) -> Any:
