@@ -63,6 +63,12 @@ def test_the_asyncapi_document_is_valid_asyncapi_3() -> None:
             node = node[part]
 
 
+def test_a_lane_turned_off_is_not_a_channel(tmp_path: Path) -> None:
+    one_lane = document(test_settings("127.0.0.1:1", tmp_path, kafka_urgent_topic=""))
+    assert "urgentAlerts" not in one_lane["channels"]
+    assert not [op for op in one_lane["operations"].values() if "urgent" in op["channel"]["$ref"].lower()]
+
+
 def _refs(node: Any) -> list[str]:
     if isinstance(node, dict):
         own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []

@@ -178,7 +178,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
     # The defaults, not this shell's INCIDENTD_* variables: the committed document is the same
     # wherever it is generated.
     settings = settings or Settings.model_construct()
-    listed = topics(settings)
+    # An empty name is a lane turned off (INCIDENTD_KAFKA_URGENT_TOPIC="").
+    listed = [t for t in topics(settings) if t.address]
     return {
         "asyncapi": "3.0.0",
         "info": {
