@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench install deps-system clean schema helm-sync-rules deploy-check
+.PHONY: run test lint bench install deps-system clean schema asyncapi helm-sync-rules deploy-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incidentd needs Python 3.11+")'
@@ -40,6 +40,10 @@ bench: install
 
 schema: install
 	$(BIN)/python -c 'from service.emit.schema import write_schema; write_schema()'
+
+## The AsyncAPI 3.0 document of every topic (docs/asyncapi.yaml), from the models and settings.
+asyncapi: install
+	$(BIN)/python -m service.emit.asyncapi
 
 ## The Helm chart carries a copy of rules/ (a chart reads only its own files).
 helm-sync-rules:

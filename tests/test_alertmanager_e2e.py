@@ -35,7 +35,7 @@ from tests.support.service import RunningService, run_service, test_settings
 
 pytestmark = pytest.mark.alertmanager
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "incident-event-data.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "incident-event-data" / "v1.json"
 # Alertmanager's route groups exactly as the service does (rules/grouping.yaml).
 GROUP_BY = ["alertname", "cluster", "namespace"]
 EVENT_SUFFIXES = {

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from service.clock import iso
+from service.emit.schema import DATASCHEMA_URI
 from service.store.outbox import OutboxRecord, TimelineEntry
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
@@ -39,6 +40,9 @@ class EventFactory:
             "subject": incident["id"],
             "time": iso(now),
             "datacontenttype": "application/json",
+            # Names the contract's major version, so a consumer can pick its validator (or
+            # refuse a major it does not know) before it reads `data`.
+            "dataschema": DATASCHEMA_URI,
             "data": {**incident, **extra},
         }
         value = _encode(event)

@@ -1,4 +1,10 @@
-"""The public shape of ``data`` in every incident event; the JSON Schema is generated from it."""
+"""The public shape of ``data`` in every incident event; the JSON Schema is generated from it.
+
+The models are closed (``extra="forbid"``) so that the tests catch a field the service emits
+without documenting it here. The published schema is open (see :func:`json_schema`): within a
+major version fields are only added, and a consumer validating with an older copy must accept
+them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,41 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "incident-event-data.schema.json"
+# The major version of the event contract. Only a breaking change bumps it (and with it the
+# dataschema URI and the file name); additive changes keep it. See the README's "Event contract".
+SCHEMA_MAJOR = 1
+# Every event's CloudEvents ``dataschema``, and the published schema's ``$id``. An identifier,
+# not a download location: the path mirrors the file in this repository (schemas/...), so a
+# consumer maps the URI to the committed file without fetching anything.
+DATASCHEMA_URI = f"https://incidentd.dev/schemas/incident-event-data/v{SCHEMA_MAJOR}.json"
+SCHEMA_PATH = (
+    Path(__file__).resolve().parents[2] / "schemas" / "incident-event-data" / f"v{SCHEMA_MAJOR}.json"
+)
+_REF_TEMPLATE = "#/$defs/{model}"
+# A value set that grows as features do (commands, pagers, remediation actions...). The published
+# schema lists its values under `examples`, not `enum`: a new value is an additive change, and a
+# consumer must expect one it does not know. The closed sets (status, phase, modes) stay enums.
+_OPEN_ENUM = "x-incidentd-open-enum"
+OPEN_ENUM: dict[str, Any] = {_OPEN_ENUM: True}
+# Every event type (after INCIDENTD_EVENT_TYPE_PREFIX). A new one is an additive change.
+EVENT_TYPES = (
+    "incident.opened",
+    "incident.updated",
+    "incident.escalated",
+    "incident.acknowledged",
+    "incident.resolved",
+    "incident.reopened",
+    "incident.suppressed",
+    "incident.unsuppressed",
+    "page.sent",
+    "page.failed",
+    "comms.update",
+    "remediation.planned",
+    "remediation.started",
+    "remediation.succeeded",
+    "remediation.failed",
+    "remediation.skipped",
+)
 
 
 class _Closed(BaseModel):
@@ -28,7 +68,7 @@ class AlertPart(_Closed):
 
 class PagePart(_Closed):
     integration: str
-    action: Literal["trigger", "ack", "close", "update"]
+    action: Literal["trigger", "ack", "close", "update"] = Field(json_schema_extra=OPEN_ENUM)
     target: str = Field(default="first", description="first page, an escalation rule, or reminder:n")
     roles: list[str] = []
     unrouted_roles: list[str] = []
@@ -57,7 +97,7 @@ class CommandPart(_Closed):
         "escalate",
         "action_item",
         "postmortem_done",
-    ]
+    ] = Field(json_schema_extra=OPEN_ENUM)
     by: str
     note: str | None = None
     role: str | None = None
@@ -73,13 +113,16 @@ class CommandPart(_Closed):
     due: str | None = Field(default=None, description="action_item: its due date (YYYY-MM-DD)")
     url: str | None = Field(default=None, description="postmortem_done: where the postmortem is")
     source: Literal["api", "kafka", "ui", "slack", "pagerduty", "opsgenie"] = Field(
-        description="where the person acted: the API, the command topic, the board, or a pager's app"
+        json_schema_extra=OPEN_ENUM,
+        description="where the person acted: the API, the command topic, the board, or a pager's app",
     )
 
 
 class EscalationPart(_Closed):
     rule: str
-    kind: Literal["first_page", "time", "condition", "sla", "response_overdue", "manual"]
+    kind: Literal["first_page", "time", "condition", "sla", "response_overdue", "manual"] = Field(
+        json_schema_extra=OPEN_ENUM
+    )
     roles: list[str]
     reason: str
     by: str | None = Field(default=None, description="manual: who escalated")
@@ -92,7 +135,7 @@ class CommsPart(_Closed):
 
 
 class RemediationTarget(_Closed):
-    kind: Literal["deployment", "node"]
+    kind: Literal["deployment", "node"] = Field(json_schema_extra=OPEN_ENUM)
     name: str
     namespace: str | None = None
     pod: str | None = None
@@ -115,7 +158,9 @@ class RemediationPart(_Closed):
         pattern=r"^rem-[0-9a-f]{20}$", description="stable per incident opening, policy and target"
     )
     policy: str
-    action: Literal["rollback", "scale", "restart", "delete_pods", "drain_node"]
+    action: Literal["rollback", "scale", "restart", "delete_pods", "drain_node"] = Field(
+        json_schema_extra=OPEN_ENUM
+    )
     mode: Literal["off", "dry-run", "enforce"]
     target: RemediationTarget | None = Field(description="null when no valid target could be named")
     inputs: dict[str, Any] = Field(description="the alert, the labels that named the target, the parameters")
@@ -151,8 +196,9 @@ class TriagePart(_Closed):
 
 class SuppressionPart(_Closed):
     kind: Literal["silenced", "maintenance", "inhibited", "pending"] = Field(
+        json_schema_extra=OPEN_ENUM,
         description="silenced (a silence), maintenance (a window), inhibited (caused by another "
-        "open incident), pending (its open threshold not met yet)"
+        "open incident), pending (its open threshold not met yet)",
     )
     by: str = Field(description="the silence ids, the window or threshold name, or the source incident id")
     reason: str
@@ -238,10 +284,66 @@ class IncidentEventData(_Closed):
     triage: TriagePart | None = Field(default=None, description="incident.updated (reasons: triage)")
 
 
-def json_schema() -> dict[str, Any]:
-    schema = IncidentEventData.model_json_schema()
+class CloudEvent(BaseModel):
+    """The CloudEvents 1.0 envelope (structured JSON mode) of every record on the events topic.
+
+    Open: CloudEvents lets producers add extension attributes."""
+
+    specversion: Literal["1.0"]
+    id: str = Field(description="fixed when the event is stored: a re-publication repeats it")
+    source: str = Field(description="INCIDENTD_EVENT_SOURCE")
+    type: str = Field(description="INCIDENTD_EVENT_TYPE_PREFIX + '.' + the event type, e.g. incident.opened")
+    subject: str = Field(description="the incident id, also the Kafka key")
+    time: str = Field(description="when the event was stored (RFC 3339)")
+    datacontenttype: Literal["application/json"]
+    dataschema: Literal[DATASCHEMA_URI] = Field(  # type: ignore[valid-type]
+        description="the schema `data` follows; its major version changes only with a breaking change"
+    )
+    data: IncidentEventData
+
+
+def json_schema(closed: bool = False, ref_template: str = _REF_TEMPLATE) -> dict[str, Any]:
+    """The JSON Schema of ``data``. ``closed``: as the models are, refusing undocumented fields
+    (the tests check the service's own events with it); otherwise the published, open one."""
+    schema = IncidentEventData.model_json_schema(ref_template=ref_template)
+    schema = open_enums(schema, closed=True) if closed else published(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://incidentd.dev/schemas/incident-event-data.schema.json"
+    schema["$id"] = DATASCHEMA_URI
+    return schema
+
+
+def published(schema: dict[str, Any]) -> dict[str, Any]:
+    """A generated schema as consumers get it: open objects, open value sets as ``examples``."""
+    opened: dict[str, Any] = open_objects(open_enums(schema, closed=False))
+    return opened
+
+
+def open_enums(schema: Any, closed: bool, inside: bool = False) -> Any:
+    """The open value sets (``OPEN_ENUM``) as ``examples`` of a string, or, ``closed``, as the
+    models have them (enums)."""
+    if isinstance(schema, list):
+        return [open_enums(item, closed, inside) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    inside = inside or bool(schema.get(_OPEN_ENUM))
+    out = {k: open_enums(v, closed, inside) for k, v in schema.items() if k != _OPEN_ENUM}
+    if inside and not closed and "enum" in out:
+        out["examples"] = out.pop("enum")
+    return out
+
+
+def open_objects(schema: Any) -> Any:
+    """``schema`` without ``additionalProperties: false`` anywhere: a field added in a later
+    1.x, at the top of ``data`` or inside one of its parts, still validates. Types, required
+    fields, enumerations and patterns stay as strict as the models."""
+    if isinstance(schema, dict):
+        return {
+            key: open_objects(value)
+            for key, value in schema.items()
+            if not (key == "additionalProperties" and value is False)
+        }
+    if isinstance(schema, list):
+        return [open_objects(item) for item in schema]
     return schema
 
 
