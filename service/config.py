@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     event_source: str = "/incidentd"
 
     log_level: str = "INFO"
+    # json or text (service/observability/logs.py); unset: text on a terminal, else json.
+    log_format: Literal["json", "text"] | None = None
     # SIGTERM/SIGINT: how long the service may take to finish what it has in hand.
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
