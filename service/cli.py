@@ -168,19 +168,27 @@ def run(
             overrides["remediation_mode"] = "dry-run"
     settings = _settings(**overrides)
     try:
-        logs.configure(settings.log_level, settings.log_format)
+        fmt = logs.configure(settings.log_level, settings.log_format)
     except ValueError as exc:
         raise _fail(f"invalid configuration: {exc}") from None
     try:
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
-        raise _fail("rules are invalid, not starting:\n" + str(exc)) from None
+        raise _fail_run(fmt, "rules are invalid, not starting:\n" + str(exc)) from None
     try:
         asyncio.run(_serve(settings, rules, embedded))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except _StartupError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail_run(fmt, str(exc)) from None
+
+
+def _fail_run(fmt: logs.LogFormat, message: str) -> typer.Exit:
+    """Why ``run`` stops at start, in the log format: a JSON stream stays all JSON."""
+    if fmt == "text":
+        return _fail(message)
+    typer.echo(logs.json_line("service.cli", f"incidentd: {message}", level="CRITICAL"), err=True)
+    return typer.Exit(code=1)
 
 
 class _StartupError(Exception):

@@ -60,12 +60,16 @@ class Service:
 
     async def stop(self, sig: signal.Signals) -> int:
         self.proc.send_signal(sig)
+        return await self.exited()
+
+    async def exited(self) -> int:
+        """The exit code, once every line the process wrote is read."""
         code = await asyncio.wait_for(self.proc.wait(), 60)
         await asyncio.gather(*self._readers)
         return code
 
 
-async def start(cwd: Path, http_port: int, **env: str) -> Service:
+async def start(cwd: Path, http_port: int, embedded: bool = True, **env: str) -> Service:
     # The format is the test's to choose, never the caller's environment.
     environ = {
         **{k: v for k, v in os.environ.items() if k != "INCIDENTD_LOG_FORMAT"},
@@ -80,7 +84,7 @@ async def start(cwd: Path, http_port: int, **env: str) -> Service:
         "-m",
         "service",
         "run",
-        "--embedded",
+        *(["--embedded"] if embedded else []),
         cwd=cwd,
         env=environ,
         stdout=asyncio.subprocess.PIPE,
@@ -156,6 +160,25 @@ async def test_text_format_has_no_colour_codes_and_a_signal_while_starting_close
     assert any("SIGTERM while starting: stopping" in line for line in err), err[-10:]
     assert [line for line in err if not TEXT_LINE.match(line)] == []
     assert [line for line in err if " ERROR " in line or " CRITICAL " in line] == []
+    assert [line for _, line in service.lines if any(n in line for n in NOISE)] == []
+
+
+async def test_a_failed_start_says_why_in_one_json_line_and_closes_its_clients(tmp_path: Path) -> None:
+    nothing_there = free_port()
+    service = await start(
+        tmp_path,
+        free_port(),
+        embedded=False,
+        INCIDENTD_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{nothing_there}",
+        INCIDENTD_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'state.db'}",
+    )
+    assert await service.exited() == 1
+    records = [r for _, r in parsed(service.lines)]
+    last = records[-1]
+    assert (last["level"], last["logger"]) == ("CRITICAL", "service.cli")
+    assert str(last["message"]).startswith("incidentd: cannot start: KafkaConnectionError") and str(
+        nothing_there
+    ) in str(last["message"])
     assert [line for _, line in service.lines if any(n in line for n in NOISE)] == []
 
 
