@@ -184,14 +184,18 @@ async def test_a_failed_start_says_why_in_one_json_line_and_closes_its_clients(t
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
+    """configure() changes the whole process: put back what the rest of the run expects."""
     root = logging.getLogger()
     handlers, level, hook = list(root.handlers), root.level, sys.excepthook
+    libraries = {name: logging.getLogger(name).level for name in ("faststream", "uvicorn", "aiokafka")}
     yield
     for h in list(root.handlers):
         root.removeHandler(h)
     for h in handlers:
         root.addHandler(h)
     root.setLevel(level)
+    for name, lib_level in libraries.items():
+        logging.getLogger(name).setLevel(lib_level)
     sys.excepthook = hook
     logging.captureWarnings(False)
 
