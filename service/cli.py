@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from service.config import ConfigError, Settings
+from service.observability import logs
 from service.ruleset import RulesError, RuleSet, load_rules
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -166,21 +167,28 @@ def run(
             typer.echo("incidentd: --embedded caps remediation at dry-run", err=True)
             overrides["remediation_mode"] = "dry-run"
     settings = _settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        fmt = logs.configure(settings.log_level, settings.log_format)
+    except ValueError as exc:
+        raise _fail(f"invalid configuration: {exc}") from None
     try:
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
-        raise _fail("rules are invalid, not starting:\n" + str(exc)) from None
+        raise _fail_run(fmt, "rules are invalid, not starting:\n" + str(exc)) from None
     try:
         asyncio.run(_serve(settings, rules, embedded))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except _StartupError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail_run(fmt, str(exc)) from None
+
+
+def _fail_run(fmt: logs.LogFormat, message: str) -> typer.Exit:
+    """Why ``run`` stops at start, in the log format: a JSON stream stays all JSON."""
+    if fmt == "text":
+        return _fail(message)
+    typer.echo(logs.json_line("service.cli", f"incidentd: {message}", level="CRITICAL"), err=True)
+    return typer.Exit(code=1)
 
 
 class _StartupError(Exception):
@@ -248,7 +256,10 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
             create_app(runtime.http_services(), runtime.http_settings()),
             host=settings.http_host,
             port=settings.http_port,
-            log_level="warning",
+            # No log_config: uvicorn's loggers propagate to ours (observability/logs.py),
+            # its access lines included, in the one format.
+            log_config=None,
+            log_level=settings.log_level.lower(),
             lifespan="on",
         )
         server = uvicorn.Server(config)
@@ -276,8 +287,7 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
 def _banner(settings: Settings, embedded: bool) -> None:
     base = f"http://127.0.0.1:{settings.http_port}"
     mode = "embedded broker, SQLite, console pager" if embedded else "production"
-    typer.echo(
-        f"""
+    text = f"""
 incidentd is running ({mode}).
   Alertmanager webhook:  POST {base}/api/v1/alerts/alertmanager
   Health / metrics:      {base}/healthz  {base}/readyz  {base}/metrics
@@ -287,9 +297,15 @@ incidentd is running ({mode}).
            -d '{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"ApiDown","namespace":"aragora"}}}}]}}'
   Watch: .venv/bin/incidentd tail {settings.kafka_events_topic}
 Ctrl-C stops everything this started.
-""",
-        err=False,
-    )
+"""
+    if logs.resolve_format(settings.log_format, sys.stdout) == "json":
+        # A JSON stream stays all JSON: the banner is one record, its lines in the message.
+        line = logs.json_line(
+            "service.cli", text.strip(), mode=mode, http=base, kafka=settings.kafka_bootstrap_servers
+        )
+        typer.echo(line)
+    else:
+        typer.echo(text)
 
 
 @app.command()

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     opsgenie_api_url: str = "https://api.opsgenie.com"
     opsgenie_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Jira Service Management Ops: Opsgenie's Alert API under JSM's base URL (notify/jsm.py).
+    jsm_api_key: SecretStr | None = None
+    jsm_api_key_file: Path | None = None
+    jsm_api_url: str = "https://api.atlassian.com/jsm/ops/integration"
+    jsm_timeout_seconds: float = Field(default=10.0, gt=0)
+
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_routing_key_file: Path | None = None
     pagerduty_api_url: str = "https://events.pagerduty.com"
@@ -126,6 +132,8 @@ class Settings(BaseSettings):
     event_source: str = "/incidentd"
 
     log_level: str = "INFO"
+    # json or text (service/observability/logs.py); unset: text on a terminal, else json.
+    log_format: Literal["json", "text"] | None = None
     # SIGTERM/SIGINT: how long the service may take to finish what it has in hand.
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 

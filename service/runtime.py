@@ -99,6 +99,8 @@ class Runtime:
             acks="all",
             # Per-message INFO lines would cost more than the processing itself.
             log_level=logging.DEBUG,
+            # Our logger, not FastStream's own stdout handler (always coloured): one format.
+            logger=logging.getLogger("faststream.kafka"),
             graceful_timeout=10.0,
         )
         self.events = EventFactory(
@@ -268,9 +270,17 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         await self.store.start(migrate=self.settings.database_migrate)
-        if self.settings.kafka_create_topics:
-            await ensure_topics(self.settings)
-        await _start_broker(self.broker)
+        try:
+            if self.settings.kafka_create_topics:
+                await ensure_topics(self.settings)
+            await _start_broker(self.broker)
+        except BaseException:
+            # A signal or a failure while the consumers join their groups: stop the clients
+            # already made, or they outlive the start (and the embedded broker), retrying
+            # fetches until the process exits and reports them unclosed.
+            await _quietly("stop the Kafka client", self.broker.stop())
+            await self.store.close()
+            raise
         workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges, self.noise]
         if self.kube is not None:
             # A replica without an API server leaves the jobs to one that has one.

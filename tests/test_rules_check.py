@@ -83,7 +83,7 @@ def test_unknown_fallback_pager_is_reported(broken: Path) -> None:
     problems = _problems(broken)
     assert len(problems) == 2
     assert problems[0].startswith(f"{broken / 'contacts.yaml'}: fallback (line ")
-    assert "unknown pager 'pagerdooty'; one of console, opsgenie, pagerduty, slack" in problems[0]
+    assert "unknown pager 'pagerdooty'; one of console, jsm, opsgenie, pagerduty, slack" in problems[0]
     assert problems[1].startswith(f"{broken / 'contacts.yaml'}: roles.DevOps.fallback (line ")
     assert "unknown pager 'sms'" in problems[1]
 

@@ -10,8 +10,9 @@ from service.config import Settings
 
 async def ensure_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
-    await admin.start()
     try:
+        # Inside the try: a start cancelled half way (a signal) still closes the client.
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [
             settings.kafka_alerts_topic,

@@ -41,12 +41,16 @@ _API_ERRORS: tuple[type[BaseException], ...] = tuple(get_all_exceptions())
 
 
 class OpsgenieNotifier:
+    """Opsgenie's Alert API; :class:`service.notify.jsm.JsmNotifier` is the same API under
+    Jira Service Management's base URL."""
+
     name = "opsgenie"
+    label = "Opsgenie"
     comms = False
 
     def __init__(self, api_key: str, api_url: str, timeout: float) -> None:
         if not api_key.strip():
-            raise ValueError("the Opsgenie API key is empty")
+            raise ValueError(f"the {self.label} API key is empty")
         conf = opsgenie_sdk.Configuration()
         conf.host = api_url.rstrip("/")
         # Fresh dicts: Configuration() is a shallow copy of a process-wide default,
@@ -102,9 +106,9 @@ class OpsgenieNotifier:
                     _request_timeout=self._timeout,
                 )
         except tenacity.RetryError as exc:
-            raise _page_error(exc.last_attempt.exception()) from None
+            raise _page_error(exc.last_attempt.exception(), self.name) from None
         except Exception as exc:
-            raise _page_error(exc) from None
+            raise _page_error(exc, self.name) from None
         return getattr(result, "request_id", None)
 
     def _create_payload(self, request: PageRequest) -> Any:
@@ -154,21 +158,21 @@ def _details(fixed: dict[str, str], labels: list[tuple[str, Any]]) -> dict[str, 
     return details
 
 
-def _page_error(exc: BaseException | None) -> PageError:
+def _page_error(exc: BaseException | None, pager: str) -> PageError:
     if isinstance(exc, _API_ERRORS):
         status = int(getattr(exc, "status", 0) or 0)
         if status == 0:  # raised before any answer, e.g. a TLS failure
-            return PageError(f"opsgenie unreachable: {getattr(exc, 'reason', exc)}", retryable=True)
+            return PageError(f"{pager} unreachable: {getattr(exc, 'reason', exc)}", retryable=True)
         body = _short(getattr(exc, "body", None))
-        reason = f"opsgenie answered HTTP {status}: {body}"
+        reason = f"{pager} answered HTTP {status}: {body}"
         return PageError(
             reason,
             retryable=retryable_status(status),
             retry_after=_retry_after(getattr(exc, "headers", None)),
         )
     if isinstance(exc, HTTPError | OSError):
-        return PageError(f"opsgenie unreachable: {exc.__class__.__name__}: {exc}", retryable=True)
-    return PageError(f"opsgenie call failed: {exc!r}", retryable=True)
+        return PageError(f"{pager} unreachable: {exc.__class__.__name__}: {exc}", retryable=True)
+    return PageError(f"{pager} call failed: {exc!r}", retryable=True)
 
 
 def _retry_after(headers: Any) -> float | None:

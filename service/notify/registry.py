@@ -8,6 +8,7 @@ from service.config import Settings
 from service.notify.base import Notifier
 from service.notify.console import ConsoleNotifier
 from service.notify.jira import JiraNotifier
+from service.notify.jsm import JsmNotifier
 from service.notify.opsgenie import OpsgenieNotifier
 from service.notify.pagerduty import PagerDutyNotifier
 from service.notify.slack import SlackNotifier
@@ -17,6 +18,7 @@ from service.ruleset.models import FOLLOW_UP_NAMES, PAGER_NAMES, ContactsFile
 NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "console": ConsoleNotifier.from_settings,
     "jira": JiraNotifier.from_settings,
+    "jsm": JsmNotifier.from_settings,
     "opsgenie": OpsgenieNotifier.from_settings,
     "pagerduty": PagerDutyNotifier.from_settings,
     "slack": SlackNotifier.from_settings,

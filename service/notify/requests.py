@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Pagers that reach people only through contacts.yaml. (PagerDuty falls back to its
 # default routing key, a real service; console and Slack reach a channel.)
-ROUTED_PAGERS = ("opsgenie",)
+ROUTED_PAGERS = ("opsgenie", "jsm")
 
 # Pages that get no backup page of their own: a backup (no chains), a page to a person,
 # an approval request (its own timeout decides).

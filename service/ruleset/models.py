@@ -169,7 +169,7 @@ class SlackContact(Strict):
 # not read from notify/registry.py: the rules must load without the pager clients (notify
 # imports the ruleset, never the other way round); the registry refuses to import if the two
 # ever disagree.
-PAGER_NAMES = ("console", "opsgenie", "pagerduty", "slack")
+PAGER_NAMES = ("console", "jsm", "opsgenie", "pagerduty", "slack")
 # The follow-ups of INCIDENTD_PAGERS (a Jira ticket, a Statuspage incident): they reach no
 # one, so contacts.yaml may not name them as a fallback.
 FOLLOW_UP_NAMES = ("jira", "statuspage")
@@ -182,12 +182,17 @@ class Reach(Strict):
     """How to reach someone on each pager that routes to people (console reaches everyone)."""
 
     opsgenie: OpsgenieContact | None = None
+    # Jira Service Management Ops: Opsgenie's responders; without one, the opsgenie contact
+    # (teams, users and schedules keep their names when Opsgenie moves to JSM).
+    jsm: OpsgenieContact | None = None
     pagerduty: PagerDutyContact | None = None
     slack: SlackContact | None = None
 
     def on(self, pager: str) -> PagerContact | None:
         """The contact for ``pager``; None for a pager with none (or no contact model)."""
         value = getattr(self, pager, None) if pager in Reach.model_fields else None
+        if pager == "jsm" and value is None:
+            value = self.opsgenie
         return value if isinstance(value, OpsgenieContact | PagerDutyContact | SlackContact) else None
 
 

@@ -102,9 +102,12 @@ class _Rule:
 
 
 class FakeOpsgenie(LoopbackServer):
-    def __init__(self, api_keys: set[str] | None = None) -> None:
-        """``api_keys``: the keys the API accepts (401 for others); ``None`` accepts any key."""
+    def __init__(self, api_keys: set[str] | None = None, prefix: str = "") -> None:
+        """``api_keys``: the keys the API accepts (401 for others); ``None`` accepts any key.
+        ``prefix``: where the API is mounted (Jira Service Management Ops serves it under
+        ``/jsm/ops/integration``); any other path is a 404."""
         super().__init__()
+        self.prefix = prefix.rstrip("/")
         self._api_keys = api_keys
         self._requests: list[RecordedRequest] = []
         self._answers: list[Answered] = []
@@ -118,7 +121,7 @@ class FakeOpsgenie(LoopbackServer):
 
     @property
     def url(self) -> str:
-        return self.base_url
+        return self.base_url + self.prefix
 
     # -- scripting -------------------------------------------------------------
 
@@ -335,7 +338,9 @@ def _handler_for(fake: FakeOpsgenie) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = raw.decode(errors="replace")
             split = urlsplit(self.path)
-            endpoint, identifier = _route(self.command, split.path)
+            mounted = split.path.startswith(fake.prefix + "/")
+            path = split.path.removeprefix(fake.prefix) if mounted else ""
+            endpoint, identifier = _route(self.command, path)
             if endpoint == "create" and isinstance(body, dict):
                 identifier = body.get("alias")
             request = RecordedRequest(
