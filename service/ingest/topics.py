@@ -6,10 +6,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from service.config import Settings
+from service.ingest.kafka_security import KafkaSecurity, kafka_security
 
 
-async def ensure_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+async def ensure_topics(settings: Settings, security: KafkaSecurity | None = None) -> None:
+    security = security or kafka_security(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000, **security.client()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
