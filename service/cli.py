@@ -218,7 +218,7 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
 
     from service.embedded.broker import EmbeddedBrokerError, embedded_broker
     from service.http.app import create_app
-    from service.ingest.kafka_security import KafkaUnreachable
+    from service.ingest.kafka_security import KafkaRefused
     from service.runtime import Runtime
     from service.store.schema import SchemaError
 
@@ -238,7 +238,7 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
             raise _StartupError(str(exc)) from None
         try:
             await stack.enter_async_context(runtime.running())
-        except (SchemaError, KafkaUnreachable) as exc:
+        except (SchemaError, KafkaRefused) as exc:
             raise _StartupError(str(exc)) from None
         except Exception as exc:
             raise _StartupError(
@@ -301,7 +301,7 @@ def tail(
     """Print a topic's records as they arrive (Ctrl-C to stop)."""
     settings = _settings()
 
-    from service.ingest.kafka_security import KafkaUnreachable, explained, kafka_security
+    from service.ingest.kafka_security import KafkaRefused, explained, kafka_security
 
     try:
         security = kafka_security(settings)
@@ -333,7 +333,7 @@ def tail(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_tail())
-    except KafkaUnreachable as exc:
+    except KafkaRefused as exc:
         raise _fail(str(exc)) from None
 
 

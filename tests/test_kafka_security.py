@@ -184,6 +184,19 @@ async def test_an_untrusted_ca_stops_the_start_with_one_line(
     assert "TLS: the broker's certificate is not trusted (" in line
 
 
+async def test_topics_kafka_will_not_create_stop_the_start_with_one_line(tmp_path: Path) -> None:
+    """A managed cluster whose ACLs deny the service's user CREATE: the start stops and says
+    so, rather than running with no topics to consume."""
+    async with gated_broker(tmp_path, users=USERS, deny_create_topics=True) as gate:
+        settings = sasl_env(gate, "SCRAM-SHA-256", _secret_file(tmp_path, "pw", USERS["incidentd"]))
+        code, stderr = await _incidentd(tmp_path, _service_env(tmp_path, settings), "run")
+    assert code == 1
+    assert _the_one_line(stderr) == (
+        "incidentd: Kafka would not create the topic 'alerts' (TopicAuthorizationFailedError: Authorization "
+        "failed.); grant the user CREATE, or create the topics and set INCIDENTD_KAFKA_CREATE_TOPICS=false"
+    )
+
+
 async def test_tail_reads_over_sasl_ssl(sasl_ssl_gate: Gate, certs: Certs, tmp_path: Path) -> None:
     settings = sasl_env(
         sasl_ssl_gate, "SCRAM-SHA-256", _secret_file(tmp_path, "pw", USERS["incidentd"]), "SASL_SSL"

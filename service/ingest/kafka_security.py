@@ -125,18 +125,19 @@ def _ssl_context(s: Settings) -> ssl.SSLContext:
     return context
 
 
-class KafkaUnreachable(Exception):
-    """The service cannot talk to Kafka with its settings; the message is one line saying why."""
+class KafkaRefused(Exception):
+    """Kafka refuses the service what it needs to start (a connection, its topics); the
+    message is one line saying why."""
 
 
 @contextlib.asynccontextmanager
 async def explained(settings: Settings, security: KafkaSecurity) -> AsyncIterator[None]:
-    """Turns aiokafka's "Unable to bootstrap" into :class:`KafkaUnreachable` with the reason."""
+    """Turns aiokafka's "Unable to bootstrap" into :class:`KafkaRefused` with the reason."""
     try:
         yield
     except KafkaConnectionError:
         reason = await probe(settings.kafka_bootstrap_servers, security)
-        raise KafkaUnreachable(
+        raise KafkaRefused(
             f"cannot connect to Kafka at {settings.kafka_bootstrap_servers} ({security.describe()}): {reason}"
         ) from None
 

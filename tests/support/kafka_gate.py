@@ -20,15 +20,15 @@ import hmac
 import os
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.embedded.broker import embedded_broker
 from tests.support.service import free_port
 
-API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
-UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED = 33, 34, 58
+API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE, CREATE_TOPICS = 18, 17, 36, 19
+UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED, TOPIC_AUTHORIZATION_FAILED = 33, 58, 29
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Kafka's own words for a refused login.
 REFUSED = "Authentication failed during authentication due to invalid credentials with SASL mechanism {}"
@@ -147,6 +147,8 @@ class Gate:
     tls: ssl.SSLContext | None = None
     users: dict[str, str] | None = None
     refused: list[str] = field(default_factory=list)  # the mechanisms of refused logins
+    # Answer CreateTopics with TOPIC_AUTHORIZATION_FAILED, as a cluster whose ACLs deny CREATE.
+    deny_create_topics: bool = False
     _server: asyncio.Server | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -168,7 +170,15 @@ class Gate:
         task.add_done_callback(self._connections.discard)
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         try:
-            if self.users is None or await self._authenticate(reader, writer, up_reader, up_writer):
+            if self.users is not None and not await self._authenticate(reader, writer, up_reader, up_writer):
+                return
+            if self.deny_create_topics:
+                lock = asyncio.Lock()  # whole frames to the client, from either side
+                await asyncio.gather(
+                    _requests_but_create_topics(reader, up_writer, writer, lock),
+                    _frames(up_reader, writer, lock),
+                )
+            else:
                 await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the client or the broker went away: so does the other side
@@ -235,12 +245,87 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
+async def _frames(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
+    with _closes(writer):
+        while True:
+            frame = await _read_frame(reader)
+            async with lock:
+                _write_frame(writer, frame)
+                await writer.drain()
+
+
+@contextlib.contextmanager
+def _closes(writer: asyncio.StreamWriter) -> Iterator[None]:
+    """One side ended: the other is closed too (as :func:`_pipe` does at the end of its data)."""
+    try:
+        yield
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _requests_but_create_topics(
+    reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+    writer: asyncio.StreamWriter,
+    lock: asyncio.Lock,
+) -> None:
+    with _closes(up_writer):
+        while True:
+            await _pass_or_deny(await _read_frame(reader), up_writer, writer, lock)
+
+
+async def _pass_or_deny(
+    frame: bytes, up_writer: asyncio.StreamWriter, writer: asyncio.StreamWriter, lock: asyncio.Lock
+) -> None:
+    request = Request.parse(frame)
+    if request.api_key != CREATE_TOPICS:
+        _write_frame(up_writer, frame)
+        await up_writer.drain()
+        return
+    # CreateTopics v0-v4 answer: [throttle_time_ms (v2+)] [name, error_code, error_message (v1+)]
+    names = _topic_names(request.body)
+    answer = struct.pack(">i", 0) if request.version >= 2 else b""
+    answer += struct.pack(">i", len(names))
+    for name in names:
+        answer += _string(name) + struct.pack(">h", TOPIC_AUTHORIZATION_FAILED)
+        answer += _string("Authorization failed.") if request.version >= 1 else b""
+    async with lock:
+        _write_frame(writer, request.answer(answer))
+        await writer.drain()
+
+
+def _topic_names(body: bytes) -> list[str]:
+    """The topic names of a CreateTopics v0-v4 request."""
+    names, at = [], 4
+    for _ in range(struct.unpack_from(">i", body)[0]):
+        (size,) = struct.unpack_from(">h", body, at)
+        names.append(body[at + 2 : at + 2 + size].decode())
+        at += 2 + size + 4 + 2  # name, num_partitions, replication_factor
+        (assignments,) = struct.unpack_from(">i", body, at)
+        at += 4
+        for _ in range(max(assignments, 0)):
+            (brokers,) = struct.unpack_from(">i", body, at + 4)
+            at += 8 + 4 * max(brokers, 0)
+        (configs,) = struct.unpack_from(">i", body, at)
+        at += 4
+        for _ in range(max(configs, 0)):
+            for _ in range(2):  # name, value (nullable)
+                (size,) = struct.unpack_from(">h", body, at)
+                at += 2 + max(size, 0)
+    return names
+
+
 @contextlib.asynccontextmanager
 async def gated_broker(
-    log_dir: Path, tls: ssl.SSLContext | None = None, users: dict[str, str] | None = None
+    log_dir: Path,
+    tls: ssl.SSLContext | None = None,
+    users: dict[str, str] | None = None,
+    deny_create_topics: bool = False,
 ) -> AsyncIterator[Gate]:
     """A broker of its own behind a gate; clients bootstrap from ``127.0.0.1:<gate.port>``."""
-    gate = Gate(("127.0.0.1", free_port()), free_port(), tls, users)
+    gate = Gate(("127.0.0.1", free_port()), free_port(), tls, users, deny_create_topics=deny_create_topics)
     bootstrap = f"127.0.0.1:{gate.upstream[1]}"
     async with embedded_broker(bootstrap, log_dir / "broker.log", advertised=f"127.0.0.1:{gate.port}"):
         await gate.start()
