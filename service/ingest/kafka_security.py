@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -165,7 +166,8 @@ async def probe(bootstrap: str, security: KafkaSecurity, timeout: float = PROBE_
     except TimeoutError:
         return f"no answer within {timeout:g}s (does the broker expect TLS, or not?)"
     except OSError as exc:
-        return f"nothing answers at {host}:{port} ({_reason(exc)})"
+        # asyncio's strerror repeats the address: "Connect call failed ('127.0.0.1', 9092)".
+        return f"nothing answers at {host}:{port} ({os.strerror(exc.errno) if exc.errno else _reason(exc)})"
     conn.close()
     return f"{host}:{port} answers, but the brokers it advertises do not (check its advertised listeners)"
 
