@@ -293,9 +293,28 @@ def test_a_wrong_key_password_is_refused(certs: Certs) -> None:
         kafka_ssl_key_password=SecretStr("not-it"),
     )  # fmt: skip
     with pytest.raises(
-        ConfigError, match=r"cannot load the client certificate and key \(.*an encrypted key needs"
+        ConfigError,
+        match=r"cannot load the client certificate and key: .* the key's password \(INCIDENTD_KAFKA_SSL_KEY_PASSWORD\) is wrong",
     ):
         kafka_security(settings)
+
+
+async def test_a_wrong_key_password_stops_the_start_with_one_line(certs: Certs, tmp_path: Path) -> None:
+    settings = {
+        "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
+        "kafka_security_protocol": "SSL",
+        "kafka_ssl_cert_file": certs.client_cert,
+        "kafka_ssl_key_file": certs.client_key,
+        "kafka_ssl_key_password_file": _secret_file(tmp_path, "key-pass", "not-it"),
+    }
+    code, stderr = await _incidentd(tmp_path, _service_env(tmp_path, settings), "run")
+    assert code == 1
+    line = _the_one_line(stderr)
+    assert line.startswith(f"incidentd: INCIDENTD_KAFKA_SSL_CERT_FILE={certs.client_cert}, ")
+    assert line.endswith(
+        "cannot load the client certificate and key: not a PEM certificate and its key, or the key's "
+        "password (INCIDENTD_KAFKA_SSL_KEY_PASSWORD) is wrong or missing"
+    )
 
 
 def test_a_ca_file_that_is_not_pem_is_refused(tmp_path: Path) -> None:

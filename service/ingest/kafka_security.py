@@ -118,10 +118,16 @@ def _ssl_context(s: Settings) -> ssl.SSLContext:
                 key_password.get_secret_value() if key_password is not None else None,
             )
         except (ssl.SSLError, OSError) as exc:
+            # OpenSSL says only "PEM lib" for a wrong password, a non-PEM file or a mismatched pair.
+            why = (
+                "not a PEM certificate and its key, or the key's password "
+                "(INCIDENTD_KAFKA_SSL_KEY_PASSWORD) is wrong or missing"
+                if isinstance(exc, ssl.SSLError)
+                else _reason(exc)
+            )
             raise ConfigError(
                 f"INCIDENTD_KAFKA_SSL_CERT_FILE={s.kafka_ssl_cert_file}, INCIDENTD_KAFKA_SSL_KEY_FILE="
-                f"{s.kafka_ssl_key_file}: cannot load the client certificate and key ({_reason(exc)}; "
-                "an encrypted key needs INCIDENTD_KAFKA_SSL_KEY_PASSWORD)"
+                f"{s.kafka_ssl_key_file}: cannot load the client certificate and key: {why}"
             ) from None
     return context
 
