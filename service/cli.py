@@ -226,6 +226,7 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
 
     from service.embedded.broker import EmbeddedBrokerError, embedded_broker
     from service.http.app import create_app
+    from service.ingest.kafka_security import KafkaRefused
     from service.runtime import Runtime
     from service.store.schema import SchemaError
 
@@ -241,11 +242,11 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
                 raise _StartupError(str(exc)) from None
         try:
             runtime = await Runtime.create(settings, rules)
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:
             raise _StartupError(str(exc)) from None
         try:
             await stack.enter_async_context(runtime.running())
-        except SchemaError as exc:
+        except (SchemaError, KafkaRefused) as exc:
             raise _StartupError(str(exc)) from None
         except Exception as exc:
             raise _StartupError(
@@ -316,6 +317,13 @@ def tail(
     """Print a topic's records as they arrive (Ctrl-C to stop)."""
     settings = _settings()
 
+    from service.ingest.kafka_security import KafkaRefused, explained, kafka_security
+
+    try:
+        security = kafka_security(settings)
+    except ConfigError as exc:
+        raise _fail(f"invalid configuration: {exc}") from None
+
     async def _tail() -> None:
         from aiokafka import AIOKafkaConsumer
 
@@ -324,8 +332,10 @@ def tail(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             auto_offset_reset="earliest" if from_beginning else "latest",
             enable_auto_commit=False,
+            **security.client(),
         )
-        await consumer.start()
+        async with explained(settings, security):
+            await consumer.start()
         try:
             async for rec in consumer:
                 value = (rec.value or b"").decode(errors="replace")
@@ -336,8 +346,11 @@ def tail(
         finally:
             await consumer.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_tail())
+    except KafkaRefused as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

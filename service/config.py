@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     # group's first join for half of it. Members rejoin from aiokafka's own task, not between
     # batches, so a slow batch does not make them miss it.
     kafka_rebalance_timeout_ms: int = Field(default=3000, ge=500)
+    # Kafka security, for every client the service makes (service/ingest/kafka_security.py).
+    # CA unset: the system's trust store (MSK, Confluent Cloud); cert + key: mutual TLS.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_key_password_file: Path | None = None
+    kafka_ssl_check_hostname: bool = True
 
     database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
     # Upgrade the schema at start; false: only check it (migrations run as `incidentd db upgrade`).
@@ -171,7 +184,31 @@ class Settings(BaseSettings):
         for name, value in self:
             if isinstance(value, SecretStr) and not value.get_secret_value():
                 raise ConfigError(f"{_env(name)} is set but empty")
+        _check_kafka_security(self)
         return self
+
+
+def _check_kafka_security(s: Settings) -> None:
+    """Settings that cannot work together stop the start, rather than a refused connection."""
+    protocol = s.kafka_security_protocol
+    if protocol.startswith("SASL_") and (s.kafka_sasl_username is None or s.kafka_sasl_password is None):
+        raise ConfigError(
+            f"INCIDENTD_KAFKA_SECURITY_PROTOCOL={protocol} needs INCIDENTD_KAFKA_SASL_USERNAME "
+            "and INCIDENTD_KAFKA_SASL_PASSWORD (or INCIDENTD_KAFKA_SASL_PASSWORD_FILE)"
+        )
+    if not protocol.startswith("SASL_") and (s.kafka_sasl_username or s.kafka_sasl_password):
+        raise ConfigError(
+            "INCIDENTD_KAFKA_SASL_USERNAME/PASSWORD are set but "
+            f"INCIDENTD_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL (SASL_PLAINTEXT or SASL_SSL)"
+        )
+    tls = [n for n in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file") if getattr(s, n)]
+    if tls and not protocol.endswith("SSL"):
+        raise ConfigError(
+            f"{_env(tls[0])} is set but INCIDENTD_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+            "(SSL or SASL_SSL)"
+        )
+    if (s.kafka_ssl_cert_file is None) != (s.kafka_ssl_key_file is None):
+        raise ConfigError("INCIDENTD_KAFKA_SSL_CERT_FILE and INCIDENTD_KAFKA_SSL_KEY_FILE go together")
 
 
 class ConfigError(Exception):

@@ -27,6 +27,7 @@ from service.ingest.commands_consumer import CommandConsumer
 from service.ingest.consumer import AlertConsumer, UrgentAlertConsumer
 from service.ingest.deadletter import DeadLetterPublisher
 from service.ingest.intake import AlertIntake, kafka_publisher
+from service.ingest.kafka_security import explained, kafka_security
 from service.ingest.records import Routing, no_lane
 from service.ingest.topics import ensure_topics
 from service.notify.base import Notifier
@@ -91,8 +92,10 @@ class Runtime:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.store = Store(settings.database_url)
+        self.kafka_security = kafka_security(settings)
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
+            security=self.kafka_security.faststream(),
             # Group joins on some brokers take seconds; the HTTP path has its own deadline.
             request_timeout_ms=30000,
             # A 202 promises the alert survives a broker failure: wait for all in-sync replicas.
@@ -271,9 +274,10 @@ class Runtime:
     async def running(self) -> AsyncIterator[Runtime]:
         await self.store.start(migrate=self.settings.database_migrate)
         try:
-            if self.settings.kafka_create_topics:
-                await ensure_topics(self.settings)
-            await _start_broker(self.broker)
+            async with explained(self.settings, self.kafka_security):
+                if self.settings.kafka_create_topics:
+                    await ensure_topics(self.settings, self.kafka_security)
+                await _start_broker(self.broker)
         except BaseException:
             # A signal or a failure while the consumers join their groups: stop the clients
             # already made, or they outlive the start (and the embedded broker), retrying

@@ -62,8 +62,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(bootstrap: str, log_file: Path | None = None) -> AsyncIterator[int]:
-    """Start Tansu listening on ``bootstrap``; stop it (and only it) on exit. Yields its pid."""
+async def embedded_broker(
+    bootstrap: str, log_file: Path | None = None, advertised: str | None = None
+) -> AsyncIterator[int]:
+    """Start Tansu listening on ``bootstrap``; stop it (and only it) on exit. Yields its pid.
+    ``advertised``: the host:port clients are sent to, when something fronts the broker
+    (the tests' TLS and SASL gate); ``bootstrap`` otherwise."""
     host, port = split_address(bootstrap)
     if await _port_open(host, port):
         raise EmbeddedBrokerError(
@@ -77,7 +81,7 @@ async def embedded_broker(bootstrap: str, log_file: Path | None = None) -> Async
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://{advertised}" if advertised else url,
         stdout=out or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

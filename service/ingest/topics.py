@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from service.config import Settings
+from service.ingest.kafka_security import KafkaRefused, KafkaSecurity, kafka_security
 
 
-async def ensure_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+async def ensure_topics(settings: Settings, security: KafkaSecurity | None = None) -> None:
+    security = security or kafka_security(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000, **security.client()
+    )
     try:
         # Inside the try: a start cancelled half way (a signal) still closes the client.
         await admin.start()
@@ -25,8 +36,29 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             n, rf = settings.kafka_topic_partitions, settings.kafka_replication_factor
             try:
-                await admin.create_topics([NewTopic(t, n, rf) for t in missing])
+                response = await admin.create_topics([NewTopic(t, n, rf) for t in missing])
             except TopicAlreadyExistsError:
-                pass  # another replica created it between our list and create
+                return  # another replica created it between our list and create
+            _check_created(response.topic_errors)
     finally:
         await admin.close()
+
+
+# The broker answers per topic; aiokafka raises for none of them.
+AUTHORIZATION = {TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno}
+
+
+def _check_created(answers: list[tuple[Any, ...]]) -> None:
+    """A topic the broker would not create stops the start: without it the service would run
+    and consume nothing. Already there (another replica was first) is fine."""
+    for answer in answers:
+        topic, code = str(answer[0]), int(answer[1])
+        message = answer[2] if len(answer) > 2 else None  # CreateTopics v1+
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        error = for_code(code).__name__
+        detail = f"{error}: {message}" if message else error
+        hint = ""
+        if code in AUTHORIZATION:
+            hint = "; grant the user CREATE, or create the topics and set INCIDENTD_KAFKA_CREATE_TOPICS=false"
+        raise KafkaRefused(f"Kafka would not create the topic {topic!r} ({detail}){hint}")

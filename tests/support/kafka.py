@@ -10,20 +10,31 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from service.ingest.kafka_security import ClientSecurity
+
 
 class TopicReader:
     """Reads a topic from the beginning and keeps every record it saw."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: ClientSecurity | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.security = security or ClientSecurity(
+            security_protocol="PLAINTEXT",
+            ssl_context=None,
+            sasl_mechanism="PLAIN",
+            sasl_plain_username=None,
+            sasl_plain_password=None,
+        )
         self.records: list[Any] = []
         self._consumer: AIOKafkaConsumer | None = None
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Self:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
+        )
         await self._consumer.start()
         partitions = await self._partitions()
         tps = [TopicPartition(self.topic, p) for p in partitions]
@@ -88,8 +99,14 @@ class EventLog(TopicReader):
         return self.events
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+async def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    key: bytes | None = None,
+    security: ClientSecurity | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **(security or {}))
     await producer.start()
     try:
         futures = [await producer.send(topic, v, key=key) for v in values]

@@ -17,6 +17,7 @@ import uvicorn
 from service.clock import Clock
 from service.config import Settings
 from service.http.app import create_app
+from service.ingest.kafka_security import client_security
 from service.notify.base import Notifier
 from service.ruleset import load_rules
 from service.runtime import Runtime
@@ -108,7 +109,8 @@ async def run_service(
             task.result()
             raise RuntimeError("server exited during start-up")
         await asyncio.sleep(0.02)
-    events = await EventLog(settings.kafka_bootstrap_servers, settings.kafka_events_topic).start()
+    security = client_security(settings)
+    events = await EventLog(settings.kafka_bootstrap_servers, settings.kafka_events_topic, security).start()
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             yield RunningService(runtime, f"http://127.0.0.1:{settings.http_port}", events, client)
