@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     opsgenie_api_url: str = "https://api.opsgenie.com"
     opsgenie_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Jira Service Management Ops: Opsgenie's Alert API under JSM's base URL (notify/jsm.py).
+    jsm_api_key: SecretStr | None = None
+    jsm_api_key_file: Path | None = None
+    jsm_api_url: str = "https://api.atlassian.com/jsm/ops/integration"
+    jsm_timeout_seconds: float = Field(default=10.0, gt=0)
+
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_routing_key_file: Path | None = None
     pagerduty_api_url: str = "https://events.pagerduty.com"
