@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,10 @@ def test_prometheus_rule_ships_the_rules_file(
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert rule["spec"]["groups"] == _rules_for_job(expected_job)
     assert 'job="incidentd"' not in yaml.safe_dump(rule), "an expression kept the file's job name"
+    # What the Prometheus Operator loads is a valid rules file too.
+    as_file = tmp_path / "rendered-rules.yaml"
+    as_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: Debian's prometheus package (scripts/ensure-system-deps.sh)"
+    checked = _run([promtool, "check", "rules", as_file])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
