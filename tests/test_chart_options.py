@@ -133,6 +133,30 @@ def test_a_pager_secret_is_wired_without_the_pager_listed(helm_venv: Path, tmp_p
     assert "INCIDENTD_SLACK_WEBHOOK_URL_FILE" not in env
 
 
+@helm_timeout
+def test_acknowledgement_secrets_come_from_the_pager_secret(helm_venv: Path, tmp_path: Path) -> None:
+    values = {
+        "opsgenie": {"existingSecret": "og", "key": "api-key", "webhookSecretKey": "webhook-secret"},
+        "pagerduty": {"existingSecret": "pd", "key": "routing-key", "webhookSecretKey": "webhook-secret"},
+        "slack": {"existingSecret": "sl", "key": "webhook-url", "signingSecretKey": "signing-secret"},
+    }
+    result, docs, _ = _helm(tmp_path, values=values)
+    assert result.returncode == 0, result.stderr
+    env = _env(docs)
+    inbound = {
+        "INCIDENTD_OPSGENIE_WEBHOOK_SECRET_FILE": ("og", "webhook-secret"),
+        "INCIDENTD_PAGERDUTY_WEBHOOK_SECRET_FILE": ("pd", "webhook-secret"),
+        "INCIDENTD_SLACK_SIGNING_SECRET_FILE": ("sl", "signing-secret"),
+    }
+    for setting, (secret_name, key) in inbound.items():
+        secret = _mount_of(docs, env[setting])["secret"]
+        assert secret["secretName"] == secret_name and env[setting].endswith("/" + key)
+        assert {"key": key, "path": key} in secret["items"], setting
+    # Not asked for: not wired.
+    result, docs, _ = _helm(tmp_path, values=_all_pagers())
+    assert not set(inbound) & set(_env(docs))
+
+
 def _without(pager: str, field: str) -> dict[str, Any]:
     values = _all_pagers()
     values["pagers"] = ["console", pager]

@@ -82,13 +82,15 @@ and mounted back at a/b.yaml through the volume's items (see deployment.yaml).
 
 {{/*
 Every pager block of values.yaml, by pager name: the setting its Secret's file feeds (secret),
-what the Secret holds (for messages), and its other values, by the setting each feeds.
+what the Secret holds (for messages), its other values by the setting each feeds (settings),
+and its optional keys of more files in the same Secret, by the setting each feeds (files).
 */}}
 {{- define "incidentd.pagerBlocks" -}}
 opsgenie:
   secret: INCIDENTD_OPSGENIE_API_KEY_FILE
   holds: the API key
   settings: {apiUrl: INCIDENTD_OPSGENIE_API_URL}
+  files: {webhookSecretKey: INCIDENTD_OPSGENIE_WEBHOOK_SECRET_FILE}
 jsm:
   secret: INCIDENTD_JSM_API_KEY_FILE
   holds: the API key
@@ -97,10 +99,12 @@ pagerduty:
   secret: INCIDENTD_PAGERDUTY_ROUTING_KEY_FILE
   holds: the routing key
   settings: {apiUrl: INCIDENTD_PAGERDUTY_API_URL}
+  files: {webhookSecretKey: INCIDENTD_PAGERDUTY_WEBHOOK_SECRET_FILE}
 slack:
   secret: INCIDENTD_SLACK_WEBHOOK_URL_FILE
   holds: the incoming webhook URL
   settings: {}
+  files: {signingSecretKey: INCIDENTD_SLACK_SIGNING_SECRET_FILE}
 jira:
   secret: INCIDENTD_JIRA_API_TOKEN_FILE
   holds: the API token
