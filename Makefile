@@ -41,8 +41,7 @@ bench: install
 schema: install
 	$(BIN)/python -c 'from service.emit.schema import write_schema; write_schema()'
 
-## The Helm chart carries a copy of rules/ and of deploy/prometheus/incidentd-rules.yaml (a chart
-## reads only its own files).
+## The Helm chart carries a copy of rules/ (a chart reads only its own files).
 helm-sync-rules:
 	scripts/helm-lint.sh --sync-rules
 
