@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: the real
 # Alertmanager (and amtool) for the end-to-end tests, the real Prometheus (and promtool)
-# for the direct-push test, Chromium for the incident board's browser test (driven
+# for the direct-push test and promtool for the alert rules' unit tests, Chromium for the incident board's browser test (driven
 # by Playwright through executable_path; never `playwright install`), and Redis for the
 # triage tests' redis probe. Then starts Redis on 127.0.0.1:6379 if nothing answers PING
 # there (a fresh machine has it installed but not running; PostgreSQL is .ci/run's).
@@ -11,6 +11,7 @@ missing=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)

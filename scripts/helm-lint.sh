@@ -4,7 +4,8 @@
 #
 #   scripts/helm-lint.sh [CHART_DIR] [-f values.yaml]... [-o rendered.yaml] [--notes NOTES.out]
 #   scripts/helm-lint.sh --setup        # only create .venv-helm
-#   scripts/helm-lint.sh --sync-rules   # copy rules/ into the chart (it may read only its own files)
+#   scripts/helm-lint.sh --sync-rules   # copy rules/ and deploy/prometheus/incidentd-rules.yaml
+#                                       # into the chart (it may read only its own files)
 #
 # The first run creates .venv-helm (Python >= 3.12, which the Helm bindings need) with the
 # pinned packages below; later runs reuse it until the pins change. Exit status: 0 = clean.
@@ -62,7 +63,9 @@ case "${1:-}" in
     rm -rf "$CHART_DEFAULT/rules"
     cp -R "$ROOT/rules" "$CHART_DEFAULT/rules"
     find "$CHART_DEFAULT/rules" -name '__pycache__' -prune -exec rm -rf {} +
-    echo "helm-lint: copied rules/ into $CHART_DEFAULT/rules" >&2
+    mkdir -p "$CHART_DEFAULT/prometheus"
+    cp "$ROOT/deploy/prometheus/incidentd-rules.yaml" "$CHART_DEFAULT/prometheus/incidentd-rules.yaml"
+    echo "helm-lint: copied rules/ and deploy/prometheus/incidentd-rules.yaml into $CHART_DEFAULT" >&2
     exit 0
     ;;
 esac

@@ -1,6 +1,6 @@
 """Service configuration: every knob is an ``INCIDENTD_*`` environment variable.
 
-Secrets (webhook token, Opsgenie key) may also come from files through the
+Secrets (webhook token, pager keys, the database URL) may also come from files through the
 ``*_FILE`` variables, the convention Kubernetes and Docker secrets mounts use.
 """
 
@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     kafka_ssl_check_hostname: bool = True
 
     database_url: str = "sqlite+aiosqlite:///./var/incidentd.db"
+    # The URL holds the password: read from a Secret's file (the chart mounts one) rather than
+    # an environment variable, which `kubectl describe` and crash dumps show.
+    database_url_file: Path | None = None
     # Upgrade the schema at start; false: only check it (migrations run as `incidentd db upgrade`).
     database_migrate: bool = True
     rules_dir: Path = Path("rules")
@@ -178,9 +181,11 @@ class Settings(BaseSettings):
             secret = name.removesuffix("_file")
             if secret not in type(self).model_fields:
                 continue  # a file that is not a secret (a CA bundle): it only has to be there
-            if getattr(self, secret) is not None:
+            current = getattr(self, secret)
+            # Set explicitly, not a default (the database URL has one): the two would disagree.
+            if current is not None and secret in self.model_fields_set:
                 raise ConfigError(f"{_env(secret)} and {_env(name)} are both set; set one of them")
-            setattr(self, secret, SecretStr(content))
+            setattr(self, secret, content if isinstance(current, str) else SecretStr(content))
         for name, value in self:
             if isinstance(value, SecretStr) and not value.get_secret_value():
                 raise ConfigError(f"{_env(name)} is set but empty")

@@ -390,13 +390,15 @@ def test_chart_lints_and_renders_with_default_values(rendered: list[dict[str, An
 def test_schema_upgrades_in_a_hook_before_the_pods_roll(rendered: list[dict[str, Any]]) -> None:
     job = _one(rendered, "Job")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
-    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    pod = job["spec"]["template"]["spec"]
+    (migrate,) = pod["containers"]
     assert migrate["args"] == ["db", "upgrade"]
     (url,) = migrate["env"]
-    assert (
-        url["name"] == "INCIDENTD_DATABASE_URL"
-        and url["valueFrom"]["secretKeyRef"]["name"] == "incidentd-database"
-    )
+    assert url["name"] == "INCIDENTD_DATABASE_URL_FILE"
+    (mount,) = [m for m in migrate["volumeMounts"] if url["value"].startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "incidentd-database"
+    assert url["value"].endswith("/" + volume["secret"]["items"][0]["path"])
     env = {e["name"]: e for e in _container(rendered)["env"]}
     assert env["INCIDENTD_DATABASE_MIGRATE"]["value"] == "false"  # the pods only check the schema
 
@@ -421,11 +423,13 @@ def test_rendered_deployment(rendered: list[dict[str, Any]]) -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["INCIDENTD_KAFKA_BOOTSTRAP_SERVERS"]["value"] == "kafka:9092"
     assert env["INCIDENTD_PAGERS"]["value"] == "console"
-    assert env["INCIDENTD_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "incidentd-database",
-        "key": "url",
-    }
-    assert "value" not in env["INCIDENTD_DATABASE_URL"], "the database URL must come from the Secret"
+    # The database URL (with its password) is a Secret mounted as a file, never an env value.
+    assert "INCIDENTD_DATABASE_URL" not in env
+    url_file = env["INCIDENTD_DATABASE_URL_FILE"]["value"]
+    database = _mount_of(rendered, url_file)["secret"]
+    assert database["secretName"] == "incidentd-database"
+    assert database["items"] == [{"key": "url", "path": "url"}] and url_file.endswith("/url")
+    assert env["INCIDENTD_KAFKA_REPLICATION_FACTOR"]["value"] == "3"
 
     # Rules: INCIDENTD_RULES_DIR is the mount of the chart's rules ConfigMap.
     rules_dir = env["INCIDENTD_RULES_DIR"]["value"]
@@ -498,7 +502,7 @@ def _unknown_remediation_action(chart: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "breakage", "expected"),
     [
-        ({"pagers": ["opsgenie"]}, None, "opsgenie.existingSecret"),
+        ({"pagers": ["opsgenie"]}, None, "at '/opsgenie/existingSecret': minLength"),
         ({"replicaCounts": 3}, None, "replicaCounts"),
         ({"database": {"existingSecret": "", "key": "url"}}, None, "database.existingSecret"),
         (None, _break_template, "nosuchfunc"),
@@ -532,6 +536,9 @@ def test_chart_check_fails_on_broken_input(
 
 
 def test_chart_rules_copy_is_identical_to_the_repository_rules() -> None:
+    prometheus_rules = ROOT / "deploy" / "prometheus" / "incidentd-rules.yaml"
+    chart_copy = CHART / "prometheus" / "incidentd-rules.yaml"
+    assert chart_copy.read_bytes() == prometheus_rules.read_bytes(), "run scripts/helm-lint.sh --sync-rules"
     chart_rules, repo_rules = _files(CHART / "rules"), _files(RULES)
     assert chart_rules.keys() == repo_rules.keys(), "run scripts/helm-lint.sh --sync-rules"
     changed = [path for path in repo_rules if chart_rules[path] != repo_rules[path]]
@@ -835,6 +842,8 @@ def test_chart_environment_loads_as_settings(
     settings = _settings_from(env, monkeypatch, tmp_path)
     assert str(settings.rules_dir) == env["INCIDENTD_RULES_DIR"]
     assert settings.kafka_create_topics is True
+    assert settings.kafka_replication_factor == 3
+    assert settings.database_url == "secret"  # read from INCIDENTD_DATABASE_URL_FILE's stand-in
     assert settings.http_port == 8080
 
 

@@ -63,8 +63,11 @@ and mounted back at a/b.yaml through the volume's items (see deployment.yaml).
 {{- if not .Values.database.existingSecret }}
 {{- fail "database.existingSecret is required: the name of a Secret holding INCIDENTD_DATABASE_URL" }}
 {{- end }}
-{{- if and (has "opsgenie" .Values.pagers) (not .Values.opsgenie.existingSecret) }}
-{{- fail "pagers include opsgenie: set opsgenie.existingSecret to a Secret holding the API key" }}
+{{- /* values.schema.json refuses these too; this is for renders that skip the schema. */}}
+{{- range $pager, $wiring := include "incidentd.pagerBlocks" . | fromYaml }}
+{{- if and (has $pager $.Values.pagers) (not (get $.Values $pager).existingSecret) }}
+{{- fail (printf "pagers include %s: set %s.existingSecret to a Secret holding %s" $pager $pager $wiring.holds) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
@@ -75,6 +78,41 @@ and mounted back at a/b.yaml through the volume's items (see deployment.yaml).
 {{- if not (.Files.Glob "rules/**") }}
 {{- fail "the chart has no rules/ files: copy the repository's rules/ into the chart" }}
 {{- end }}
+{{- end }}
+
+{{/*
+Every pager block of values.yaml, by pager name: the setting its Secret's file feeds (secret),
+what the Secret holds (for messages), its other values by the setting each feeds (settings),
+and its optional keys of more files in the same Secret, by the setting each feeds (files).
+*/}}
+{{- define "incidentd.pagerBlocks" -}}
+opsgenie:
+  secret: INCIDENTD_OPSGENIE_API_KEY_FILE
+  holds: the API key
+  settings: {apiUrl: INCIDENTD_OPSGENIE_API_URL}
+  files: {webhookSecretKey: INCIDENTD_OPSGENIE_WEBHOOK_SECRET_FILE}
+jsm:
+  secret: INCIDENTD_JSM_API_KEY_FILE
+  holds: the API key
+  settings: {apiUrl: INCIDENTD_JSM_API_URL}
+pagerduty:
+  secret: INCIDENTD_PAGERDUTY_ROUTING_KEY_FILE
+  holds: the routing key
+  settings: {apiUrl: INCIDENTD_PAGERDUTY_API_URL}
+  files: {webhookSecretKey: INCIDENTD_PAGERDUTY_WEBHOOK_SECRET_FILE}
+slack:
+  secret: INCIDENTD_SLACK_WEBHOOK_URL_FILE
+  holds: the incoming webhook URL
+  settings: {}
+  files: {signingSecretKey: INCIDENTD_SLACK_SIGNING_SECRET_FILE}
+jira:
+  secret: INCIDENTD_JIRA_API_TOKEN_FILE
+  holds: the API token
+  settings: {url: INCIDENTD_JIRA_URL, email: INCIDENTD_JIRA_EMAIL, project: INCIDENTD_JIRA_PROJECT, issueType: INCIDENTD_JIRA_ISSUE_TYPE}
+statuspage:
+  secret: INCIDENTD_STATUSPAGE_API_KEY_FILE
+  holds: the API key
+  settings: {url: INCIDENTD_STATUSPAGE_URL, pageId: INCIDENTD_STATUSPAGE_PAGE_ID}
 {{- end }}
 
 {{/*
