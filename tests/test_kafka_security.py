@@ -139,6 +139,8 @@ def _service_env(tmp: Path, settings: dict[str, Any]) -> dict[str, str]:
         "INCIDENTD_RULES_DIR": str(RULES),
         "INCIDENTD_HTTP_PORT": str(free_port()),
         "INCIDENTD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'state.db'}",
+        # What a person at a terminal reads (JSON, the default off a terminal: tests/test_logs.py).
+        "INCIDENTD_LOG_FORMAT": "text",
     }
     return env
 

@@ -176,9 +176,10 @@ async def test_a_failed_start_says_why_in_one_json_line_and_closes_its_clients(t
     records = [r for _, r in parsed(service.lines)]
     last = records[-1]
     assert (last["level"], last["logger"]) == ("CRITICAL", "service.cli")
-    assert str(last["message"]).startswith("incidentd: cannot start: KafkaConnectionError") and str(
-        nothing_there
-    ) in str(last["message"])
+    assert str(last["message"]) == (
+        f"incidentd: cannot connect to Kafka at 127.0.0.1:{nothing_there} (PLAINTEXT): "
+        f"nothing answers at 127.0.0.1:{nothing_there} (Connection refused)"
+    )
     assert [line for _, line in service.lines if any(n in line for n in NOISE)] == []
 
 
