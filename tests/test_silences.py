@@ -348,7 +348,13 @@ NOT_EMPTY = {"name": "alertname", "value": "DiskFull", "isRegex": False}
         (
             {"matchers": [NOT_EMPTY, {"name": "instance", "value": "db-(", "isRegex": True}]},
             400,
-            "matchers[1] (instance): invalid regex 'db-(': missing ), unterminated subpattern at position 3",
+            "matchers[1] (instance): invalid regex 'db-(': missing ): db-(",
+        ),
+        (
+            # Alertmanager's RE2 has no backreferences; Python's re would have taken it.
+            {"matchers": [NOT_EMPTY, {"name": "instance", "value": "(db)\\1", "isRegex": True}]},
+            400,
+            "matchers[1] (instance): invalid regex '(db)\\\\1': invalid escape sequence: \\1",
         ),
         (
             {"matchers": [{"name": "", "value": "x", "isRegex": False}]},

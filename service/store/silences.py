@@ -8,7 +8,6 @@ regex matcher is anchored at both ends and a label an alert lacks matches as "".
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +17,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 
 from service.clock import from_epoch
+from service.ruleset.regex import Pattern, compile_matcher_regex
 from service.store.database import Database
 from service.store.tables import silences
 
@@ -31,15 +31,12 @@ class SilenceMatcher:
     is_regex: bool
     is_equal: bool = True
     # Compiled once here: a silence is checked against every alert of every batch.
-    _regex: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+    _regex: Pattern | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.is_regex:
-            # fullmatch, not "^(?:v)$": Python's "$" also matches before a final newline,
-            # Go's (Alertmanager's) does not.
-            # The value alone first, so an error's position is in the text the user wrote.
-            re.compile(self.value)
-            object.__setattr__(self, "_regex", re.compile(f"(?:{self.value})"))
+            # Alertmanager's RE2 and anchoring; raises RegexError for what it would refuse.
+            object.__setattr__(self, "_regex", compile_matcher_regex(self.value))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
@@ -66,7 +63,7 @@ class SilenceMatcher:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> SilenceMatcher:
-        """Raises ``re.error`` for a regex that does not compile."""
+        """Raises ``RegexError`` for a regex that does not compile."""
         return cls(
             name=str(doc["name"]),
             value=str(doc["value"]),
