@@ -34,14 +34,14 @@ def test_shipped_rules_are_valid(rules_dir: Path) -> None:
 def test_invalid_regex_is_reported_with_file_path_and_line(broken: Path) -> None:
     _edit(broken / "classify.yaml", 'alertname=~"DebateEngineFailure|AuthBroken"', 'alertname=~"(Auth"')
     [problem] = _problems(broken)
-    assert problem.startswith(f"{broken / 'classify.yaml'}: rules[1].matchers[0] (line ")
+    assert problem.startswith(f"{broken / 'classify.yaml'}:9:16: rules[1].matchers[0]: ")
     assert "invalid regex" in problem
 
 
 def test_unknown_severity_is_reported(broken: Path) -> None:
     _edit(broken / "classify.yaml", "severity: SEV-3\n", "severity: SEV-7\n")
     [problem] = _problems(broken)
-    assert "classify.yaml: rules[2].severity (line " in problem
+    assert "classify.yaml:14:5: rules[2].severity: " in problem
     assert "unknown severity 'SEV-7'" in problem
 
 
@@ -50,16 +50,16 @@ def test_bad_duration_and_bad_severity_name_are_both_reported(broken: Path) -> N
     _edit(broken / "grouping.yaml", "reopen_window: 30m", "reopen_window: 30")
     problems = _problems(broken)
     assert any(
-        "severities.yaml: severities[0].response_time (line 6)" in p and "invalid duration" in p
+        "severities.yaml:6:5: severities[0].response_time: " in p and "invalid duration" in p
         for p in problems
     )
-    assert any("grouping.yaml: reopen_window (line " in p and "needs a unit" in p for p in problems)
+    assert any("grouping.yaml:7:1: reopen_window: " in p and "needs a unit" in p for p in problems)
 
 
 def test_yaml_syntax_error_names_line_and_column(broken: Path) -> None:
     (broken / "grouping.yaml").write_text("group_by: [alertname\nreopen_window: 30m\n")
     [problem] = _problems(broken)
-    assert problem.startswith(f"{broken / 'grouping.yaml'}: line ")
+    assert problem.startswith(f"{broken / 'grouping.yaml'}:2:14: ")
     assert "invalid YAML" in problem
 
 
@@ -68,9 +68,9 @@ def test_unknown_key_missing_file_and_template_error(broken: Path) -> None:
     (broken / "severities.yaml").unlink()
     (broken / "templates" / "incident.md.j2").write_text("[INCIDENT] {{ incident.severity \n")
     problems = _problems(broken)
-    assert any("grouping.yaml: group_bye (line 3): Extra inputs are not permitted" in p for p in problems)
-    assert f"{broken / 'severities.yaml'}: (file): file is missing" in problems
-    assert any("incident.md.j2: template line 1:" in p for p in problems)
+    assert any("grouping.yaml:3:1: group_bye: Extra inputs are not permitted" in p for p in problems)
+    assert f"{broken / 'severities.yaml'}:1:1: file is missing" in problems
+    assert any("incident.md.j2:1:1: " in p for p in problems)
 
 
 def test_unknown_fallback_pager_is_reported(broken: Path) -> None:
@@ -82,9 +82,9 @@ def test_unknown_fallback_pager_is_reported(broken: Path) -> None:
     )
     problems = _problems(broken)
     assert len(problems) == 2
-    assert problems[0].startswith(f"{broken / 'contacts.yaml'}: fallback (line ")
+    assert problems[0].startswith(f"{broken / 'contacts.yaml'}:24:1: fallback: ")
     assert "unknown pager 'pagerdooty'; one of console, opsgenie, pagerduty, slack" in problems[0]
-    assert problems[1].startswith(f"{broken / 'contacts.yaml'}: roles.DevOps.fallback (line ")
+    assert problems[1].startswith(f"{broken / 'contacts.yaml'}:35:38: roles.DevOps.fallback: ")
     assert "unknown pager 'sms'" in problems[1]
 
 
@@ -112,7 +112,7 @@ def test_cli_rules_check_exit_codes_and_format(broken: Path, rules_dir: Path) ->
         [sys.executable, "-m", "service", "rules", "check", str(broken)], capture_output=True, text=True
     )
     assert bad.returncode == 1
-    assert f"{broken / 'classify.yaml'}: default (line " in bad.stderr
+    assert f"{broken / 'classify.yaml'}:33:1: default: " in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
@@ -128,7 +128,7 @@ def test_run_refuses_to_start_on_broken_rules_without_traceback(broken: Path, tm
     )
     assert proc.returncode == 1
     assert "rules are invalid, not starting" in proc.stderr
-    assert "classify.yaml: default (line" in proc.stderr
+    assert "classify.yaml:33:1: default: " in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -141,11 +141,12 @@ def test_escalation_until_is_checked(broken: Path) -> None:
     )
     problems = _problems(broken)
     assert any(
-        "escalation.yaml: rules[0].until (line " in p and "'acknowledged' or 'resolved'" in p
+        "escalation.yaml:16:5: rules[0].until: " in p and "'acknowledged' or 'resolved'" in p
         for p in problems
     )
     assert any(
-        "rules[1] (line " in p and "until applies to open_for and response_share" in p for p in problems
+        "escalation.yaml:21:5: rules[1]: " in p and "until applies to open_for and response_share" in p
+        for p in problems
     )
 
 
@@ -157,5 +158,5 @@ def test_roles_in_the_matrix_take_the_runbook_spelling(broken: Path) -> None:
 def test_an_unknown_approver_role_is_reported(broken: Path) -> None:
     _edit(broken / "remediation.yaml", "approvers: [Incident Commander]", "approvers: [Incident Comander]")
     [problem] = _problems(broken)
-    assert "remediation.yaml: policies[0].approval.approvers[0] (line " in problem
+    assert "remediation.yaml:39:19: policies[0].approval.approvers[0]: " in problem
     assert "unknown role 'Incident Comander'" in problem
