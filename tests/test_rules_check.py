@@ -160,3 +160,39 @@ def test_an_unknown_approver_role_is_reported(broken: Path) -> None:
     [problem] = _problems(broken)
     assert "remediation.yaml:39:19: policies[0].approval.approvers[0]: " in problem
     assert "unknown role 'Incident Comander'" in problem
+
+
+def test_rules_check_reports_every_kind_of_problem_in_one_run(broken: Path) -> None:
+    """YAML syntax, schema, bad regex, unknown severity and unknown roles (in a file whose
+    other rule does not validate), each at its line:column, in one run of the CLI."""
+    (broken / "grouping.yaml").write_text("group_by: [alertname\nreopen_window: 30m\n")
+    _edit(broken / "classify.yaml", 'alertname=~"DebateEngineFailure|AuthBroken"', 'alertname=~"(Auth)\\\\1"')
+    _edit(broken / "classify.yaml", "severity: SEV-3\n", "severity: SEV-7\n")
+    _edit(broken / "escalation.yaml", "first_page: [DevOps]", "first_page: [DevOpz]")
+    _edit(broken / "escalation.yaml", "open_for: 30m", "open_for: 30 minutes")
+    _edit(broken / "escalation.yaml", "roles: [Security, Legal]", "roles: [Security, Legall]")
+    (broken / "templates" / "close.md.j2").write_text("ok\n{% if x %}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "service", "rules", "check", str(broken)], capture_output=True, text=True
+    )
+    assert run.returncode == 1
+    lines = run.stderr.splitlines()
+    assert lines[-1] == f"7 problem(s) in {broken}"
+    c, e = broken / "classify.yaml", broken / "escalation.yaml"
+    assert [line.split(": ", 2)[:2] for line in lines[:-1]] == [
+        [f"{c}:9:16", "rules[1].matchers[0]"],
+        [f"{c}:14:5", "rules[2].severity"],
+        [f"{e}:4:14", "first_page[0]"],
+        [f"{e}:15:5", "rules[0].open_for"],
+        [f"{e}:23:23", "rules[1].roles[1]"],
+        [f"{broken / 'grouping.yaml'}:2:14", "invalid YAML"],
+        [
+            f"{broken / 'templates' / 'close.md.j2'}:2:1",
+            "Unexpected end of template. Jinja was looking for the following tags",
+        ],
+    ]
+    assert "invalid escape sequence: \\1" in lines[0]
+    assert "unknown severity 'SEV-7'" in lines[1]
+    assert "unknown role 'DevOpz'" in lines[2] and "unknown role 'Legall'" in lines[4]
+    assert "invalid duration '30 minutes'" in lines[3]
+    assert "Traceback" not in run.stderr
