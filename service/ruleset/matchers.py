@@ -46,7 +46,7 @@ class Matcher:
         if self.op == "!=":
             return actual != self.value
         assert self._regex is not None
-        found = self._regex.fullmatch(actual) is not None
+        found = self._regex.fullmatch(actual)
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:

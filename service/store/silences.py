@@ -41,7 +41,7 @@ class SilenceMatcher:
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
         if self._regex is not None:
-            found = self._regex.fullmatch(actual) is not None
+            found = self._regex.fullmatch(actual)
         else:
             found = actual == self.value
         return found if self.is_equal else not found
