@@ -196,3 +196,20 @@ def test_rules_check_reports_every_kind_of_problem_in_one_run(broken: Path) -> N
     assert "unknown role 'DevOpz'" in lines[2] and "unknown role 'Legall'" in lines[4]
     assert "invalid duration '30 minutes'" in lines[3]
     assert "Traceback" not in run.stderr
+
+
+def test_references_are_checked_even_when_the_files_they_name_have_problems(broken: Path) -> None:
+    """A bad duration in severities.yaml and a bad contact in contacts.yaml do not hide an
+    unknown severity or role elsewhere, and do not make the ones they define unknown."""
+    _edit(broken / "severities.yaml", "response_time: 15m", "response_time: 15 minutes")
+    _edit(broken / "contacts.yaml", "DevOps: {opsgenie: {team: devops}}", "DevOps: {opsgenie: {}}")
+    _edit(broken / "classify.yaml", "severity: SEV-3\n", "severity: SEV-7\n")
+    _edit(broken / "escalation.yaml", "roles: [Security, Legal]", "roles: [Security, Legall]")
+    problems = _problems(broken)
+    assert [p.split(": ", 2)[1] for p in problems] == [
+        "rules[2].severity",
+        "roles.DevOps.opsgenie",
+        "rules[1].roles[1]",
+        "severities[0].response_time",
+    ], problems
+    assert "unknown severity 'SEV-7'" in problems[0] and "unknown role 'Legall'" in problems[2]

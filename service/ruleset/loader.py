@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from service.roles import canonical
 from service.ruleset.errors import RuleProblem, RulesError
 from service.ruleset.models import (
     PAGER_NAMES,
@@ -140,7 +141,7 @@ def load_rules(root: Path | str) -> RuleSet:
     c = _Collector(root)
     if not root.is_dir():
         raise RulesError([RuleProblem(str(root), 1, 1, "", "rules directory does not exist")])
-    sev, _ = c.load("severities.yaml", SeveritiesFile)
+    sev, sev_doc = c.load("severities.yaml", SeveritiesFile)
     cls, cls_doc = c.load("classify.yaml", ClassifyFile, keep=frozenset())
     grp, _ = c.load("grouping.yaml", GroupingFile)
     esc, esc_doc = c.load("escalation.yaml", EscalationFile, keep=frozenset())
@@ -153,13 +154,11 @@ def load_rules(root: Path | str) -> RuleSet:
     # Maintenance windows name the time intervals: those are never left out.
     noise, noise_doc = c.load("noise.yaml", NoiseFile, optional=True, keep=frozenset({"time_intervals"}))
     templates = _load_templates(c, root / "templates")
-    if sev and cls and cls_doc:
-        _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
     if contacts and contacts_doc:
         _check_fallbacks(c, (root / "contacts.yaml", contacts_doc), contacts)
-    known = _Known(
-        set(contacts.roles) if contacts else None, {s.name for s in sev.severities} if sev else None
-    )
+    known = _Known(_role_names(contacts, contacts_doc), _severity_names(sev, sev_doc))
+    if known.severities is not None and cls and cls_doc:
+        _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, known.severities)
     if esc and esc_doc:
         _check_escalation_refs(c, (root / "escalation.yaml", esc_doc), esc, known)
     params: dict[str, Any] = {}
@@ -184,6 +183,28 @@ def load_rules(root: Path | str) -> RuleSet:
         triage=triage,
         noise=noise,
     )
+
+
+def _severity_names(sev: SeveritiesFile | None, doc: LocatedYaml | None) -> set[str] | None:
+    """The severities other files may name: as written, when severities.yaml has a problem
+    (a severity with a bad duration still exists for the files that name it)."""
+    if sev:
+        return {s.name for s in sev.severities}
+    items = doc.data.get("severities") if doc and isinstance(doc.data, dict) else None
+    if not isinstance(items, list):
+        return None
+    return {i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)} or None
+
+
+def _role_names(contacts: ContactsFile | None, doc: LocatedYaml | None) -> set[str] | None:
+    """The roles other files may name: as written (in the runbook's spelling), when
+    contacts.yaml has a problem."""
+    if contacts:
+        return set(contacts.roles)
+    roles = doc.data.get("roles") if doc and isinstance(doc.data, dict) else None
+    if not isinstance(roles, dict):
+        return None
+    return {canonical(k) for k in roles if isinstance(k, str)} or None
 
 
 @dataclass(frozen=True, slots=True)
