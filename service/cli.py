@@ -321,7 +321,7 @@ def tail(
     topic: str = typer.Argument("incidents.events"),
     from_beginning: bool = typer.Option(True, help="start at the oldest record"),
     bootstrap_servers: str = typer.Option(
-        None, "--bootstrap-servers", help="host:port[,...] [default: INCIDENTD_KAFKA_BOOTSTRAP_SERVERS]"
+        None, "--bootstrap-servers", help="host:port[,...] (default: INCIDENTD_KAFKA_BOOTSTRAP_SERVERS)"
     ),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="seconds to wait for a broker"),
 ) -> None:

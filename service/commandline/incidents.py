@@ -24,14 +24,19 @@ T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, help="List, show, acknowledge, resolve and assign incidents.")
 
-URL = typer.Option(None, "--url", envvar="INCIDENTD_URL", help="the service [default: http://127.0.0.1:8080]")
+URL = typer.Option(
+    None,
+    "--url",
+    envvar="INCIDENTD_URL",
+    help="the service (default: http://127.0.0.1:$INCIDENTD_HTTP_PORT or 8080)",
+)
 TOKEN = typer.Option(None, "--token", envvar="INCIDENTD_WEBHOOK_TOKEN", help="the API's bearer token")
 TOKEN_FILE = typer.Option(
     None, "--token-file", envvar="INCIDENTD_WEBHOOK_TOKEN_FILE", help="a file holding the token"
 )
 TIMEOUT = typer.Option(10.0, "--timeout", help="seconds to wait for the service")
 JSON = typer.Option(False, "--json", help="print the API's JSON answer instead of a table")
-BY = typer.Option(None, "--by", help="who does it [default: your login name]")
+BY = typer.Option(None, "--by", help="who does it (default: your login name)")
 
 
 def _fail(message: str, code: Exit) -> typer.Exit:
@@ -72,9 +77,9 @@ def _by(by: str | None) -> str:
         return "cli"
 
 
-@app.command("list")
 # Each command takes the connection options itself (PLR0913), so they go where people type
 # them: `incidentd incidents ack inc-1 --url ...`.
+@app.command("list")
 def list_(  # noqa: PLR0913
     status: str = typer.Option(None, help="open, triggered (open, not acknowledged), acknowledged, resolved"),
     severity: str = typer.Option(None, help="SEV-1 .. SEV-4"),
