@@ -87,6 +87,7 @@ async def test_list_prints_a_table_and_the_apis_json(svc: RunningService) -> Non
     assert header.split() == ["ID", "SEVERITY", "STATE", "PHASE", "OPENED", "ACK", "BY", "TITLE"]
     [row] = [r for r in rows if r.startswith(inc)]
     assert row.split()[1:4] == ["SEV-2", "triggered", "investigating"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row.split()[4])  # seconds are enough
     assert row.endswith(title)
 
     as_json = await incidentd("incidents", "list", "--json", "--severity", "SEV-2", **as_person(svc))
@@ -100,7 +101,7 @@ async def test_show_prints_the_incident_its_timeline_and_pages(svc: RunningServi
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0] == f"{inc}  SEV-1  triggered  phase investigating"
-    assert "  title:     Search down" in lines
+    assert "  title: Search down" in lines
     assert "timeline:" in lines and "pages:" in lines
     timeline = lines[lines.index("timeline:") + 1 : lines.index("pages:")]
     assert timeline and all(line.startswith("  20") for line in timeline), timeline

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,12 +176,17 @@ def _state(inc: Incident) -> str:
     return "acknowledged" if inc.acknowledged_at else "triggered"
 
 
+def _when(at: str | None) -> str:
+    # Seconds are enough for a person; --json keeps the API's microseconds.
+    return re.sub(r"\.\d+(?=Z|[+-]\d\d:\d\d$)", "", at) if at else "-"
+
+
 def _table(incidents: Sequence[Incident]) -> str:
     if not incidents:
         return "no incidents"
     rows = [("ID", "SEVERITY", "STATE", "PHASE", "OPENED", "ACK BY", "TITLE")]
     rows += [
-        (i.id, i.severity, _state(i), i.phase, i.opened_at, i.acknowledged_by or "-", i.title)
+        (i.id, i.severity, _state(i), i.phase, _when(i.opened_at), i.acknowledged_by or "-", i.title)
         for i in incidents
     ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
@@ -190,25 +196,30 @@ def _table(incidents: Sequence[Incident]) -> str:
 
 def _detail(d: Detail) -> str:
     inc = d.incident
-    lines = [
-        f"{inc.id}  {inc.severity}  {_state(inc)}  phase {inc.phase}",
-        f"  title:     {inc.title}",
-        *([f"  impact:    {inc.impact}"] if inc.impact else []),
-        f"  opened:    {inc.opened_at}"
-        + (f", respond by {inc.response_due_at}" if inc.response_due_at else ""),
-        *([f"  acked:     {inc.acknowledged_at} by {inc.acknowledged_by}"] if inc.acknowledged_at else []),
-        *([f"  resolved:  {inc.resolved_at}"] if inc.resolved_at else []),
-        *[f"  {role}: {who}" for role, who in sorted(inc.roles.items())],
-        "timeline:",
-        *[f"  {t.at}  {t.type}  {t.summary}" for t in d.timeline],
-        "pages:",
-        *[
-            f"  {p.integration} {p.action}: {p.status} ({p.attempts} attempt(s))"
-            + (f", last error: {p.last_error}" if p.last_error else "")
-            for p in d.pages
-        ],
+    fields = {
+        "title": inc.title,
+        "impact": inc.impact,
+        "opened": _when(inc.opened_at),
+        "respond by": _when(inc.response_due_at) if inc.response_due_at else None,
+        "acked": f"{_when(inc.acknowledged_at)} by {inc.acknowledged_by}" if inc.acknowledged_at else None,
+        "resolved": _when(inc.resolved_at) if inc.resolved_at else None,
+        **dict(sorted(inc.roles.items())),
+    }
+    pages = [
+        f"  {p.integration} {p.action}: {p.status} ({p.attempts} attempt(s))"
+        + (f", last error: {p.last_error}" if p.last_error else "")
+        for p in d.pages
     ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"{inc.id}  {inc.severity}  {_state(inc)}  phase {inc.phase}",
+            *[f"  {name}: {value}" for name, value in fields.items() if value],
+            "timeline:",
+            *[f"  {_when(t.at)}  {t.type}  {t.summary}" for t in d.timeline],
+            "pages:",
+            *pages,
+        ]
+    )
 
 
 def _changed(inc: Incident) -> str:
