@@ -310,6 +310,7 @@ incidentd is running ({mode}).
   Try:   curl -XPOST {base}/api/v1/alerts/alertmanager -H 'content-type: application/json' \\
            -d '{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"ApiDown","namespace":"aragora"}}}}]}}'
   Watch: .venv/bin/incidentd tail {settings.kafka_events_topic}
+  Act:   .venv/bin/incidentd incidents list   (then: incidents show|ack|resolve|assign ID)
 Ctrl-C stops everything this started.
 """,
         err=False,
