@@ -213,3 +213,12 @@ def test_references_are_checked_even_when_the_files_they_name_have_problems(brok
         "severities[0].response_time",
     ], problems
     assert "unknown severity 'SEV-7'" in problems[0] and "unknown role 'Legall'" in problems[2]
+
+
+def test_a_file_that_is_not_utf8_is_a_located_problem_not_a_traceback(broken: Path) -> None:
+    (broken / "grouping.yaml").write_bytes(b"group_by: [alertname]\nreopen_window: 30m \xff\n")
+    (broken / "templates" / "close.md.j2").write_bytes(b"\xfe")
+    assert _problems(broken) == [
+        f"{broken / 'grouping.yaml'}:2:20: not UTF-8 text: byte 0xff",
+        f"{broken / 'templates' / 'close.md.j2'}:1:1: not UTF-8 text: byte 0xfe",
+    ]

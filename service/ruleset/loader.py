@@ -7,15 +7,14 @@ unknown role is reported alongside a bad duration rather than after it is fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from service.roles import canonical
 from service.ruleset.errors import RuleProblem, RulesError
+from service.ruleset.known import Known, role_names, severity_names
 from service.ruleset.models import (
     PAGER_NAMES,
     ClassifyFile,
@@ -62,15 +61,10 @@ class _Collector:
         (files whose items other files name: leaving one out would make every reference to
         it unknown) returns None instead."""
         path = self.root / filename
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            if optional:
-                return model(), None
-            self.add(path, WHOLE_FILE, "file is missing")
-            return None, None
-        except OSError as exc:
-            self.add(path, WHOLE_FILE, f"cannot read: {exc.strerror}")
+        if optional and not path.exists():
+            return model(), None
+        text = self.read(path, "file is missing")
+        if text is None:
             return None, None
         try:
             doc = load_located(text)
@@ -101,6 +95,24 @@ class _Collector:
                 loc = at + tuple(p for p in err["loc"] if not _is_pydantic_tag(p))
                 self.add(path, self.where(doc, loc), _message(err))
             return None, doc
+
+    def read(self, path: Path, missing: str) -> str | None:
+        """The file's text, or None with the problem reported (``missing`` if it is)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.add(path, WHOLE_FILE, missing)
+            return None
+        except OSError as exc:
+            self.add(path, WHOLE_FILE, f"cannot read: {exc.strerror}")
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_start = data.rfind(b"\n", 0, exc.start) + 1
+            at = Position(data.count(b"\n", 0, exc.start) + 1, exc.start - line_start + 1)
+            self.add(path, ("", at), f"not UTF-8 text: byte 0x{data[exc.start]:02x}")
+            return None
 
     @staticmethod
     def where(doc: LocatedYaml, loc: YamlPath) -> Where:
@@ -156,7 +168,7 @@ def load_rules(root: Path | str) -> RuleSet:
     templates = _load_templates(c, root / "templates")
     if contacts and contacts_doc:
         _check_fallbacks(c, (root / "contacts.yaml", contacts_doc), contacts)
-    known = _Known(_role_names(contacts, contacts_doc), _severity_names(sev, sev_doc))
+    known = Known(role_names(contacts, contacts_doc), severity_names(sev, sev_doc))
     if known.severities is not None and cls and cls_doc:
         _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, known.severities)
     if esc and esc_doc:
@@ -185,47 +197,8 @@ def load_rules(root: Path | str) -> RuleSet:
     )
 
 
-def _severity_names(sev: SeveritiesFile | None, doc: LocatedYaml | None) -> set[str] | None:
-    """The severities other files may name: as written, when severities.yaml has a problem
-    (a severity with a bad duration still exists for the files that name it)."""
-    if sev:
-        return {s.name for s in sev.severities}
-    items = doc.data.get("severities") if doc and isinstance(doc.data, dict) else None
-    if not isinstance(items, list):
-        return None
-    return {i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)} or None
-
-
-def _role_names(contacts: ContactsFile | None, doc: LocatedYaml | None) -> set[str] | None:
-    """The roles other files may name: as written (in the runbook's spelling), when
-    contacts.yaml has a problem."""
-    if contacts:
-        return set(contacts.roles)
-    roles = doc.data.get("roles") if doc and isinstance(doc.data, dict) else None
-    if not isinstance(roles, dict):
-        return None
-    return {canonical(k) for k in roles if isinstance(k, str)} or None
-
-
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """What other files may refer to: the roles of contacts.yaml, the severities."""
-
-    roles: set[str] | None  # None: contacts.yaml did not load, so roles go unchecked
-    severities: set[str] | None  # None: severities.yaml did not load
-
-    def role_unknown(self, name: str) -> bool:
-        return self.roles is not None and name not in self.roles
-
-    def roles_text(self) -> str:
-        return ", ".join(sorted(self.roles or ()))
-
-    def severity_unknown(self, name: str) -> bool:
-        return self.severities is not None and name not in self.severities
-
-
 def check_remediation(
-    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: _Known
+    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: Known
 ) -> dict[str, Any]:
     """Actions exist, their parameters validate against the action's own model, and every
     role, severity and target label makes sense for the action."""
@@ -281,7 +254,7 @@ def check_remediation(
 
 
 def _check_approvers(
-    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: _Known
+    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: Known
 ) -> None:
     """Approval pages go to roles contacts.yaml knows (a typo would page nobody)."""
     path, doc = source
@@ -303,7 +276,7 @@ def _check_fallbacks(c: _Collector, source: tuple[Path, LocatedYaml], contacts: 
 
 
 def _check_escalation_refs(
-    c: _Collector, source: tuple[Path, LocatedYaml], esc: EscalationFile, known: _Known
+    c: _Collector, source: tuple[Path, LocatedYaml], esc: EscalationFile, known: Known
 ) -> None:
     """Every role must be in contacts.yaml, every severity in severities.yaml."""
     path, doc = source
@@ -344,7 +317,7 @@ def _check_severity_refs(
 
 
 def _check_noise_refs(
-    c: _Collector, source: tuple[Path, LocatedYaml], noise: NoiseFile, known: _Known
+    c: _Collector, source: tuple[Path, LocatedYaml], noise: NoiseFile, known: Known
 ) -> None:
     """Windows name defined time intervals; heartbeats open incidents of known severities."""
     path, doc = source
@@ -370,10 +343,11 @@ def _load_templates(c: _Collector, folder: Path) -> Templates | None:
     compiled: dict[str, Any] = {}
     for key, filename in TEMPLATE_FILES.items():
         path = folder / filename
+        text = c.read(path, "template file is missing")
+        if text is None:
+            continue
         try:
-            compiled[key] = compile_template(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            c.add(path, WHOLE_FILE, "template file is missing")
+            compiled[key] = compile_template(text)
         except TemplateError as exc:
             c.add(path, ("", Position(exc.line, 1)), exc.message)
     if len(compiled) != len(TEMPLATE_FILES):
