@@ -14,15 +14,35 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from service.commandline import incidents
+from service.commandline.exits import Exit
 from service.config import ConfigError, Settings
 from service.observability import logs
 from service.ruleset import RulesError, RuleSet, load_rules
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(incidents.app, name="incidents")
 rules_app = typer.Typer(no_args_is_help=True, help="Validate the rules in rules/.")
 app.add_typer(rules_app, name="rules")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema (INCIDENTD_DATABASE_URL).")
 app.add_typer(db_app, name="db")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"incidentd {version('incidentd')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    pass
 
 
 def embedded_defaults(settings: Settings) -> dict[str, object]:
@@ -35,8 +55,12 @@ def embedded_defaults(settings: Settings) -> dict[str, object]:
 
 
 def _fail(message: str) -> typer.Exit:
+    return _fail_with(message, Exit.PROBLEMS)
+
+
+def _fail_with(message: str, code: Exit) -> typer.Exit:
     typer.echo(f"incidentd: {message}", err=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=int(code))
 
 
 def _settings(**overrides: object) -> Settings:
@@ -297,6 +321,7 @@ incidentd is running ({mode}).
   Try:   curl -XPOST {base}/api/v1/alerts/alertmanager -H 'content-type: application/json' \\
            -d '{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"ApiDown","namespace":"aragora"}}}}]}}'
   Watch: .venv/bin/incidentd tail {settings.kafka_events_topic}
+  Act:   .venv/bin/incidentd incidents list   (then: incidents show|ack|resolve|assign ID)
 Ctrl-C stops everything this started.
 """
     if logs.resolve_format(settings.log_format, sys.stdout) == "json":
@@ -313,11 +338,16 @@ Ctrl-C stops everything this started.
 def tail(
     topic: str = typer.Argument("incidents.events"),
     from_beginning: bool = typer.Option(True, help="start at the oldest record"),
+    bootstrap_servers: str = typer.Option(
+        None, "--bootstrap-servers", help="host:port[,...] (default: INCIDENTD_KAFKA_BOOTSTRAP_SERVERS)"
+    ),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="seconds to wait for a broker"),
 ) -> None:
-    """Print a topic's records as they arrive (Ctrl-C to stop)."""
+    """Print a topic's records as they arrive (Ctrl-C to stop); exit 3 if no broker answers."""
     settings = _settings()
+    servers = bootstrap_servers or settings.kafka_bootstrap_servers
 
-    from service.ingest.kafka_security import KafkaRefused, explained, kafka_security
+    from service.ingest.kafka_security import kafka_security, probe
 
     try:
         security = kafka_security(settings)
@@ -326,16 +356,34 @@ def tail(
 
     async def _tail() -> None:
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import KafkaConnectionError, KafkaError
 
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            bootstrap_servers=servers,
             auto_offset_reset="earliest" if from_beginning else "latest",
             enable_auto_commit=False,
             **security.client(),
         )
-        async with explained(settings, security):
-            await consumer.start()
+        # aiokafka logs each refused connection; the one line below says it for all of them.
+        kafka_log = logging.getLogger("aiokafka")
+        level = kafka_log.level
+        kafka_log.setLevel(logging.CRITICAL)
+        try:
+            # Bounded: aiokafka would otherwise wait on an address that drops packets.
+            await asyncio.wait_for(consumer.start(), connect_timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await consumer.stop()
+            if isinstance(exc, TimeoutError):
+                why = f"no Kafka broker answered at {servers} (nothing answered within {connect_timeout:g} s)"
+            elif isinstance(exc, KafkaConnectionError):
+                # What stopped it (refused, TLS, SASL), from one connection made the same way.
+                why = f"cannot connect to Kafka at {servers} ({security.describe()}): {await probe(servers, security)}"
+            else:
+                why = f"no Kafka broker answered at {servers} ({exc.__class__.__name__}: {exc})"
+            raise _fail_with(why, Exit.UNREACHABLE) from None
+        finally:
+            kafka_log.setLevel(level)
         try:
             async for rec in consumer:
                 value = (rec.value or b"").decode(errors="replace")
@@ -346,11 +394,8 @@ def tail(
         finally:
             await consumer.stop()
 
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_tail())
-    except KafkaRefused as exc:
-        raise _fail(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_tail())
 
 
 def main() -> None:

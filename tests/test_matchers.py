@@ -1,6 +1,11 @@
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from service.ruleset.matchers import Matcher
+from tests.support.alertmanager import AMTOOL_BIN
 
 
 @pytest.mark.parametrize(
@@ -45,3 +50,53 @@ def test_invalid_matchers_say_why(text: str, problem: str) -> None:
 
 def test_matcher_prints_back_as_alertmanager_syntax() -> None:
     assert str(Matcher.parse("namespace!~dev|test")) == 'namespace!~"dev|test"'
+
+
+# RE2, as Alertmanager (Go) has it. GO_ONLY: RE2 takes them, Python's re refuses them or reads
+# them otherwise; PYTHON_ONLY: Python's re takes them, RE2 and Alertmanager refuse them.
+GO_ONLY = [r"\pL+", r"[[:digit:]]+", r"\Qa.b\E", r"\p{Greek}+"]
+PYTHON_ONLY = [r"(a)\1", r"(?=x)x", r"(?<!a)b", r"a++", r"(?>a)"]
+
+
+@pytest.mark.parametrize("regex", PYTHON_ONLY)
+def test_regexes_alertmanager_refuses_are_refused(regex: str) -> None:
+    with pytest.raises(ValueError, match="invalid regex"):
+        Matcher.parse(f"team=~{json.dumps(regex)}")
+
+
+@pytest.mark.parametrize(
+    ("regex", "value", "expected"),
+    [
+        (r"\pL+", "héllo", True),
+        (r"\pL+", "h3llo", False),
+        (r"[[:digit:]]+", "42", True),
+        (r"[[:digit:]]+", ":", False),  # Python's re reads [[:digit:]] as a set of ':digt['
+        (r"\Qa.b\E", "a.b", True),
+        (r"\Qa.b\E", "axb", False),
+        ("db", "db\n", False),  # "$" ends the text, not a line: Python's re matches here
+    ],
+)
+def test_re2_syntax_and_anchoring(regex: str, value: str, expected: bool) -> None:
+    assert Matcher.parse(f"team=~{json.dumps(regex)}").matches({"team": value}) is expected
+
+
+def _amtool_accepts(regex: str, tmp_path: Path) -> bool:
+    config = tmp_path / "alertmanager.yml"
+    matcher = json.dumps(f"team=~{json.dumps(regex)}")
+    config.write_text(
+        "route:\n  receiver: r\n  routes:\n"
+        f"    - {{receiver: r, matchers: [{matcher}]}}\nreceivers: [{{name: r}}]\n"
+    )
+    proc = subprocess.run([AMTOOL_BIN, "check-config", str(config)], capture_output=True, timeout=60)
+    return proc.returncode == 0
+
+
+@pytest.mark.alertmanager
+@pytest.mark.parametrize("regex", [*GO_ONLY, *PYTHON_ONLY, "a|b", "(unclosed", "a{1001}"])
+def test_valid_regexes_are_what_alertmanager_says(regex: str, tmp_path: Path) -> None:
+    try:
+        Matcher.parse(f"team=~{json.dumps(regex)}")
+        ours = True
+    except ValueError:
+        ours = False
+    assert ours is _amtool_accepts(regex, tmp_path), regex

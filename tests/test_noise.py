@@ -304,9 +304,9 @@ def test_rules_check_names_each_noise_problem_with_its_line(tmp_path: Path) -> N
     with pytest.raises(RulesError) as err:
         load_rules(folder)
     text = str(err.value)
-    assert "noise.yaml: time_intervals[0].time_intervals[0].times[0].start_time (line 5)" in text
-    assert "invalid regex" in text and "inhibit_rules[0].source_matchers[0] (line 11)" in text
-    assert "thresholds[0] (line 14): give at least one of min_firing, firing_for or burst" in text
+    assert "noise.yaml:5:18: time_intervals[0].time_intervals[0].times[0].start_time: " in text
+    assert "invalid regex" in text and "noise.yaml:11:23: inhibit_rules[0].source_matchers[0]: " in text
+    assert "noise.yaml:14:5: thresholds[0]: give at least one of min_firing, firing_for or burst" in text
 
 
 def test_rules_check_refuses_a_window_naming_an_unknown_interval(tmp_path: Path) -> None:
@@ -327,8 +327,8 @@ def test_rules_check_refuses_a_window_naming_an_unknown_interval(tmp_path: Path)
     with pytest.raises(RulesError) as err:
         load_rules(folder)
     text = str(err.value)
-    assert "noise.yaml: maintenance[0].time_intervals[0] (line 5): unknown time interval 'weekends'" in text
-    assert "heartbeats[0].severity (line 10): unknown severity 'SEV-9'" in text
+    assert "noise.yaml:5:22: maintenance[0].time_intervals[0]: unknown time interval 'weekends'" in text
+    assert "noise.yaml:10:5: heartbeats[0].severity: unknown severity 'SEV-9'" in text
 
 
 # -- the quiet stage on the correlator's output, with stand-in stores --------------------

@@ -145,7 +145,9 @@ async def test_with_every_slot_busy_pages_wait_for_a_claim_most_severe_first(
     assert [r.incident_id for r in pager.sent] == ["inc-0", "inc-high", "inc-low"]
 
 
-async def test_a_close_stored_with_its_trigger_is_not_handed_ahead_of_it(store: Store, rules: RuleSet) -> None:
+async def test_a_close_stored_with_its_trigger_is_not_handed_ahead_of_it(
+    store: Store, rules: RuleSet
+) -> None:
     pager = GatedPager()
     replica = Replica(store, rules, pager)
     batch = await replica.store_opening("inc-1", resolved=True)

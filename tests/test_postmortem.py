@@ -403,5 +403,5 @@ def test_rules_check_reports_a_bad_postmortem_due(tmp_path: Path) -> None:
     with pytest.raises(RulesError) as caught:
         load_rules(rules_dir)
     [problem] = [str(p) for p in caught.value.problems]
-    assert "severities.yaml: severities[0].postmortem_due (line " in problem and "invalid duration" in problem
+    assert "severities.yaml:10:5: severities[0].postmortem_due: " in problem and "invalid duration" in problem
     assert load_rules(RULES).severity("SEV-3").postmortem_due is None

@@ -56,16 +56,16 @@ def test_every_problem_is_reported_with_its_location(folder: Path) -> None:
     (folder / "remediation.yaml").write_text(BROKEN)
     f = folder / "remediation.yaml"
     assert problems(folder) == [
-        f"{f}: page_roles[1] (line 2): unknown role 'Nobody'; contacts.yaml defines Account Manager, CTO, "
+        f"{f}:2:22: page_roles[1]: unknown role 'Nobody'; contacts.yaml defines Account Manager, CTO, "
         "Communications, Customer Success, Database Admin, DevOps, Engineering Lead, Incident Commander, "
         "Legal, Security, Technical Lead",
-        f"{f}: policies[0].action (line 8): unknown action 'nuke'; one of rollback, scale, restart, "
+        f"{f}:8:5: policies[0].action: unknown action 'nuke'; one of rollback, scale, restart, "
         "delete_pods, drain_node",
-        f"{f}: policies[1].params.bogus (line 13): Extra inputs are not permitted",
-        f"{f}: policies[2].approval.severities[0] (line 19): unknown severity 'SEV-9'",
-        f"{f}: policies[2].target_labels.deployment (line 17): drain_node targets node, not deployment",
-        f"{f}: policies[2].preconditions.changed_within (line 18): only for deployment actions, not drain_node",
-        f"{f}: policies[3].params (line 23): replicas 20 is above max_replicas 10",
+        f"{f}:13:45: policies[1].params.bogus: Extra inputs are not permitted",
+        f"{f}:17:21: policies[2].target_labels.deployment: drain_node targets node, not deployment",
+        f"{f}:18:21: policies[2].preconditions.changed_within: only for deployment actions, not drain_node",
+        f"{f}:19:29: policies[2].approval.severities[0]: unknown severity 'SEV-9'",
+        f"{f}:23:5: policies[3].params: replicas 20 is above max_replicas 10",
     ]
 
 
@@ -76,7 +76,7 @@ def test_rules_check_cli_prints_the_problems_and_fails(folder: Path) -> None:
     )
     assert run.returncode == 1
     assert (
-        f"{folder / 'remediation.yaml'}: allowlist.namespaces (line 2): 'Shop' is not a Kubernetes name"
+        f"{folder / 'remediation.yaml'}:2:3: allowlist.namespaces: 'Shop' is not a Kubernetes name"
         in run.stderr
     )
 

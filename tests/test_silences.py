@@ -14,12 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from starlette.applications import Starlette
 
 from service.clock import ManualClock, iso
 from service.http.silences import SilenceService, silence_routes
 from service.store.silences import Silence, SilenceMatcher
 from service.store.store import Store
+from service.store.tables import silences
 from tests.support.service import RunningService, run_service, test_settings
 from tests.support.time import T0
 
@@ -145,7 +147,21 @@ async def active_and_next_change(db: Store) -> None:
     assert await db.silences.next_change(T0 + 3 * H) is None
 
 
+async def a_stored_regex_re2_refuses_mutes_nothing(db: Store) -> None:
+    """A silence saved by a version that compiled with Python's re (a backreference) still
+    loads, lists as it was saved, and silences no alert: every page goes out."""
+    await db.silences.upsert(silence("old", T0, T0 + H))
+    stored = json.dumps([{"name": "instance", "value": "(db)\\1", "isRegex": True, "isEqual": False}])
+    async with db.db.write() as conn:
+        await conn.execute(update(silences).where(silences.c.id == "old").values(matchers=stored))
+    [old] = await db.silences.active(T0)
+    assert [m.to_json() for m in old.matchers] == json.loads(stored)
+    assert not old.matches({"alertname": "DiskFull", "instance": "web"})
+    assert not old.matches({"alertname": "DiskFull", "instance": "dbdb"})
+
+
 REPOSITORY_CHECKS = [
+    a_stored_regex_re2_refuses_mutes_nothing,
     upsert_and_get_round_trip,
     expire_ends_an_active_or_pending_silence_now_and_leaves_an_expired_one,
     active_and_next_change,
@@ -348,7 +364,13 @@ NOT_EMPTY = {"name": "alertname", "value": "DiskFull", "isRegex": False}
         (
             {"matchers": [NOT_EMPTY, {"name": "instance", "value": "db-(", "isRegex": True}]},
             400,
-            "matchers[1] (instance): invalid regex 'db-(': missing ), unterminated subpattern at position 3",
+            "matchers[1] (instance): invalid regex 'db-(': missing ): db-(",
+        ),
+        (
+            # Alertmanager's RE2 has no backreferences; Python's re would have taken it.
+            {"matchers": [NOT_EMPTY, {"name": "instance", "value": "(db)\\1", "isRegex": True}]},
+            400,
+            "matchers[1] (instance): invalid regex '(db)\\\\1': invalid escape sequence: \\1",
         ),
         (
             {"matchers": [{"name": "", "value": "x", "isRegex": False}]},

@@ -283,10 +283,10 @@ def test_triage_rules_problems_are_reported_with_file_and_line(tmp_path: Path) -
         load_rules(root)
     text = str(caught.value)
     path = str(root / "triage.yaml")
-    assert f"{path}: rules[0].probes[0] (line 6): probe health needs url" in text, text
-    assert f"{path}: rules[0].probes[2].probe (line 10)" in text, text
-    assert f"{path}: rules[0].probes[3] (line 11): probe redis needs one of secret_env or secret_file" in text
-    assert f"{path}: rules[0].probes[4].namespace (line 13)" in text, text
+    assert f"{path}:6:9: rules[0].probes[0]: probe health needs url" in text, text
+    assert f"{path}:10:9: rules[0].probes[2].probe: " in text, text
+    assert f"{path}:11:9: rules[0].probes[3]: probe redis needs one of secret_env or secret_file" in text
+    assert f"{path}:13:9: rules[0].probes[4].namespace: " in text, text
 
 
 def test_a_rules_directory_without_triage_yaml_runs_no_probes(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ client reads and prints. The messages say exactly what is wrong.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -25,6 +24,7 @@ from service.clock import Clock, iso
 from service.http.bodies import MAX_COMMAND_BYTES, BodyTooLarge, read_limited
 from service.ingest.parse import PayloadError, find_text, load_json
 from service.ruleset.matchers import Matcher
+from service.ruleset.regex import RegexError
 from service.store.silences import Silence, SilenceMatcher, Silences, SilenceState
 
 
@@ -93,7 +93,7 @@ def _matchers(body: Sequence[MatcherBody]) -> tuple[SilenceMatcher, ...]:
             raise SilenceError(400, f"{where}: the label name is empty")
         try:
             out.append(SilenceMatcher(m.name, m.value, m.isRegex, m.isEqual))
-        except re.error as exc:
+        except RegexError as exc:
             raise SilenceError(400, f"{where} ({m.name}): invalid regex {m.value!r}: {exc}") from None
     if all(m.matches_empty() for m in out):
         # Alertmanager's rule: such a silence would also mute every alert lacking the labels.

@@ -5,12 +5,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RuleProblem:
+    """One problem, printed ``file:line:column: location: problem`` as compilers print
+    theirs, so editors jump to it and CI annotates the line. ``location`` is the path inside
+    the YAML document (``rules[1].matchers[0]``), empty for a problem with the whole file."""
+
     file: str
+    line: int
+    column: int
     location: str
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.location}: {self.problem}"
+        where = f"{self.location}: " if self.location else ""
+        return f"{self.file}:{self.line}:{self.column}: {where}{self.problem}"
 
 
 class RulesError(Exception):

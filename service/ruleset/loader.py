@@ -1,8 +1,12 @@
-"""Load and cross-check a rules directory, collecting every problem with its location."""
+"""Load and cross-check a rules directory, collecting every problem with its location.
+
+Every problem of every file is reported in one run: a file whose items do not all
+validate is checked further with those items left out (``LocatedYaml.without``), so an
+unknown role is reported alongside a bad duration rather than after it is fixed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -10,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from service.ruleset.errors import RuleProblem, RulesError
+from service.ruleset.known import Known, role_names, severity_names
 from service.ruleset.models import (
     PAGER_NAMES,
     ClassifyFile,
@@ -22,11 +27,15 @@ from service.ruleset.models import (
 )
 from service.ruleset.noise import NoiseFile
 from service.ruleset.remediation import RemediationFile
-from service.ruleset.templating import compile_template
+from service.ruleset.templating import TemplateError, compile_template
 from service.ruleset.triage import TriageFile
-from service.ruleset.yamlpos import LocatedYaml, format_path, load_located
+from service.ruleset.yamlpos import START, LocatedYaml, Position, format_path, load_located
 
 M = TypeVar("M", bound=BaseModel)
+YamlPath = tuple[str | int, ...]
+# A problem's location inside its file: the YAML path (empty: the whole file) and position.
+Where = tuple[str, Position]
+WHOLE_FILE: Where = ("", START)
 
 TEMPLATE_FILES = {"incident": "incident.md.j2", "close_note": "close.md.j2", "update": "update.md.j2"}
 
@@ -39,37 +48,41 @@ class _Collector:
     def name(self, path: Path) -> str:
         return str(path)
 
-    def add(self, path: Path, location: str, problem: str) -> None:
-        self.problems.append(RuleProblem(self.name(path), location, problem))
+    def add(self, path: Path, where: Where, problem: str) -> None:
+        location, at = where
+        self.problems.append(RuleProblem(self.name(path), at.line, at.column, location, problem))
 
     def load(
-        self, filename: str, model: type[M], *, optional: bool = False
+        self, filename: str, model: type[M], *, optional: bool = False, keep: frozenset[str] | None = None
     ) -> tuple[M | None, LocatedYaml | None]:
+        """Load and validate ``filename``. When it does not validate, the model of what does
+        (items with problems left out, except under the top-level keys in ``keep``) is
+        returned for the cross-file checks; the problems are already reported. ``keep=None``
+        (files whose items other files name: leaving one out would make every reference to
+        it unknown) returns None instead."""
         path = self.root / filename
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            if optional:
-                return model(), None
-            self.add(path, "(file)", "file is missing")
-            return None, None
-        except OSError as exc:
-            self.add(path, "(file)", f"cannot read: {exc.strerror}")
+        if optional and not path.exists():
+            return model(), None
+        text = self.read(path, "file is missing")
+        if text is None:
             return None, None
         try:
             doc = load_located(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-            self.add(path, where, f"invalid YAML: {exc.problem or exc}")
+            at = Position(mark.line + 1, mark.column + 1) if mark else START
+            self.add(path, ("", at), f"invalid YAML: {exc.problem or exc}")
             return None, None
         except yaml.YAMLError as exc:
-            self.add(path, "(file)", f"invalid YAML: {exc}")
+            self.add(path, WHOLE_FILE, f"invalid YAML: {exc}")
             return None, None
         if not isinstance(doc.data, dict):
-            self.add(path, "(top level)", "expected a mapping")
+            self.add(path, WHOLE_FILE, "expected a mapping")
             return None, None
-        return self.validate(path, doc, model, doc.data, ())
+        parsed, _ = self.validate(path, doc, model, doc.data, ())
+        if parsed is not None or keep is None:
+            return parsed, doc
+        return _salvage(doc, model, keep)
 
     def validate(
         self, path: Path, doc: LocatedYaml, model: type[M], data: Any, at: tuple[str | int, ...]
@@ -83,11 +96,45 @@ class _Collector:
                 self.add(path, self.where(doc, loc), _message(err))
             return None, doc
 
+    def read(self, path: Path, missing: str) -> str | None:
+        """The file's text, or None with the problem reported (``missing`` if it is)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.add(path, WHOLE_FILE, missing)
+            return None
+        except OSError as exc:
+            self.add(path, WHOLE_FILE, f"cannot read: {exc.strerror}")
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_start = data.rfind(b"\n", 0, exc.start) + 1
+            at = Position(data.count(b"\n", 0, exc.start) + 1, exc.start - line_start + 1)
+            self.add(path, ("", at), f"not UTF-8 text: byte 0x{data[exc.start]:02x}")
+            return None
+
     @staticmethod
-    def where(doc: LocatedYaml, loc: tuple[str | int, ...]) -> str:
-        line = doc.line_of(loc)
-        text = format_path(loc)
-        return f"{text} (line {line})" if line else text
+    def where(doc: LocatedYaml, loc: YamlPath) -> Where:
+        return format_path(doc.original(loc)), doc.position_of(loc)
+
+
+def _salvage(doc: LocatedYaml, model: type[M], keep: frozenset[str]) -> tuple[M | None, LocatedYaml]:
+    """``model`` of ``doc`` less each list item or mapping entry (under a top-level key) that
+    has a problem; None when a problem is in no such item, or under a key in ``keep``."""
+    for _ in range(3):  # leaving an item out can leave its parent too short, once or twice
+        try:
+            return model.model_validate(doc.data), doc
+        except ValidationError as exc:
+            drop = {_item(tuple(p for p in e["loc"] if not _is_pydantic_tag(p))) for e in exc.errors()}
+        if any(not p or str(p[0]) in keep for p in drop):
+            return None, doc
+        doc = doc.without(drop)
+    return None, doc
+
+
+def _item(loc: YamlPath) -> YamlPath:
+    return loc[:2]
 
 
 def _is_pydantic_tag(part: Any) -> bool:
@@ -105,35 +152,37 @@ def load_rules(root: Path | str) -> RuleSet:
     root = Path(root)
     c = _Collector(root)
     if not root.is_dir():
-        raise RulesError([RuleProblem(str(root), "(directory)", "rules directory does not exist")])
-    sev, _ = c.load("severities.yaml", SeveritiesFile)
-    cls, cls_doc = c.load("classify.yaml", ClassifyFile)
+        raise RulesError([RuleProblem(str(root), 1, 1, "", "rules directory does not exist")])
+    sev, sev_doc = c.load("severities.yaml", SeveritiesFile)
+    cls, cls_doc = c.load("classify.yaml", ClassifyFile, keep=frozenset())
     grp, _ = c.load("grouping.yaml", GroupingFile)
-    esc, esc_doc = c.load("escalation.yaml", EscalationFile)
+    esc, esc_doc = c.load("escalation.yaml", EscalationFile, keep=frozenset())
     contacts, contacts_doc = c.load("contacts.yaml", ContactsFile)
     # Optional: a rules directory without it has no remediation at all.
-    remediation, rem_doc = c.load("remediation.yaml", RemediationFile, optional=True)
+    remediation, rem_doc = c.load("remediation.yaml", RemediationFile, optional=True, keep=frozenset())
     # Optional: a rules directory without it runs no triage probes.
     triage, _ = c.load("triage.yaml", TriageFile, optional=True)
     # Optional: a rules directory without it has no windows, inhibition, thresholds or heartbeats.
-    noise, noise_doc = c.load("noise.yaml", NoiseFile, optional=True)
+    # Maintenance windows name the time intervals: those are never left out.
+    noise, noise_doc = c.load("noise.yaml", NoiseFile, optional=True, keep=frozenset({"time_intervals"}))
     templates = _load_templates(c, root / "templates")
-    if sev and cls and cls_doc:
-        _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, {s.name for s in sev.severities})
     if contacts and contacts_doc:
         _check_fallbacks(c, (root / "contacts.yaml", contacts_doc), contacts)
-    known = _Known(set(contacts.roles), {s.name for s in sev.severities}) if contacts and sev else None
-    if esc and esc_doc and known:
+    known = Known(role_names(contacts, contacts_doc), severity_names(sev, sev_doc))
+    if known.severities is not None and cls and cls_doc:
+        _check_severity_refs(c, root / "classify.yaml", cls_doc, cls, known.severities)
+    if esc and esc_doc:
         _check_escalation_refs(c, (root / "escalation.yaml", esc_doc), esc, known)
     params: dict[str, Any] = {}
-    if remediation and rem_doc and known:
+    if remediation and rem_doc:
         params = check_remediation(c, (root / "remediation.yaml", rem_doc), remediation, known)
-    if noise and noise_doc and sev:
-        _check_noise_refs(c, (root / "noise.yaml", noise_doc), noise, {s.name for s in sev.severities})
+    if noise and noise_doc:
+        _check_noise_refs(c, (root / "noise.yaml", noise_doc), noise, known)
     if c.problems or not (
         sev and cls and grp and templates and esc and contacts and remediation and triage and noise
     ):
-        raise RulesError(c.problems)
+        # In file order, as a compiler prints them, whichever check found them.
+        raise RulesError(sorted(c.problems, key=lambda p: (p.file, p.line, p.column)))
     return RuleSet(
         severities={s.name: s for s in sev.severities},
         classify=cls,
@@ -148,32 +197,23 @@ def load_rules(root: Path | str) -> RuleSet:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """What other files may refer to: the roles of contacts.yaml, the severities."""
-
-    roles: set[str]
-    severities: set[str]
-
-
 def check_remediation(
-    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: _Known
+    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: Known
 ) -> dict[str, Any]:
     """Actions exist, their parameters validate against the action's own model, and every
     role, severity and target label makes sense for the action."""
     path, doc = source
-    roles, severities = known.roles, known.severities
     # Imported here: the actions bring in the Kubernetes client, which only this check needs.
     from service.remediate.actions.registry import ACTIONS
 
     for i, role in enumerate(rem.page_roles):
-        if role not in roles:
+        if known.role_unknown(role):
             c.add(
                 path,
                 c.where(doc, ("page_roles", i)),
-                f"unknown role {role!r}; contacts.yaml defines {', '.join(sorted(roles))}",
+                f"unknown role {role!r}; contacts.yaml defines {known.roles_text()}",
             )
-    _check_approvers(c, source, rem, roles)
+    _check_approvers(c, source, rem, known)
     params: dict[str, Any] = {}
     for i, policy in enumerate(rem.policies):
         at: tuple[str | int, ...] = ("policies", i)
@@ -194,7 +234,7 @@ def check_remediation(
         if policy.approval:
             named += [(("approval", "severities", j), n) for j, n in enumerate(policy.approval.severities)]
         for where, name in named:
-            if name not in severities:
+            if known.severity_unknown(name):
                 c.add(path, c.where(doc, (*at, *where)), f"unknown severity {name!r}")
         fields = {"node"} if action.target_kind == "node" else {"namespace", "deployment", "pod"}
         for field in policy.target_labels:
@@ -214,15 +254,15 @@ def check_remediation(
 
 
 def _check_approvers(
-    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, roles: set[str]
+    c: _Collector, source: tuple[Path, LocatedYaml], rem: RemediationFile, known: Known
 ) -> None:
     """Approval pages go to roles contacts.yaml knows (a typo would page nobody)."""
     path, doc = source
     for i, policy in enumerate(rem.policies):
         for j, role in enumerate(policy.approval.approvers if policy.approval else []):
-            if role not in roles:
+            if known.role_unknown(role):
                 where = c.where(doc, ("policies", i, "approval", "approvers", j))
-                c.add(path, where, f"unknown role {role!r}; contacts.yaml defines {', '.join(sorted(roles))}")
+                c.add(path, where, f"unknown role {role!r}; contacts.yaml defines {known.roles_text()}")
 
 
 def _check_fallbacks(c: _Collector, source: tuple[Path, LocatedYaml], contacts: ContactsFile) -> None:
@@ -236,19 +276,15 @@ def _check_fallbacks(c: _Collector, source: tuple[Path, LocatedYaml], contacts: 
 
 
 def _check_escalation_refs(
-    c: _Collector, source: tuple[Path, LocatedYaml], esc: EscalationFile, known: _Known
+    c: _Collector, source: tuple[Path, LocatedYaml], esc: EscalationFile, known: Known
 ) -> None:
     """Every role must be in contacts.yaml, every severity in severities.yaml."""
     path, doc = source
-    roles, severities = known.roles, known.severities
 
     def role(loc: tuple[str | int, ...], name: str) -> None:
-        if name not in roles:
-            c.add(
-                path,
-                c.where(doc, loc),
-                f"unknown role {name!r}; contacts.yaml defines {', '.join(sorted(roles))}",
-            )
+        if known.role_unknown(name):
+            where = c.where(doc, loc)
+            c.add(path, where, f"unknown role {name!r}; contacts.yaml defines {known.roles_text()}")
 
     for i, name in enumerate(esc.first_page):
         role(("first_page", i), name)
@@ -258,7 +294,7 @@ def _check_escalation_refs(
         for j, name in enumerate(rule.roles):
             role(("rules", i, "roles", j), name)
         for j, name in enumerate(rule.severities):
-            if name not in severities:
+            if known.severity_unknown(name):
                 c.add(path, c.where(doc, ("rules", i, "severities", j)), f"unknown severity {name!r}")
 
 
@@ -281,7 +317,7 @@ def _check_severity_refs(
 
 
 def _check_noise_refs(
-    c: _Collector, source: tuple[Path, LocatedYaml], noise: NoiseFile, severities: set[str]
+    c: _Collector, source: tuple[Path, LocatedYaml], noise: NoiseFile, known: Known
 ) -> None:
     """Windows name defined time intervals; heartbeats open incidents of known severities."""
     path, doc = source
@@ -289,12 +325,12 @@ def _check_noise_refs(
     for i, window in enumerate(noise.maintenance):
         for j, name in enumerate(window.time_intervals):
             if name not in intervals:
-                known = ", ".join(sorted(intervals)) or "none"
+                defined = ", ".join(sorted(intervals)) or "none"
                 where = c.where(doc, ("maintenance", i, "time_intervals", j))
-                c.add(path, where, f"unknown time interval {name!r}; time_intervals defines {known}")
-    known_severities = ", ".join(sorted(severities))
+                c.add(path, where, f"unknown time interval {name!r}; time_intervals defines {defined}")
+    known_severities = ", ".join(sorted(known.severities or ()))
     for i, beat in enumerate(noise.heartbeats):
-        if beat.severity not in severities:
+        if known.severity_unknown(beat.severity):
             where = c.where(doc, ("heartbeats", i, "severity"))
             c.add(
                 path,
@@ -307,12 +343,13 @@ def _load_templates(c: _Collector, folder: Path) -> Templates | None:
     compiled: dict[str, Any] = {}
     for key, filename in TEMPLATE_FILES.items():
         path = folder / filename
+        text = c.read(path, "template file is missing")
+        if text is None:
+            continue
         try:
-            compiled[key] = compile_template(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            c.add(path, "(file)", "template file is missing")
-        except ValueError as exc:
-            c.add(path, str(exc).split(":", 1)[0], str(exc).split(":", 1)[1].strip())
+            compiled[key] = compile_template(text)
+        except TemplateError as exc:
+            c.add(path, ("", Position(exc.line, 1)), exc.message)
     if len(compiled) != len(TEMPLATE_FILES):
         return None
     return Templates(**compiled)

@@ -1,6 +1,6 @@
 """Alertmanager matcher strings: ``name="value"``, ``!=``, ``=~`` and ``!~``.
 
-Regexes are anchored at both ends and a missing label matches as the empty
+Regexes are RE2, anchored at both ends, and a missing label matches as the empty
 string, exactly as in Alertmanager, so rules can be copied between the two.
 """
 
@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from service.ruleset.regex import Pattern, RegexError, compile_matcher_regex
+
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 OPS = ("=", "!=", "=~", "!~")
 
@@ -20,7 +22,7 @@ class Matcher:
     name: str
     op: str
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Pattern | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -32,8 +34,8 @@ class Matcher:
         regex = None
         if op in ("=~", "!~"):
             try:
-                regex = re.compile(f"^(?:{value})$")
-            except re.error as exc:
+                regex = compile_matcher_regex(value)
+            except RegexError as exc:
                 raise ValueError(f"invalid regex {value!r} in matcher {text!r}: {exc}") from None
         return cls(name, op, value, regex)
 
@@ -44,7 +46,7 @@ class Matcher:
         if self.op == "!=":
             return actual != self.value
         assert self._regex is not None
-        found = self._regex.match(actual) is not None
+        found = self._regex.fullmatch(actual)
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:

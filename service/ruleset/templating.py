@@ -11,11 +11,18 @@ from pydantic import BeforeValidator
 ENV = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
 
 
+class TemplateError(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"template line {line}: {message}")
+        self.line = line
+        self.message = message
+
+
 def compile_template(source: str) -> Template:
     try:
         return ENV.from_string(source)
     except TemplateSyntaxError as exc:
-        raise ValueError(f"template line {exc.lineno}: {exc.message}") from None
+        raise TemplateError(exc.lineno, exc.message or "syntax error") from None
 
 
 def _compile(value: object) -> object:

@@ -8,7 +8,7 @@ regex matcher is anchored at both ends and a label an alert lacks matches as "".
 from __future__ import annotations
 
 import json
-import re
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,10 +18,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 
 from service.clock import from_epoch
+from service.ruleset.regex import Pattern, RegexError, compile_matcher_regex
 from service.store.database import Database
 from service.store.tables import silences
 
 SilenceState = Literal["pending", "active", "expired"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,21 +32,23 @@ class SilenceMatcher:
     value: str
     is_regex: bool
     is_equal: bool = True
+    # A stored matcher whose regex RE2 refuses (saved by a version that compiled with
+    # Python's re): it matches nothing, so its silence mutes nothing and every page goes out.
+    inert: bool = field(default=False, compare=False, repr=False)
     # Compiled once here: a silence is checked against every alert of every batch.
-    _regex: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+    _regex: Pattern | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.is_regex:
-            # fullmatch, not "^(?:v)$": Python's "$" also matches before a final newline,
-            # Go's (Alertmanager's) does not.
-            # The value alone first, so an error's position is in the text the user wrote.
-            re.compile(self.value)
-            object.__setattr__(self, "_regex", re.compile(f"(?:{self.value})"))
+        if self.is_regex and not self.inert:
+            # Alertmanager's RE2 and anchoring; raises RegexError for what it would refuse.
+            object.__setattr__(self, "_regex", compile_matcher_regex(self.value))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.inert:
+            return False
         actual = labels.get(self.name, "")
         if self._regex is not None:
-            found = self._regex.fullmatch(actual) is not None
+            found = self._regex.fullmatch(actual)
         else:
             found = actual == self.value
         return found if self.is_equal else not found
@@ -66,7 +70,7 @@ class SilenceMatcher:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> SilenceMatcher:
-        """Raises ``re.error`` for a regex that does not compile."""
+        """Raises ``RegexError`` for a regex that does not compile."""
         return cls(
             name=str(doc["name"]),
             value=str(doc["value"]),
@@ -112,10 +116,18 @@ def _row(silence: Silence) -> dict[str, Any]:
     }
 
 
+def _stored_matcher(doc: Mapping[str, Any], silence_id: str) -> SilenceMatcher:
+    try:
+        return SilenceMatcher.from_json(doc)
+    except RegexError as exc:
+        log.warning("silence %s: regex %r is not RE2 (%s): it mutes nothing", silence_id, doc["value"], exc)
+        return SilenceMatcher(str(doc["name"]), str(doc["value"]), True, bool(doc.get("isEqual", True)), True)
+
+
 def _silence(row: Row[Any]) -> Silence:
     return Silence(
         id=row.id,
-        matchers=tuple(SilenceMatcher.from_json(m) for m in json.loads(row.matchers)),
+        matchers=tuple(_stored_matcher(m, row.id) for m in json.loads(row.matchers)),
         starts_at=from_epoch(row.starts_at),
         ends_at=from_epoch(row.ends_at),
         created_by=row.created_by,
