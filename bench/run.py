@@ -7,13 +7,13 @@ port, a real ``service.runtime.Runtime`` with SQLite state in a temporary direct
 and a recording pager. Every flag has a ``BENCH_*`` environment variable.
 Results are printed as a table and written as JSON (default ``var/bench.json``).
 
-Parts (``--only``, default ``abcd``): (a) the raw aiokafka floor, (b) the service's consumer
-on a storm, (c) webhook -> page latency, (d) 1 vs 2 replicas and a kill -9 (PostgreSQL).
-(e) is not in the default: issue #13's figures over HTTP, each against an anchor measured in
-the same run (``bench/storm_http.py``: a webhook storm vs the raw loop, its 202 rate vs the
-real Alertmanager's ingest, SEV-1 pages during the storm, page latency under repeats, RSS
-growth, ``incidentd run`` start-up). Several minutes with the defaults (the storm is waited
-for up to ``--storm-timeout``, then listed as a PROBLEM); a quick look, under a minute or two:
+Parts (``--only``, default ``abcde``): (a) the raw aiokafka floor, (b) the service's consumer
+on a storm, (c) webhook -> page latency, (d) 1 vs 2 replicas and a kill -9 (PostgreSQL),
+(e) issue #13's figures over HTTP, each against an anchor measured in the same run
+(``bench/storm_http.py``: a webhook storm vs the raw loop, its 202 rate vs the real
+Alertmanager's ingest, SEV-1 pages during the storm, page latency under repeats, RSS growth,
+``incidentd run`` start-up). (e) takes a few minutes with the defaults (the storm is waited
+for up to ``--storm-timeout``, then listed as a PROBLEM); a quick look at it alone:
 
     .venv/bin/python -m bench.run --only e --storm-alerts 5000 --storm-groups 100
 """
@@ -40,7 +40,7 @@ from bench.latency import LatencyResult, run_latency
 from bench.raw import RawResult, run_raw
 from bench.replicas import ReplicaResult, run_replicas
 from bench.storm import StormResult, run_storm
-from bench.storm_http import StormHttpParams, StormHttpResult, run_storm_http
+from bench.storm_http import STARTUPS, StormHttpParams, StormHttpResult, run_storm_http
 from service.embedded.broker import embedded_broker
 from service.ruleset import load_rules
 
@@ -80,7 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     opt(
         "--only",
         str,
-        "abcd",
+        "abcde",
         "which parts to run: any of a, b, c, d (1 vs 2 replicas, kill -9), e (issue #13 over HTTP)",
     )
     opt("--json", Path, str(ROOT / "var" / "bench.json"), "where to write the results")
@@ -373,15 +373,15 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
             "target <= +64 MiB",
         ),
     ]
-    for label, s in zip(("new database", "restart"), sh.startup, strict=False):
+    for label, s in zip(STARTUPS, sh.startup, strict=False):
         rows.append(
             (
                 f"(e6) incidentd run -> consuming ({label})",
                 f"{s['consuming_s']:.2f} s",
-                f"/readyz {s['readyz_s']:.2f} s, alerts group assigned {s['assigned_s']:.2f} s, "
+                f"/readyz {s['readyz_s']:.2f} s, alerts partitions assigned {s['assigned_s']:.2f} s, "
                 f"first webhook's incident.opened {s['first_incident_opened_s']:.2f} s (target < 2 s); "
                 f"first log line {s.get('first_log_line_s', 0):.2f} s, Kafka client started "
-                f"{s.get('kafka_started_s', 0):.2f} s, commands group assigned "
+                f"{s.get('kafka_started_s', 0):.2f} s, commands partitions assigned "
                 f"{s.get('commands_assigned_s', 0):.2f} s",
             )
         )

@@ -516,9 +516,13 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
 
 # -- start-up --------------------------------------------------------------------------------
 
+STARTUPS = ("new database", "restart", "consumer groups, new database")
+
 
 async def startup_phase(setup: Setup, result: StormHttpResult) -> None:
-    """(6): ``incidentd run`` on a new SQLite file, then again on the same file."""
+    """(6): ``incidentd run`` as ``run --embedded`` runs it (manual partition assignment) on a
+    new SQLite file, then again on the same file; then, for reference, joining consumer groups
+    (what replicas do) on a new file and new groups."""
     settings = bench_settings(setup.bootstrap, setup.tmp, kafka_topic_partitions=setup.partitions)
     await ensure_topics(settings)
     names = ("alerts_topic", "events_topic", "dlq_topic", "commands_topic", "group_id")
@@ -526,12 +530,14 @@ async def startup_phase(setup: Setup, result: StormHttpResult) -> None:
         **os.environ,
         **{f"INCIDENTD_KAFKA_{n.upper()}": str(getattr(settings, f"kafka_{n}")) for n in names},
         "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": setup.bootstrap,
+        "INCIDENTD_KAFKA_TOPIC_PARTITIONS": str(setup.partitions),
         "INCIDENTD_DATABASE_URL": settings.database_url,
         "INCIDENTD_RULES_DIR": str(RULES),
         "INCIDENTD_PAGERS": "console",
         "INCIDENTD_HTTP_HOST": "127.0.0.1",
-        # aiokafka's "Setting newly assigned partitions" is an INFO line.
+        # aiokafka's "Setting newly assigned partitions" is an INFO line, read as text.
         "INCIDENTD_LOG_LEVEL": "INFO",
+        "INCIDENTD_LOG_FORMAT": "text",
     }
     events = AIOKafkaConsumer(
         settings.kafka_events_topic, bootstrap_servers=setup.bootstrap, auto_offset_reset="latest"
@@ -539,9 +545,19 @@ async def startup_phase(setup: Setup, result: StormHttpResult) -> None:
     await events.start()
     try:
         await events.getmany(timeout_ms=200)  # assigned, at the end of the topic
-        for i, label in enumerate(("new database", "restart")):
+        manual = {**env, "INCIDENTD_KAFKA_ASSIGNMENT": "manual"}
+        group = settings.kafka_group_id + "-groups"
+        grouped = {
+            **env,
+            "INCIDENTD_KAFKA_ASSIGNMENT": "group",
+            "INCIDENTD_KAFKA_GROUP_ID": group,
+            "INCIDENTD_DATABASE_URL": settings.database_url.replace(".db", "-groups.db"),
+        }
+        own = settings.kafka_group_id
+        runs = [(STARTUPS[0], manual, own), (STARTUPS[1], manual, own), (STARTUPS[2], grouped, group)]
+        for i, (label, run_env, group_id) in enumerate(runs):
             try:
-                result.startup.append(await _start_once(env, settings.kafka_group_id, events, i))
+                result.startup.append(await _start_once(run_env, group_id, events, i))
             except (OSError, TimeoutError) as exc:
                 result.problems.append(f"(e6) start-up, {label}: {exc.__class__.__name__}: {exc}")
     finally:
@@ -570,6 +586,11 @@ async def _start_once(env: dict[str, str], group: str, events: AIOKafkaConsumer,
             seen.setdefault("first_log_line_s", now)
             if b"Subscribed to topic(s)" in line:
                 seen.setdefault("kafka_started_s", now)
+            if b"without a consumer group join" in line:  # manual assignment: all at once
+                seen.setdefault("kafka_started_s", now)
+                seen.setdefault("commands_assigned_s", now)
+                if not assigned.done():
+                    assigned.set_result(now)
             if b"newly assigned partitions" in line:
                 if line.rstrip().endswith(wanted):
                     if not assigned.done():

@@ -51,6 +51,9 @@ def embedded_defaults(settings: Settings) -> dict[str, object]:
     return {
         "database_url": f"sqlite+aiosqlite:///./var/incidentd-{settings.http_port}.db",
         "pagers": ["console"],
+        # One process on its own broker: no consumer group to join (Tansu holds a new group's
+        # first join for 3 s, and a restart's for up to 11 s).
+        "kafka_assignment": "manual",
     }
 
 

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_create_topics: bool = True
+    # group: the consumers join consumer groups, which share the partitions among replicas.
+    # manual: this process reads every partition itself, with no group join (a broker may hold
+    # a new group's first join for seconds); offsets are still committed under the group ids.
+    # For one replica only: `run --embedded` uses it.
+    kafka_assignment: Literal["group", "manual"] = "group"
     kafka_max_batch: int = Field(default=1000, ge=1)
     # A poll is stored in slices of at most this many bytes of records (each slice one store
     # transaction, its pages sent as soon as it is stored): bounds how long the urgent lane

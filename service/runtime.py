@@ -275,9 +275,17 @@ class Runtime:
         await self.store.start(migrate=self.settings.database_migrate)
         try:
             async with explained(self.settings, self.kafka_security):
-                if self.settings.kafka_create_topics:
+                if self.settings.kafka_create_topics or self.settings.kafka_assignment == "manual":
                     await ensure_topics(self.settings, self.kafka_security)
                 await _start_broker(self.broker)
+            if self.settings.kafka_assignment == "manual":
+                topics = [c.subscription(self.settings)[0] for c in self.consumers]
+                log.info(
+                    "reading partitions 0-%d of %s without a consumer group join "
+                    "(INCIDENTD_KAFKA_ASSIGNMENT=manual)",
+                    self.settings.kafka_topic_partitions - 1,
+                    ", ".join([*topics, self.settings.kafka_commands_topic]),
+                )
         except BaseException:
             # A signal or a failure while the consumers join their groups: stop the clients
             # already made, or they outlive the start (and the embedded broker), retrying

@@ -21,7 +21,7 @@ from service.batch import DeadLetter, Record
 from service.config import Settings
 from service.errors import Conflict, Invalid, NotFound
 from service.escalate.commands import CommandHandler, Declare, KafkaCommand, Origin, UnknownIncident
-from service.ingest.consumer import group_timeouts
+from service.ingest.consumer import group_timeouts, source
 from service.ingest.deadletter import DeadLetterPublisher
 from service.remediate.approval import Approvals, Approve, Deny
 
@@ -52,8 +52,10 @@ class CommandConsumer:
         self._handler = handler
         self._approvals = approvals
         self._dead_letters = dead_letters
+        topics, partitions = source(settings, settings.kafka_commands_topic)
         self.subscriber = broker.subscriber(
-            settings.kafka_commands_topic,
+            *topics,
+            partitions=partitions,
             # A group of its own: one rebalance never stalls both alerts and commands.
             group_id=f"{settings.kafka_group_id}.commands",
             **group_timeouts(settings),

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict
 
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker, KafkaMessage, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.batch import DeadLetter, Pipeline, Record, Stored
@@ -51,6 +51,15 @@ def group_timeouts(settings: Settings) -> GroupTimeouts:
         heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
     )
+
+
+def source(settings: Settings, topic: str) -> tuple[tuple[str, ...], list[TopicPartition]]:
+    """What a consumer of ``topic`` reads: the topic, in its consumer group; or, with
+    INCIDENTD_KAFKA_ASSIGNMENT=manual, every partition of it (service/ingest/topics.py
+    checks the count at start), with no group join."""
+    if settings.kafka_assignment == "manual":
+        return (), [TopicPartition(topic, p) for p in range(settings.kafka_topic_partitions)]
+    return (topic,), []
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
@@ -97,8 +106,10 @@ class AlertConsumer:
         self.idle = asyncio.Event()
         self.idle.set()
         self._yields_to: AlertConsumer | None = None
+        topics, partitions = source(settings, topic)
         self.subscriber = broker.subscriber(
-            topic,
+            *topics,
+            partitions=partitions,
             batch=True,
             group_id=group_id,
             auto_offset_reset="earliest",

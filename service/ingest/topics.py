@@ -17,6 +17,8 @@ from service.ingest.kafka_security import KafkaRefused, KafkaSecurity, kafka_sec
 
 
 async def ensure_topics(settings: Settings, security: KafkaSecurity | None = None) -> None:
+    """Creates the missing topics (INCIDENTD_KAFKA_CREATE_TOPICS); with manual assignment,
+    checks that each consumed topic has the partitions the consumers read."""
     security = security or kafka_security(settings)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000, **security.client()
@@ -24,24 +26,46 @@ async def ensure_topics(settings: Settings, security: KafkaSecurity | None = Non
     try:
         # Inside the try: a start cancelled half way (a signal) still closes the client.
         await admin.start()
-        existing = set(await admin.list_topics())
-        wanted = [
-            settings.kafka_alerts_topic,
-            *([settings.urgent_topic] if settings.urgent_topic else []),
-            settings.kafka_events_topic,
-            settings.kafka_dlq_topic,
-            settings.kafka_commands_topic,
-        ]
-        missing = [t for t in wanted if t not in existing]
-        if missing:
-            n, rf = settings.kafka_topic_partitions, settings.kafka_replication_factor
-            try:
-                response = await admin.create_topics([NewTopic(t, n, rf) for t in missing])
-            except TopicAlreadyExistsError:
-                return  # another replica created it between our list and create
-            _check_created(response.topic_errors)
+        if settings.kafka_create_topics:
+            await _create_missing(admin, settings)
+        if settings.kafka_assignment == "manual":
+            await _check_partitions(admin, settings)
     finally:
         await admin.close()
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    existing = set(await admin.list_topics())
+    wanted = [
+        settings.kafka_alerts_topic,
+        *([settings.urgent_topic] if settings.urgent_topic else []),
+        settings.kafka_events_topic,
+        settings.kafka_dlq_topic,
+        settings.kafka_commands_topic,
+    ]
+    missing = [t for t in wanted if t not in existing]
+    if missing:
+        n, rf = settings.kafka_topic_partitions, settings.kafka_replication_factor
+        try:
+            response = await admin.create_topics([NewTopic(t, n, rf) for t in missing])
+        except TopicAlreadyExistsError:
+            return  # another replica created it between our list and create
+        _check_created(response.topic_errors)
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """Manual assignment reads partitions 0..n-1 of each consumed topic: one partition more
+    would never be read, one less would stall the start."""
+    consumed = [settings.kafka_alerts_topic, *([settings.urgent_topic] if settings.urgent_topic else [])]
+    consumed.append(settings.kafka_commands_topic)
+    n = settings.kafka_topic_partitions
+    for described in await admin.describe_topics(consumed):
+        topic, count = str(described["topic"]), len(described["partitions"])
+        if count != n:
+            raise KafkaRefused(
+                f"the topic {topic!r} has {count} partition(s); with INCIDENTD_KAFKA_ASSIGNMENT=manual "
+                f"this process reads {n} (INCIDENTD_KAFKA_TOPIC_PARTITIONS): set it to {count}"
+            )
 
 
 # The broker answers per topic; aiokafka raises for none of them.

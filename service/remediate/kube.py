@@ -13,12 +13,15 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-from kubernetes_asyncio import client, config
+from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
+
+# kubernetes-asyncio is imported where it is used: a third of the start-up's imports, and a
+# service without an API server never needs it.
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class Kube:
     """One API client; ``write`` pairs every change with a ``dryRun=All`` call before it."""
 
     def __init__(self, api: client.ApiClient, timeout: float = 10.0) -> None:
+        from kubernetes_asyncio import client
+
         self._api = api
         self._timeout = timeout
         self.apps = client.AppsV1Api(api)
@@ -88,6 +93,9 @@ class Kube:
 async def _call(
     method: Callable[..., Awaitable[Any]], args: Any, kwargs: dict[str, Any], timeout: float, *, dry_run: bool
 ) -> Any:
+    import aiohttp
+    from kubernetes_asyncio import client
+
     try:
         resp = await method(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
         raw = await resp.read()
@@ -108,6 +116,8 @@ async def _call(
 
 def from_url(url: str, token: str | None, ca_file: Path | None = None, timeout: float = 10.0) -> Kube:
     """A client for an API server at ``url``, sending ``Authorization: Bearer <token>``."""
+    from kubernetes_asyncio import client
+
     cfg = client.Configuration()
     cfg.host = url.rstrip("/")
     if token:
@@ -134,6 +144,8 @@ async def connect(settings: Settings) -> Kube | None:
     if settings.kube_api_url:
         token = settings.kube_token.get_secret_value() if settings.kube_token else None
         return from_url(settings.kube_api_url, token, settings.kube_ca_file, settings.kube_timeout_seconds)
+    from kubernetes_asyncio import client, config
+
     cfg = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
