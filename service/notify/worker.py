@@ -31,6 +31,7 @@ from service.escalate.policy import escalation_key
 from service.models import Incident, IncidentStatus, PageAction
 from service.notify.base import Notifier, PageError, PageRequest
 from service.notify.requests import backup_pages, build_request, is_backup, person_unreachable, unrouted
+from service.notify.timing import timed_send
 from service.postmortem.reminders import POSTMORTEM
 from service.ruleset.models import FOLLOW_UP_NAMES, RuleSet
 from service.scheduling import DueWorker
@@ -170,7 +171,7 @@ class PageWorker(DueWorker):
             await self._report_unrouted(job, inc, request, missing)
         try:
             for request in requests:
-                reference = await notifier.send(request)
+                reference = await timed_send(self._metrics, job.integration, notifier, request)
         except PageError as exc:
             await self._failed(job, inc, request, exc)
             return
