@@ -122,7 +122,7 @@ async def run_storm(
         await asyncio.wait_for(runtime.pages.drain(), 30)
         await asyncio.wait_for(runtime.relay.flush(), 30)
         counters = {
-            "alerts_received": _sample(runtime, "incidentd_alerts_received_total", {"source": "kafka"}),
+            "alerts_received": _sample(runtime, "incidentd_alerts_received_total"),
             "alerts_deduplicated": _sample(runtime, "incidentd_alerts_deduplicated_total"),
             "incidents_opened": sum(
                 _sample(runtime, "incidentd_incidents_opened_total", {"severity": s})

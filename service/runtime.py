@@ -36,6 +36,8 @@ from service.notify.worker import PageWorker
 from service.observability.gauges import OpenIncidentGauges
 from service.observability.metrics import Metrics
 from service.observability.readiness import Readiness
+from service.observability.response_times import ResponseTimes
+from service.observability.scrape import ConsumerGroup, ScrapeGauges
 from service.pipeline import Paging, build_lift_pipeline, build_pipeline
 from service.quiet.worker import NoiseWorker
 from service.remediate.approval import Approvals
@@ -93,6 +95,7 @@ class Runtime:
         self.metrics = Metrics()
         self.store = Store(settings.database_url)
         self.kafka_security = kafka_security(settings)
+        self.store.on_commit(ResponseTimes(self.metrics))
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             security=self.kafka_security.faststream(),
@@ -177,6 +180,9 @@ class Runtime:
             )
             self.consumer.yield_to(urgent)
             self.consumers.append(urgent)
+        groups = [ConsumerGroup(c.subscription(settings)[1], c.subscriber) for c in self.consumers]
+        groups.append(ConsumerGroup(f"{settings.kafka_group_id}.commands", self.command_consumer.subscriber))
+        self.metrics.on_scrape(ScrapeGauges(self.store, self.metrics, self.clock, groups).refresh)
 
     @classmethod
     async def create(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -65,6 +66,13 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A database of its own, dropped afterwards."""
+    async with postgres_database() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own (its URL), dropped afterwards; for fixtures of any scope."""
     url = make_url(POSTGRES_URL)
     name = f"incidentd_test_{uuid.uuid4().hex[:10]}"
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)

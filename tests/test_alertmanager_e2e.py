@@ -165,8 +165,8 @@ async def _am_fingerprints(am: Alertmanager) -> dict[str, str]:
 async def _all_processed(svc: RunningService) -> float:
     """Every alert the webhook accepted so far went through the pipeline and every event it
     published reached our reader; returns how many alerts the webhook accepted."""
-    accepted = await _metric(svc, "incidentd_alerts_received_total", source="http")
-    await _wait_metric(svc, "incidentd_alerts_received_total", accepted, source="kafka")
+    accepted = await _metric(svc, "incidentd_webhook_alerts_accepted_total", source="http")
+    await _wait_metric(svc, "incidentd_alerts_received_total", accepted)
     await _caught_up(svc)
     return accepted
 
@@ -378,8 +378,8 @@ async def test_two_unclustered_alertmanagers_give_one_incident_and_one_page(
 
     await service.events.wait_types({"incident.opened": 1, "page.sent": 1}, WAIT)
     # Both replicas' webhooks accepted and processed: the second one was a duplicate.
-    await _wait_metric(service, "incidentd_alerts_received_total", 2, source="http")
-    await _wait_metric(service, "incidentd_alerts_received_total", 2, source="kafka")
+    await _wait_metric(service, "incidentd_webhook_alerts_accepted_total", 2, source="http")
+    await _wait_metric(service, "incidentd_alerts_received_total", 2)
     assert await _wait_metric(service, "incidentd_alerts_deduplicated_total", 1) == 1
     await _caught_up(service)
 
@@ -403,7 +403,7 @@ async def test_two_unclustered_alertmanagers_give_one_incident_and_one_page(
     ends_at = datetime.now(UTC)
     await asyncio.gather(*(am.resolve(alert, starts_at=starts_at, ends_at=ends_at) for am in replicas))
     await service.events.wait_types({"incident.resolved": 1, "page.sent": 2}, WAIT)
-    await _wait_metric(service, "incidentd_alerts_received_total", 4, source="kafka")
+    await _wait_metric(service, "incidentd_alerts_received_total", 4)
     assert await _wait_metric(service, "incidentd_alerts_deduplicated_total", 2) == 2
     await _caught_up(service)
     [resolved] = _of_type(service, "incident.resolved")

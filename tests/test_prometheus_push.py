@@ -130,7 +130,7 @@ async def test_firing_push_opens_an_incident_and_keeps_ends_at(
     resolved = await wait_event(svc, "incident.resolved", "PushedDown")
     assert resolved["data"]["id"] == opened["data"]["id"]
     assert (await published(alerts_topic, "PushedDown", AlertStatus.RESOLVED)).ends_at == resolved_at
-    assert metric(svc.runtime, "incidentd_alerts_received_total", source="prometheus") >= 2
+    assert metric(svc.runtime, "incidentd_webhook_alerts_accepted_total", source="prometheus") >= 2
 
 
 async def test_missing_times_follow_alertmanager(svc: RunningService, alerts_topic: TopicReader) -> None:

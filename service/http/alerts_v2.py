@@ -38,9 +38,22 @@ def intake_endpoint(
 ) -> Endpoint:
     """An endpoint that hands the body to ``accept`` and ``answer``s what it accepted:
     413 over ``max_body``, 400/422 for what can never be processed, 503 with Retry-After
-    when Kafka did not acknowledge."""
+    when Kafka did not acknowledge. Every non-2xx answer is counted by its status
+    (``incidentd_webhook_requests_refused_total``): a 503 is only a warning in the log, and
+    the sender's retries hide it from everyone else."""
 
     async def endpoint(request: Request) -> Response:
+        try:
+            response = await answer_body(request)
+        except Exception:
+            # A bug: Starlette answers 500, and that is a refusal the sender sees too.
+            metrics.webhook_refused.labels("500").inc()
+            raise
+        if response.status_code >= 300:
+            metrics.webhook_refused.labels(str(response.status_code)).inc()
+        return response
+
+    async def answer_body(request: Request) -> Response:
         try:
             body = await read_limited(request, max_body)
         except BodyTooLarge:
@@ -59,6 +72,7 @@ def intake_endpoint(
             return error(
                 503, "Kafka did not acknowledge the alerts; retry later", headers={"Retry-After": "5"}
             )
+        metrics.webhook_alerts_accepted.labels(source).inc(accepted.alerts)
         return answer(accepted)
 
     return endpoint

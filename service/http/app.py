@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from service.errors import Conflict, Invalid, NotFound
 from service.escalate.commands import CommandHandler
-from service.http.alerts_v2 import alerts_v2_route, intake_endpoint
+from service.http.alerts_v2 import ALERTS_V2, alerts_v2_route, intake_endpoint
 from service.http.auth import BearerAuth
 from service.http.bodies import error
 from service.http.inbound import PATHS as INBOUND_PATHS
@@ -85,6 +85,7 @@ def probe_routes(readiness: Readiness, metrics: Metrics) -> list[Route]:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
+        await metrics.refresh()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return [
@@ -133,6 +134,8 @@ def create_app(
     def refused(path: str) -> None:
         if path == WEBHOOK:
             s.metrics.alerts_invalid.labels("http", "unauthorized").inc()
+        if path in (WEBHOOK, ALERTS_V2):
+            s.metrics.webhook_refused.labels("401").inc()
 
     routes = [
         webhook_route(s.intake, s.metrics, settings.max_body_bytes),

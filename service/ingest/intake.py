@@ -112,7 +112,8 @@ class AlertIntake:
             await asyncio.wait_for(self._publish(records), self._timeout)
         except Exception as exc:
             raise Unavailable(f"{exc.__class__.__name__}: {exc}") from exc
-        self._metrics.alerts_received.labels(source).inc(len(alerts))
+        # Counted by the HTTP endpoint (incidentd_webhook_alerts_accepted_total) and, once
+        # processed, by the pipeline (incidentd_alerts_received_total): not here.
         return Accepted(len(alerts), len(records))
 
 

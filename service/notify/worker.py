@@ -37,6 +37,7 @@ from service.notify.requests import (
     person_unreachable,
     unrouted,
 )
+from service.notify.timing import timed_send
 from service.notify.wanted import asked_before_ack, awaits_answer, echo
 from service.postmortem.reminders import POSTMORTEM
 from service.ruleset.models import FOLLOW_UP_NAMES
@@ -224,7 +225,7 @@ class PageWorker(DueWorker):
             await self._report_unrouted(job, inc, request, missing)
         try:
             for request in requests:
-                reference = await notifier.send(request)
+                reference = await timed_send(self._metrics, job.integration, notifier, request)
         except PageError as exc:
             await self._failed(job, inc, request, exc)
             return

@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import platform
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service import __version__
+
+# Pager calls: most answer in well under a second; the slow tail is what a timeout cuts.
+PAGER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# People's response: the runbook's response times run from minutes (SEV-1) to a day.
+ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+RESOLVE_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Read before each scrape is rendered (observability/scrape.py).
+        self._on_scrape: list[Callable[[], Awaitable[None]]] = []
         r = self.registry
+        # THE alert count: each alert once, when the batch it came in is stored, however it
+        # reached the alerts topics (webhook, push, another producer, a heartbeat gone missing)
+        # and whichever replica's webhook took it. The HTTP edge has its own counter below.
         self.alerts_received = Counter(
             "incidentd_alerts_received_total",
-            "Alerts accepted for processing, by source (http, kafka).",
+            "Alerts taken from the alerts topics and processed (stored), each counted once.",
+            registry=r,
+        )
+        self.webhook_alerts_accepted = Counter(
+            "incidentd_webhook_alerts_accepted_total",
+            "Alerts this replica's HTTP endpoints acknowledged (Kafka had them), by source "
+            "(http: the Alertmanager webhook, prometheus: POST /api/v2/alerts).",
             ["source"],
+            registry=r,
+        )
+        self.webhook_refused = Counter(
+            "incidentd_webhook_requests_refused_total",
+            "Alert webhook requests answered with a non-2xx status (401, 400, 413, 422, 503...), by status.",
+            ["status"],
             registry=r,
         )
         self.alerts_invalid = Counter(
@@ -112,3 +140,77 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
             registry=r,
         )
+        self._store_and_kafka(r)
+        self._people_and_pagers(r)
+        self.build_info = Gauge(
+            "incidentd_build_info",
+            "Always 1; the labels say which incidentd and Python this replica runs.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+
+    def _store_and_kafka(self, r: CollectorRegistry) -> None:
+        # Read at each scrape (observability/backlog.py); the store-wide ones are the same on
+        # every replica: aggregate them with max(), not sum().
+        self.consumer_lag = Gauge(
+            "incidentd_kafka_consumer_lag_records",
+            "Records in a partition this replica consumes not yet committed by its group "
+            "(high-water mark less committed offset).",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "incidentd_outbox_pending_events",
+            "Incident events stored and not yet published to Kafka (store-wide).",
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "incidentd_outbox_oldest_pending_age_seconds",
+            "Age of the oldest event waiting to be published; 0 when none waits (store-wide).",
+            registry=r,
+        )
+        self.pages_pending = Gauge(
+            "incidentd_pages_pending",
+            "Page jobs due and not yet sent (being sent or retrying; backup pages not yet due "
+            "excluded; store-wide).",
+            registry=r,
+        )
+        self.page_oldest_age = Gauge(
+            "incidentd_page_oldest_pending_age_seconds",
+            "How long the oldest pending page has been due; 0 when none is (store-wide).",
+            registry=r,
+        )
+
+    def _people_and_pagers(self, r: CollectorRegistry) -> None:
+        self.pager_duration = Histogram(
+            "incidentd_pager_request_duration_seconds",
+            "Pager calls (every request to every pager), by integration and outcome (sent, failed).",
+            ["integration", "outcome"],
+            buckets=PAGER_BUCKETS,
+            registry=r,
+        )
+        # Observed once per opening, when the transaction that acknowledges or resolves it
+        # commits (a re-delivered alert or repeated command changes nothing and observes nothing).
+        self.time_to_acknowledge = Histogram(
+            "incidentd_incident_time_to_acknowledge_seconds",
+            "From an incident's opening (or reopening) to its first acknowledgement, by severity.",
+            ["severity"],
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+        self.time_to_resolve = Histogram(
+            "incidentd_incident_time_to_resolve_seconds",
+            "From an incident's opening (or reopening) to its resolution, by severity.",
+            ["severity"],
+            buckets=RESOLVE_BUCKETS,
+            registry=r,
+        )
+
+    def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Await ``refresh`` before each scrape: gauges read from the store and from Kafka."""
+        self._on_scrape.append(refresh)
+
+    async def refresh(self) -> None:
+        for refresh in self._on_scrape:
+            await refresh()

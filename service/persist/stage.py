@@ -107,7 +107,7 @@ class PersistStage:
     def _count(self, batch: Batch) -> None:
         """Counted once the batch is stored, so a batch read again is not counted twice."""
         m = self._metrics
-        m.alerts_received.labels("kafka").inc(len(batch.alerts))
+        m.alerts_received.inc(len(batch.alerts))
         m.alerts_deduplicated.inc(batch.duplicates)
         m.alerts_ignored.inc(batch.ignored)
         for e in batch.events:

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, exists, insert, select, true
+from sqlalchemy import ColumnElement, and_, exists, func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import from_epoch
 from service.store.database import Database
 from service.store.listener import notify
-from service.store.queue import Claiming, WorkQueue
+from service.store.queue import Backlog, Claiming, WorkQueue
 from service.store.tables import outbox, timeline
 
 # PostgreSQL advisory-lock key that makes relay claims take turns ("incidentd outbox").
@@ -111,6 +111,13 @@ class Outbox:
             if self._db.postgres:
                 await notify(conn, [outbox.name])
             return removed
+
+    async def backlog(self) -> Backlog:
+        """Events not yet published: one aggregate over a table that is empty when all is
+        well (the metrics' scrape reads it)."""
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
+            return Backlog(int(row[0]), row[1])
 
     async def unpublished(self, limit: int) -> list[OutboxRecord]:
         """What waits to be published, oldest first; a read that claims nothing."""

@@ -9,14 +9,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, select
+from sqlalchemy import ColumnElement, Row, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import PageIntent
 from service.models import Incident, PageAction
 from service.notify.base import idempotency_key
 from service.store.database import Database
-from service.store.queue import LEASE_SECONDS, Claiming, WorkQueue
+from service.store.queue import LEASE_SECONDS, Backlog, Claiming, WorkQueue
 from service.store.tables import incidents, page_jobs
 
 
@@ -348,6 +348,20 @@ class PageJobs:
                 PageView(r.integration, r.action, r.target, r.opening, r.status, r.attempts, r.last_error)
                 for r in rows
             ]
+
+    async def backlog(self, now: datetime) -> Backlog:
+        """Pending jobs that are due (being sent, or retrying), and since when the oldest has
+        been due: its due time while never tried, else its creation (a retry moves
+        ``next_attempt_at``; a retried backup page is counted from its creation). Read
+        through the ``(status, next_attempt_at)`` index at each scrape."""
+        t = page_jobs.c
+        due_since = case((t.attempts == 0, t.next_attempt_at), else_=t.created_at)
+        query = select(func.count(), func.min(due_since)).where(
+            t.status == PageStatus.PENDING.value, ~_waiting(now)
+        )
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).one()
+            return Backlog(int(row[0]), row[1])
 
     async def abandon(self, job: PageJob) -> None:
         """Give the job back at once (shutdown) instead of at the end of its lease."""

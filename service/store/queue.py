@@ -57,6 +57,15 @@ class Claim:
     rows: list[Row[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a queue holds undone: how many rows, and since when (epoch seconds) the oldest
+    has been due; ``oldest`` is None when none is."""
+
+    count: int
+    oldest: float | None
+
+
 class WorkQueue:
     def __init__(
         self,

@@ -72,6 +72,13 @@ class Store:
         self.silences = Silences(self.db)
         self.heartbeats = Heartbeats(self.db)
         self._group = GroupCommit[Effects](self.db, self._apply_some)
+        self._committed: list[Callable[[Effects], None]] = []
+
+    def on_commit(self, observer: Callable[[Effects], None]) -> None:
+        """Call ``observer`` with the effects of every :meth:`commit` once its transaction has
+        committed: what must count a state change exactly once (a re-delivered cause
+        changes nothing, commits nothing, and is not seen)."""
+        self._committed.append(observer)
 
     async def start(self, migrate: bool = True) -> None:
         """Upgrade the schema (or, with ``migrate`` False, check it is current; raises
@@ -117,15 +124,18 @@ class Store:
         written and False is returned. ``then`` runs last in it (leasing the page jobs
         just stored); it may run more than once, and only its last run was committed."""
         if not self.db.postgres:
-            return await self._group.commit(effects, now, guard, then)
-        async with self.db.write() as conn:
-            if guard is not None and not await guard(conn):
-                return False
-            if effects:
-                await self.apply(conn, effects, now)
-            if then is not None:
-                await then(conn)
-            return True
+            written = await self._group.commit(effects, now, guard, then)
+        else:
+            async with self.db.write() as conn:
+                written = guard is None or await guard(conn)
+                if written and effects:
+                    await self.apply(conn, effects, now)
+                if written and then is not None:
+                    await then(conn)
+        if written and effects:
+            for observer in self._committed:
+                observer(effects)
+        return written
 
 
 __all__ = ["ConcurrentUpdate", "Effects", "OutboxRecord", "Store"]
