@@ -144,7 +144,10 @@ async def test_json_format_covers_every_logger_and_ctrl_c_exits_0_without_an_err
 async def test_text_format_has_no_colour_codes_and_a_signal_while_starting_closes_every_client(
     tmp_path: Path,
 ) -> None:
-    service = await start(tmp_path, free_port(), INCIDENTD_LOG_FORMAT="text")
+    # Consumer groups, as replicas use them (run --embedded assigns its partitions itself).
+    service = await start(
+        tmp_path, free_port(), INCIDENTD_LOG_FORMAT="text", INCIDENTD_KAFKA_ASSIGNMENT="group"
+    )
     try:
         # The consumers are joining their groups (a broker holds the first join for
         # seconds): the moment a stop used to leave them running, fetching from a
