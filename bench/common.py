@@ -51,7 +51,7 @@ def quiet_logging() -> None:
     for name in ("aiokafka", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # FastStream sets its own loggers' levels and handlers when a broker starts; a filter stays.
-    for name in ("faststream", "faststream.access.kafka"):
+    for name in ("faststream", "faststream.access.kafka", "faststream.kafka"):
         logging.getLogger(name).addFilter(_warnings_only)
 
 
