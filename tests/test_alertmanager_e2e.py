@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.correlate.fingerprint import fingerprint
+from service.emit.schema import EVENT_TYPES
 from tests.support.alertmanager import (
     Alertmanager,
     cluster_status,
@@ -38,22 +39,6 @@ pytestmark = pytest.mark.alertmanager
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "incident-event-data" / "v1.json"
 # Alertmanager's route groups exactly as the service does (rules/grouping.yaml).
 GROUP_BY = ["alertname", "cluster", "namespace"]
-EVENT_SUFFIXES = {
-    "incident.opened",
-    "incident.updated",
-    "incident.escalated",
-    "incident.acknowledged",
-    "incident.resolved",
-    "incident.reopened",
-    "page.sent",
-    "page.failed",
-    "comms.update",
-    "remediation.planned",
-    "remediation.started",
-    "remediation.succeeded",
-    "remediation.failed",
-    "remediation.skipped",
-}
 WAIT = 20.0
 
 API_DOWN = {"alertname": "ApiDown", "namespace": "aragora"}
@@ -212,7 +197,7 @@ def _check_every_event(svc: RunningService, validator: Draft202012Validator) -> 
         data = event["data"]
         assert event["specversion"] == "1.0"
         assert event["type"].startswith(prefix), event["type"]
-        assert event["type"][len(prefix) :] in EVENT_SUFFIXES, event["type"]
+        assert event["type"][len(prefix) :] in EVENT_TYPES, event["type"]
         assert event["source"] == svc.settings.event_source
         assert event["datacontenttype"] == "application/json"
         assert datetime.fromisoformat(event["time"]).tzinfo is not None

@@ -6,14 +6,13 @@ import asyncio
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 import aiosqlite
 import httpx
 
 from tests.support.payloads import alert, body, webhook
-from tests.support.service import RULES, free_port
+from tests.support.service import free_port, spawn_run
 
 
 class Proc:
@@ -45,23 +44,10 @@ class Proc:
 
 async def start(tmp: Path, kafka_port: int, http_port: int) -> Proc:
     env = {
-        **os.environ,
         "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "INCIDENTD_HTTP_PORT": str(http_port),
-        "INCIDENTD_RULES_DIR": str(RULES),
-        "INCIDENTD_LOG_LEVEL": "INFO",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        "run",
-        "--embedded",
-        cwd=tmp,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_run(tmp, env)
     return Proc(proc)
 
 

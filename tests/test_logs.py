@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -20,7 +19,7 @@ import pytest
 
 from service.observability import logs
 from tests.support.payloads import alert, body, webhook
-from tests.support.service import RULES, free_port
+from tests.support.service import free_port, spawn_run
 
 KEYS = {"time", "level", "logger", "message"}
 # What a shutdown must never print, whatever the format.
@@ -70,26 +69,13 @@ class Service:
 
 
 async def start(cwd: Path, http_port: int, embedded: bool = True, **env: str) -> Service:
-    # The format is the test's to choose, never the caller's environment.
     environ = {
-        **{k: v for k, v in os.environ.items() if k != "INCIDENTD_LOG_FORMAT"},
         "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "INCIDENTD_HTTP_PORT": str(http_port),
-        "INCIDENTD_RULES_DIR": str(RULES),
-        "INCIDENTD_LOG_LEVEL": "INFO",
         **env,
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        "run",
-        *(["--embedded"] if embedded else []),
-        cwd=cwd,
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # The format is the test's to choose, never the caller's environment.
+    proc = await spawn_run(cwd, environ, embedded=embedded, unset=("INCIDENTD_LOG_FORMAT",))
     return Service(proc)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -119,3 +121,23 @@ async def run_service(
         server.should_exit = True
         await task
         listener.close()
+
+
+async def spawn_run(
+    cwd: Path, env: dict[str, str], *, embedded: bool = True, unset: tuple[str, ...] = ()
+) -> asyncio.subprocess.Process:
+    """``incidentd run`` as a real process (``python -m service``) in ``cwd``, with ``env``
+    over this process's environment (less ``unset``) and the shipped rules, its output piped."""
+    inherited = {k: v for k, v in os.environ.items() if k not in unset}
+    environ = {**inherited, "INCIDENTD_RULES_DIR": str(RULES), "INCIDENTD_LOG_LEVEL": "INFO", **env}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        *(["--embedded"] if embedded else []),
+        cwd=cwd,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
