@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 
 from service.commandline import incidents
-from service.commandline.exits import Exit
+from service.commandline import tail as tail_command
+from service.commandline.exits import fail, load_settings
 from service.config import ConfigError, Settings
 from service.observability import logs
 from service.ruleset import RulesError, RuleSet, load_rules
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(incidents.app, name="incidents")
+app.command("tail")(tail_command.tail)
 rules_app = typer.Typer(no_args_is_help=True, help="Validate the rules in rules/.")
 app.add_typer(rules_app, name="rules")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema (INCIDENTD_DATABASE_URL).")
@@ -57,25 +58,6 @@ def embedded_defaults(settings: Settings) -> dict[str, object]:
     }
 
 
-def _fail(message: str) -> typer.Exit:
-    return _fail_with(message, Exit.PROBLEMS)
-
-
-def _fail_with(message: str, code: Exit) -> typer.Exit:
-    typer.echo(f"incidentd: {message}", err=True)
-    return typer.Exit(code=int(code))
-
-
-def _settings(**overrides: object) -> Settings:
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = [f"INCIDENTD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
-        raise _fail("invalid configuration:\n  " + "\n  ".join(lines)) from None
-    except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}") from None
-
-
 @rules_app.command("check")
 def rules_check(path: Path = typer.Argument(Path("rules"), help="rules directory")) -> None:
     """Validate every rules file; print `file: location: problem` per error."""
@@ -101,7 +83,7 @@ def db_upgrade() -> None:
     from service.store.database import Database
 
     async def _upgrade() -> tuple[str | None, str]:
-        db = Database(_settings().database_url)
+        db = Database(load_settings().database_url)
         try:
             return await schema.upgrade(db)
         finally:
@@ -110,7 +92,7 @@ def db_upgrade() -> None:
     try:
         before, now = asyncio.run(_upgrade())
     except Exception as exc:
-        raise _fail(f"cannot upgrade the database: {exc.__class__.__name__}: {exc}") from None
+        raise fail(f"cannot upgrade the database: {exc.__class__.__name__}: {exc}") from None
     typer.echo(f"database schema at {now}" + ("" if before == now else f" (was {before or 'empty'})"))
 
 
@@ -121,7 +103,7 @@ def db_current() -> None:
     from service.store.database import Database
 
     async def _current() -> str | None:
-        db = Database(_settings().database_url)
+        db = Database(load_settings().database_url)
         try:
             return await schema.current(db)
         finally:
@@ -130,7 +112,7 @@ def db_current() -> None:
     try:
         revision = asyncio.run(_current())
     except Exception as exc:
-        raise _fail(f"cannot read the database: {exc.__class__.__name__}: {exc}") from None
+        raise fail(f"cannot read the database: {exc.__class__.__name__}: {exc}") from None
     typer.echo(f"database schema {revision or '(none)'}; this version needs {schema.head()}")
     if revision != schema.head():
         raise typer.Exit(code=1)
@@ -144,7 +126,7 @@ def postmortem(incident_id: str = typer.Argument(..., help="the incident's id"))
     from service.store.store import Store
     from service.store.views import IncidentViews
 
-    settings = _settings()
+    settings = load_settings()
     try:
         rules: RuleSet | None = load_rules(settings.rules_dir)
     except RulesError:
@@ -162,9 +144,9 @@ def postmortem(incident_id: str = typer.Argument(..., help="the incident's id"))
     try:
         text = asyncio.run(_draft())
     except Exception as exc:
-        raise _fail(f"cannot read the database: {exc.__class__.__name__}: {exc}") from None
+        raise fail(f"cannot read the database: {exc.__class__.__name__}: {exc}") from None
     if text is None:
-        raise _fail(f"no incident {incident_id}")
+        raise fail(f"no incident {incident_id}")
     typer.echo(text, nl=False)
 
 
@@ -187,17 +169,17 @@ def run(
     """Run the service: HTTP ingest, the alerts consumer, paging and event publishing."""
     overrides: dict[str, object] = {}
     if embedded:
-        env = _settings()
+        env = load_settings()
         overrides = {k: v for k, v in embedded_defaults(env).items() if k not in env.model_fields_set}
         if env.remediation_mode == "enforce":
             # The embedded mode is a demo: it never changes a cluster.
             typer.echo("incidentd: --embedded caps remediation at dry-run", err=True)
             overrides["remediation_mode"] = "dry-run"
-    settings = _settings(**overrides)
+    settings = load_settings(**overrides)
     try:
         fmt = logs.configure(settings.log_level, settings.log_format)
     except ValueError as exc:
-        raise _fail(f"invalid configuration: {exc}") from None
+        raise fail(f"invalid configuration: {exc}") from None
     try:
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
@@ -213,7 +195,7 @@ def run(
 def _fail_run(fmt: logs.LogFormat, message: str) -> typer.Exit:
     """Why ``run`` stops at start, in the log format: a JSON stream stays all JSON."""
     if fmt == "text":
-        return _fail(message)
+        return fail(message)
     typer.echo(logs.json_line("service.cli", f"incidentd: {message}", level="CRITICAL"), err=True)
     return typer.Exit(code=1)
 
@@ -335,70 +317,6 @@ Ctrl-C stops everything this started.
         typer.echo(line)
     else:
         typer.echo(text)
-
-
-@app.command()
-def tail(
-    topic: str = typer.Argument("incidents.events"),
-    from_beginning: bool = typer.Option(True, help="start at the oldest record"),
-    bootstrap_servers: str = typer.Option(
-        None, "--bootstrap-servers", help="host:port[,...] (default: INCIDENTD_KAFKA_BOOTSTRAP_SERVERS)"
-    ),
-    connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="seconds to wait for a broker"),
-) -> None:
-    """Print a topic's records as they arrive (Ctrl-C to stop); exit 3 if no broker answers."""
-    settings = _settings()
-    servers = bootstrap_servers or settings.kafka_bootstrap_servers
-
-    from service.ingest.kafka_security import kafka_security, probe
-
-    try:
-        security = kafka_security(settings)
-    except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}") from None
-
-    async def _tail() -> None:
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.errors import KafkaConnectionError, KafkaError
-
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=servers,
-            auto_offset_reset="earliest" if from_beginning else "latest",
-            enable_auto_commit=False,
-            **security.client(),
-        )
-        # aiokafka logs each refused connection; the one line below says it for all of them.
-        kafka_log = logging.getLogger("aiokafka")
-        level = kafka_log.level
-        kafka_log.setLevel(logging.CRITICAL)
-        try:
-            # Bounded: aiokafka would otherwise wait on an address that drops packets.
-            await asyncio.wait_for(consumer.start(), connect_timeout)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            await consumer.stop()
-            if isinstance(exc, TimeoutError):
-                why = f"no Kafka broker answered at {servers} (nothing answered within {connect_timeout:g} s)"
-            elif isinstance(exc, KafkaConnectionError):
-                # What stopped it (refused, TLS, SASL), from one connection made the same way.
-                why = f"cannot connect to Kafka at {servers} ({security.describe()}): {await probe(servers, security)}"
-            else:
-                why = f"no Kafka broker answered at {servers} ({exc.__class__.__name__}: {exc})"
-            raise _fail_with(why, Exit.UNREACHABLE) from None
-        finally:
-            kafka_log.setLevel(level)
-        try:
-            async for rec in consumer:
-                value = (rec.value or b"").decode(errors="replace")
-                headers = {k: v.decode(errors="replace") for k, v in rec.headers}
-                reason = headers.get("incidentd-dlq-reason")
-                prefix = f"[{rec.partition}@{rec.offset}] " + (f"(dead letter: {reason}) " if reason else "")
-                typer.echo(prefix + value)
-        finally:
-            await consumer.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail())
 
 
 def main() -> None:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+import typer
+from pydantic import ValidationError
+
+from service.config import ConfigError, Settings
+
 
 class Exit(IntEnum):
     OK = 0
@@ -17,3 +22,24 @@ class Exit(IntEnum):
     UNREACHABLE = 3
     # the service answered 401: a missing or wrong token.
     UNAUTHORIZED = 4
+
+
+def fail(message: str) -> typer.Exit:
+    return fail_with(message, Exit.PROBLEMS)
+
+
+def fail_with(message: str, code: Exit) -> typer.Exit:
+    """One line on stderr, and the exit to raise."""
+    typer.echo(f"incidentd: {message}", err=True)
+    return typer.Exit(code=int(code))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings from the environment, or exit 1 with every setting that is wrong."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"INCIDENTD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        raise fail("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ConfigError as exc:
+        raise fail(f"invalid configuration: {exc}") from None
