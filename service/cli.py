@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from service.commandline import incidents
 from service.commandline import tail as tail_command
-from service.commandline.exits import fail, load_settings
+from service.commandline.exits import Exit, fail, load_settings, settings_problem
 from service.config import ConfigError, Settings
 from service.observability import logs
 from service.ruleset import RulesError, RuleSet, load_rules
@@ -167,19 +169,22 @@ def run(
     ),
 ) -> None:
     """Run the service: HTTP ingest, the alerts consumer, paging and event publishing."""
+    # Until the settings are read, the format comes from the environment as it stands: a
+    # JSON stream stays all JSON even when the settings are wrong.
+    early = logs.resolve_format(os.environ.get("INCIDENTD_LOG_FORMAT") or None, sys.stderr)
     overrides: dict[str, object] = {}
     if embedded:
-        env = load_settings()
+        env = _run_settings(early)
         overrides = {k: v for k, v in embedded_defaults(env).items() if k not in env.model_fields_set}
         if env.remediation_mode == "enforce":
             # The embedded mode is a demo: it never changes a cluster.
-            typer.echo("incidentd: --embedded caps remediation at dry-run", err=True)
+            _say(early, "--embedded caps remediation at dry-run")
             overrides["remediation_mode"] = "dry-run"
-    settings = load_settings(**overrides)
+    settings = _run_settings(early, **overrides)
     try:
         fmt = logs.configure(settings.log_level, settings.log_format)
     except ValueError as exc:
-        raise fail(f"invalid configuration: {exc}") from None
+        raise _fail_run(early, f"invalid configuration: {exc}") from None
     try:
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
@@ -192,12 +197,23 @@ def run(
         raise _fail_run(fmt, str(exc)) from None
 
 
+def _run_settings(fmt: logs.LogFormat, **overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except (ValidationError, ConfigError) as exc:
+        raise _fail_run(fmt, settings_problem(exc)) from None
+
+
+def _say(fmt: logs.LogFormat, message: str, level: str = "WARNING") -> None:
+    """A line from ``run`` before logging is set up, in the log format."""
+    line = f"incidentd: {message}"
+    typer.echo(line if fmt == "text" else logs.json_line("service.cli", line, level=level), err=True)
+
+
 def _fail_run(fmt: logs.LogFormat, message: str) -> typer.Exit:
     """Why ``run`` stops at start, in the log format: a JSON stream stays all JSON."""
-    if fmt == "text":
-        return fail(message)
-    typer.echo(logs.json_line("service.cli", f"incidentd: {message}", level="CRITICAL"), err=True)
-    return typer.Exit(code=1)
+    _say(fmt, message, level="CRITICAL")
+    return typer.Exit(code=int(Exit.PROBLEMS))
 
 
 class _StartupError(Exception):

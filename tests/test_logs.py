@@ -190,6 +190,19 @@ def restore_logging() -> Iterator[None]:
     logging.captureWarnings(False)
 
 
+async def test_invalid_settings_stop_the_start_in_one_json_line(tmp_path: Path) -> None:
+    proc = await spawn_run(tmp_path, {"INCIDENTD_HTTP_PORT": "abc"}, unset=("INCIDENTD_LOG_FORMAT",))
+    out, err = await proc.communicate()
+    assert proc.returncode == 1 and out == b""
+    [line] = err.decode().splitlines()  # the settings were never read: the format still holds
+    record = json.loads(line)
+    assert (record["level"], record["logger"]) == ("CRITICAL", "service.cli")
+    assert record["message"] == (
+        "incidentd: invalid configuration:\n  INCIDENTD_HTTP_PORT: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    )
+
+
 def test_json_records_carry_the_traceback_the_fields_and_python_warnings(restore_logging: None) -> None:
     stream = io.StringIO()
     assert logs.configure("info", None, stream) == "json"  # a StringIO is no terminal
@@ -202,7 +215,8 @@ def test_json_records_carry_the_traceback_the_fields_and_python_warnings(restore
         warnings.simplefilter("always")
         warnings.warn("old thing", DeprecationWarning, stacklevel=1)
     logging.getLogger("faststream.kafka").info("callback for Task-9 is being executed...")
-    first, second, *rest = [json.loads(line) for line in stream.getvalue().splitlines()]
+    logging.getLogger("faststream.kafka").warning("consumer for %s stopped", "alerts")
+    first, second, fast, *rest = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert (first["level"], first["logger"], first["message"]) == (
         "ERROR",
         "service.test",
@@ -210,7 +224,13 @@ def test_json_records_carry_the_traceback_the_fields_and_python_warnings(restore
     )
     assert first["incident_id"] == "inc-1" and "ValueError: boom" in first["exc"]
     assert second["logger"] == "py.warnings" and "DeprecationWarning: old thing" in second["message"]
-    assert rest == []  # FastStream's bookkeeping stays below its WARNING floor
+    # FastStream's own records come out in the same format; its INFO bookkeeping stays below.
+    assert (fast["level"], fast["logger"], fast["message"]) == (
+        "WARNING",
+        "faststream.kafka",
+        "consumer for alerts stopped",
+    )
+    assert rest == []
 
 
 def test_text_on_a_non_terminal_has_no_escape_codes_and_a_bad_level_is_named(restore_logging: None) -> None:

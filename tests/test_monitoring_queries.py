@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.scrape import scrape
+from tests.support.scrape import Scrape, scrape
 from tests.support.service import RunningService, run_service, test_settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -21,12 +22,27 @@ RULES_FILE = DEPLOY / "prometheus" / "incidentd-rules.yaml"
 
 
 @pytest.fixture(scope="module")
-async def exported(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[set[str]]:
-    """The metric names a running service exports (histograms as their _bucket/_sum/_count)."""
+async def scraped(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scrape]:
+    """A running service's ``GET /metrics``."""
     tmp = tmp_path_factory.mktemp("monitoring")
     svc: RunningService
     async with run_service(test_settings(kafka, tmp)) as svc:
-        yield (await scrape(svc)).names
+        yield await scrape(svc)
+
+
+@pytest.fixture
+def exported(scraped: Scrape) -> frozenset[str]:
+    """The metric names it exports (histograms as their _bucket/_sum/_count)."""
+    return scraped.names
+
+
+def test_the_metrics_follow_prometheus_naming(scraped: Scrape) -> None:
+    """``promtool check metrics``: units as suffixes, counters ending in _total, help texts."""
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=scraped.text, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "incidentd_alerts_received_total" in scraped.text
 
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "incidentd-dashboard.json"
@@ -54,7 +70,7 @@ def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
     return exprs + [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
 
 
-async def test_the_dashboard_queries_only_metrics_the_service_exports(exported: set[str]) -> None:
+async def test_the_dashboard_queries_only_metrics_the_service_exports(exported: frozenset[str]) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert all(p.get("targets") for p in panels), "a panel without a query"
@@ -70,7 +86,7 @@ async def test_the_dashboard_queries_only_metrics_the_service_exports(exported: 
     assert NEW <= used
 
 
-async def test_the_alert_rules_use_only_metrics_the_service_exports(exported: set[str]) -> None:
+async def test_the_alert_rules_use_only_metrics_the_service_exports(exported: frozenset[str]) -> None:
     rules = [r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]]
     used = {name for r in rules for name in SELECTED.findall(r["expr"]) + NAMED.findall(r["expr"])}
     # `up` is Prometheus' own series for the scrape job.

@@ -38,8 +38,13 @@ def load_settings(**overrides: object) -> Settings:
     """The settings from the environment, or exit 1 with every setting that is wrong."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = [f"INCIDENTD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
-        raise fail("invalid configuration:\n  " + "\n  ".join(lines)) from None
-    except ConfigError as exc:
-        raise fail(f"invalid configuration: {exc}") from None
+    except (ValidationError, ConfigError) as exc:
+        raise fail(settings_problem(exc)) from None
+
+
+def settings_problem(exc: ValidationError | ConfigError) -> str:
+    """What is wrong with the settings, one line per setting."""
+    if isinstance(exc, ConfigError):
+        return f"invalid configuration: {exc}"
+    lines = [f"INCIDENTD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+    return "invalid configuration:\n  " + "\n  ".join(lines)
