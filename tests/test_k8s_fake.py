@@ -334,3 +334,25 @@ async def test_the_service_sends_the_token_its_settings_name(fake: FakeKubernete
     finally:
         await anonymous.close()
     assert refused.value.status == 401
+
+
+async def test_a_kubeconfig_names_the_server_and_the_token(fake: FakeKubernetes, tmp_path: Path) -> None:
+    fake.add_deployment("shop", "api")
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": fake.base_url}}],
+        "users": [{"name": "u", "user": {"token": fake.token}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "config").write_text(json.dumps(kubeconfig))  # JSON is YAML
+    kube = await connect(Settings(kube_config=tmp_path / "config"))
+    assert kube is not None
+    try:
+        deployment = await kube.read(kube.apps.read_namespaced_deployment, "api", "shop")
+    finally:
+        await kube.close()
+    assert deployment["metadata"]["name"] == "api"
+    # No API URL, no cluster around us, no kubeconfig: no client (remediation is off).
+    assert await connect(Settings(kube_config=tmp_path / "missing")) is None

@@ -144,13 +144,14 @@ async def connect(settings: Settings) -> Kube | None:
     if settings.kube_api_url:
         token = settings.kube_token.get_secret_value() if settings.kube_token else None
         return from_url(settings.kube_api_url, token, settings.kube_ca_file, settings.kube_timeout_seconds)
+    if not configured(settings):
+        return None
     from kubernetes_asyncio import client, config
 
     cfg = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    elif settings.kube_config and settings.kube_config.exists():
-        await config.load_kube_config(config_file=str(settings.kube_config), client_configuration=cfg)
     else:
-        return None
+        assert settings.kube_config is not None  # configured(): a kubeconfig that exists
+        await config.load_kube_config(config_file=str(settings.kube_config), client_configuration=cfg)
     return Kube(client.ApiClient(cfg), settings.kube_timeout_seconds)
