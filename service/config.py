@@ -6,6 +6,7 @@ Secrets (webhook token, pager keys, the database URL) may also come from files t
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str | None = None
+    # Not a secret, but managed Kafka hands it out with the password (a Confluent API key).
+    kafka_sasl_username_file: Path | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_sasl_password_file: Path | None = None
     kafka_ssl_ca_file: Path | None = None
@@ -190,7 +193,8 @@ class Settings(BaseSettings):
             # Set explicitly, not a default (the database URL has one): the two would disagree.
             if current is not None and secret in self.model_fields_set:
                 raise ConfigError(f"{_env(secret)} and {_env(name)} are both set; set one of them")
-            setattr(self, secret, content if isinstance(current, str) else SecretStr(content))
+            plain = SecretStr not in typing.get_args(type(self).model_fields[secret].annotation)
+            setattr(self, secret, content if plain else SecretStr(content))
         for name, value in self:
             if isinstance(value, SecretStr) and not value.get_secret_value():
                 raise ConfigError(f"{_env(name)} is set but empty")

@@ -70,6 +70,8 @@ async def test_the_service_stops_at_start_with_one_line(tmp_path: Path) -> None:
         "INCIDENTD_RULES_DIR": str(RULES),
         "INCIDENTD_HTTP_PORT": str(free_port()),
         "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        # What a person at a terminal reads (off a terminal it is one JSON record: test_logs.py).
+        "INCIDENTD_LOG_FORMAT": "text",
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "run", "--embedded", cwd=tmp_path, env=env,
@@ -112,3 +114,16 @@ def test_the_migration_command_uses_the_database_url_file(tmp_path: Path) -> Non
     assert "database schema at" in result.stdout
     assert database.is_file() and database.stat().st_size > 0
     assert not (tmp_path / "var").exists(), "the default database was used, not the file's"
+
+
+def test_the_kafka_user_and_password_come_from_their_files(tmp_path: Path) -> None:
+    (tmp_path / "user").write_text("ABCDKEY\n")
+    (tmp_path / "password").write_text("s3cret\n")
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username_file=tmp_path / "user",
+        kafka_sasl_password_file=tmp_path / "password",
+    )
+    # The user is a plain string (it shows in errors and logs), the password stays a secret.
+    assert settings.kafka_sasl_username == "ABCDKEY"
+    assert settings.kafka_sasl_password == SecretStr("s3cret")
