@@ -362,6 +362,7 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
         ),
         ("(e3) SEV-1 during the storm: 202 -> first page", *_lat(sh.sev1_ms)),
         ("    of which 202 -> stored", *_lat(sh.sev1_stored_ms)),
+        ("    of which 202 -> polled (its batch enters the pipeline)", *_lat(sh.sev1_polled_ms)),
         (
             f"(e4) new incidents under {_num(sh.repeats_alerts_per_s)} repeated alerts/s",
             *_lat(sh.repeats_new_ms),

@@ -113,6 +113,7 @@ class StormHttpResult:
     # (3)
     sev1_ms: dict[str, float] = field(default_factory=dict)
     sev1_stored_ms: dict[str, float] = field(default_factory=dict)  # 202 -> its batch stored
+    sev1_polled_ms: dict[str, float] = field(default_factory=dict)  # 202 -> its batch polled
     # (4)
     repeats_new_ms: dict[str, float] = field(default_factory=dict)
     repeats_alerts_per_s: float = 0.0  # the repeats' offered load actually answered
@@ -238,9 +239,16 @@ class StoredClock:
         self.done = asyncio.Event()
         self.probe = Probe(0)
         self.sev1_stored: dict[str, float] = {}  # each probe SEV-1's cluster -> its batch stored
+        self.sev1_polled: dict[str, float] = {}  # ... -> its batch entered the pipeline
 
     def install(self, pipeline: Pipeline) -> None:
-        pipeline.stages = [*(self.probe.timed(s) for s in pipeline.stages), self.leave]
+        pipeline.stages = [self.enter, *(self.probe.timed(s) for s in pipeline.stages), self.leave]
+
+    async def enter(self, batch: Batch) -> Batch:
+        for r in batch.records:
+            if r.value and (m := SEV1_CLUSTER.search(r.value)):
+                self.sev1_polled.setdefault(m.group(1).decode(), time.perf_counter())
+        return batch
 
     async def leave(self, batch: Batch) -> Batch:
         self.batches += 1
@@ -365,6 +373,9 @@ async def storm_phase(
     result.sev1_ms = summary_ms([sev1_pages[k] - t for k, t in sev1.accepted.items() if k in sev1_pages])
     result.sev1_stored_ms = summary_ms(
         [clock.sev1_stored[k] - t for k, t in sev1.accepted.items() if k in clock.sev1_stored]
+    )
+    result.sev1_polled_ms = summary_ms(
+        [clock.sev1_polled[k] - t for k, t in sev1.accepted.items() if k in clock.sev1_polled]
     )
     missing = len(set(sev1.accepted) - set(sev1_pages))
     if missing:

@@ -11,6 +11,7 @@ This module imports no stage: every stage depends on it, never on another stage.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -144,6 +145,10 @@ class Pipeline:
     async def __call__(self, batch: Batch) -> Batch:
         for stage in self.stages:
             batch = await stage(batch)
+            # A stage that never waits runs without letting anyone else run: a storm slice's
+            # stages would hold the event loop for their whole CPU time, and the urgent lane,
+            # the webhooks and the pages with it.
+            await asyncio.sleep(0)
         return batch
 
     async def process(self, records: Sequence[Record], now: datetime) -> Batch:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-from service.batch import Batch, Record
+from service.batch import Batch, Pipeline, Record
 from service.classify.lane import urgent_lane
 from service.ingest.consumer import slices
 from service.ingest.parse import parse_document
@@ -175,3 +175,24 @@ async def test_the_other_lane_starts_no_slice_while_an_urgent_batch_is_in_hand(
     release.set()
     await asyncio.wait_for(asyncio.gather(held, waiting), 5)
     assert seen == ["urgent", "alerts"] and urgent.idle.is_set() and bulk.idle.is_set()
+
+
+async def test_the_pipeline_lets_other_work_run_between_its_stages() -> None:
+    """A storm slice's stages are CPU work that never waits: without a yield between them the
+    urgent lane, the webhooks and the page worker would not run until the slice is done."""
+    ran: list[str] = []
+
+    async def other_lane() -> None:
+        ran.append("urgent lane")
+
+    async def first(batch: Batch) -> Batch:
+        asyncio.get_running_loop().create_task(other_lane())
+        ran.append("stage 1")
+        return batch
+
+    async def second(batch: Batch) -> Batch:
+        ran.append("stage 2")
+        return batch
+
+    await Pipeline([first, second]).process([], datetime(2026, 12, 1, tzinfo=UTC))
+    assert ran == ["stage 1", "urgent lane", "stage 2"]
