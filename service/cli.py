@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -13,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 
 from service.commandline import incidents
 from service.commandline import tail as tail_command
-from service.commandline.exits import Exit, fail, load_settings, settings_problem
+from service.commandline.exits import Exit, fail, load_settings
 from service.config import ConfigError, Settings
 from service.observability import logs
 from service.ruleset import RulesError, RuleSet, load_rules
@@ -174,13 +174,13 @@ def run(
     early = logs.resolve_format(os.environ.get("INCIDENTD_LOG_FORMAT") or None, sys.stderr)
     overrides: dict[str, object] = {}
     if embedded:
-        env = _run_settings(early)
+        env = load_settings(functools.partial(_fail_run, early))
         overrides = {k: v for k, v in embedded_defaults(env).items() if k not in env.model_fields_set}
         if env.remediation_mode == "enforce":
             # The embedded mode is a demo: it never changes a cluster.
             _say(early, "--embedded caps remediation at dry-run")
             overrides["remediation_mode"] = "dry-run"
-    settings = _run_settings(early, **overrides)
+    settings = load_settings(functools.partial(_fail_run, early), **overrides)
     try:
         fmt = logs.configure(settings.log_level, settings.log_format)
     except ValueError as exc:
@@ -195,13 +195,6 @@ def run(
         pass
     except _StartupError as exc:
         raise _fail_run(fmt, str(exc)) from None
-
-
-def _run_settings(fmt: logs.LogFormat, **overrides: object) -> Settings:
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except (ValidationError, ConfigError) as exc:
-        raise _fail_run(fmt, settings_problem(exc)) from None
 
 
 def _say(fmt: logs.LogFormat, message: str, level: str = "WARNING") -> None:

@@ -3,6 +3,7 @@ and CI branch on them, so each keeps its meaning."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 
 import typer
@@ -34,12 +35,13 @@ def fail_with(message: str, code: Exit) -> typer.Exit:
     return typer.Exit(code=int(code))
 
 
-def load_settings(**overrides: object) -> Settings:
-    """The settings from the environment, or exit 1 with every setting that is wrong."""
+def load_settings(refuse: Callable[[str], typer.Exit] = fail, /, **overrides: object) -> Settings:
+    """The settings from the environment, or the ``refuse``d exit (1) with every setting
+    that is wrong."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except (ValidationError, ConfigError) as exc:
-        raise fail(settings_problem(exc)) from None
+        raise refuse(settings_problem(exc)) from None
 
 
 def settings_problem(exc: ValidationError | ConfigError) -> str:

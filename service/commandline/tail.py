@@ -24,7 +24,7 @@ def tail(
     settings = load_settings()
     servers = bootstrap_servers or settings.kafka_bootstrap_servers
 
-    from service.ingest.kafka_security import kafka_security, probe
+    from service.ingest.kafka_security import kafka_security, refused
 
     try:
         security = kafka_security(settings)
@@ -54,9 +54,7 @@ def tail(
             if isinstance(exc, TimeoutError):
                 why = f"no Kafka broker answered at {servers} (nothing answered within {connect_timeout:g} s)"
             elif isinstance(exc, KafkaConnectionError):
-                # What stopped it (refused, TLS, SASL), from one connection made the same way.
-                refused = await probe(servers, security)
-                why = f"cannot connect to Kafka at {servers} ({security.describe()}): {refused}"
+                why = await refused(servers, security)  # refused, TLS or SASL: which one
             else:
                 why = f"no Kafka broker answered at {servers} ({exc.__class__.__name__}: {exc})"
             raise fail_with(why, Exit.UNREACHABLE) from None

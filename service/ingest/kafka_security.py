@@ -143,10 +143,14 @@ async def explained(settings: Settings, security: KafkaSecurity) -> AsyncIterato
     try:
         yield
     except KafkaConnectionError:
-        reason = await probe(settings.kafka_bootstrap_servers, security)
-        raise KafkaRefused(
-            f"cannot connect to Kafka at {settings.kafka_bootstrap_servers} ({security.describe()}): {reason}"
-        ) from None
+        raise KafkaRefused(await refused(settings.kafka_bootstrap_servers, security)) from None
+
+
+async def refused(bootstrap: str, security: KafkaSecurity) -> str:
+    """Why no client gets through to ``bootstrap``, in one line, from :func:`probe`."""
+    return (
+        f"cannot connect to Kafka at {bootstrap} ({security.describe()}): {await probe(bootstrap, security)}"
+    )
 
 
 async def probe(bootstrap: str, security: KafkaSecurity, timeout: float = PROBE_TIMEOUT_SECONDS) -> str:
