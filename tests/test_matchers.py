@@ -100,3 +100,37 @@ def test_valid_regexes_are_what_alertmanager_says(regex: str, tmp_path: Path) ->
     except ValueError:
         ours = False
     assert ours is _amtool_accepts(regex, tmp_path), regex
+
+
+def test_rule_match_remembers_answers_by_the_labels_its_rules_name() -> None:
+    from service.ruleset.matchers import RuleMatch
+
+    rules = RuleMatch(
+        [
+            ((Matcher.parse('alertname="ApiDown"'), Matcher.parse('env=~"prod.*"')), "api-prod"),
+            ((Matcher.parse('team=""'),), "no-team"),
+            ((Matcher.parse('alertname=~"Api.*"'),), "api"),
+        ]
+    )
+    assert rules.all({"alertname": "ApiDown", "env": "prod-eu", "instance": "a"}) == (
+        "api-prod",
+        "no-team",
+        "api",
+    )
+    # Another instance (a label no rule names) is the same answer; the env is not.
+    assert rules.first({"alertname": "ApiDown", "env": "prod-eu", "instance": "b"}) == "api-prod"
+    assert rules.all({"alertname": "ApiDown", "env": "dev", "instance": "a"}) == ("no-team", "api")
+    # A missing label and an empty one match alike; a team set is a different answer.
+    assert rules.all({"alertname": "ApiDown", "env": "dev", "team": ""}) == ("no-team", "api")
+    assert rules.all({"alertname": "ApiDown", "env": "dev", "team": "db"}) == ("api",)
+    assert rules.first({"alertname": "Other", "team": "db"}) is None
+
+
+def test_rule_match_answers_as_the_matchers_do_past_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.ruleset.matchers as m
+
+    monkeypatch.setattr(m, "RULE_MATCH_MEMO", 3)
+    rules = m.RuleMatch([((Matcher.parse('instance=~"a.*"'),), "a")])
+    for i in range(10):
+        assert rules.first({"instance": f"a{i}"}) == "a"
+        assert rules.first({"instance": f"b{i}"}) is None

@@ -8,7 +8,7 @@ from typing import Any
 from jinja2 import Template
 
 from service.models import Alert
-from service.ruleset.matchers import matches_all
+from service.ruleset.matchers import RuleMatch
 from service.ruleset.models import ClassifyRule, RuleSet
 
 log = logging.getLogger(__name__)
@@ -17,14 +17,11 @@ log = logging.getLogger(__name__)
 class Classifier:
     def __init__(self, rules: RuleSet) -> None:
         self._rules = rules
-        self._compiled = [(tuple(r.matchers), r) for r in rules.classify.rules]
+        self._first = RuleMatch([(r.matchers, r) for r in rules.classify.rules])
         self._by_name = {r.name: r for r in rules.classify.rules}
 
     def rule_for(self, labels: dict[str, str]) -> ClassifyRule | None:
-        for matchers, rule in self._compiled:
-            if matches_all(matchers, labels):
-                return rule
-        return None
+        return self._first.first(labels)
 
     def classify(self, alert: Alert) -> Alert:
         """Severity and the rule that chose it: cheap, done for every alert."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
+
+from service.jsonfast import dumps_text
 
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -38,4 +39,4 @@ def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> tuple[str, 
     else:
         # An empty label is an absent label, as in Prometheus.
         chosen = {name: labels[name] for name in sorted(group_by) if labels.get(name)}
-    return json.dumps(chosen, separators=(",", ":"), ensure_ascii=False), chosen
+    return dumps_text(chosen), chosen

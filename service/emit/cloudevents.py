@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
 
 from service.clock import iso
 from service.emit.schema import DATASCHEMA_URI
+from service.jsonfast import dumps
 from service.store.outbox import OutboxRecord, TimelineEntry
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
@@ -55,7 +55,7 @@ class EventFactory:
 
 
 def _encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumps(event)
 
 
 def summarise(suffix: str, incident: dict[str, Any], extra: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from service.batch import TimerIntent
 from service.models import Incident, IncidentStatus
-from service.ruleset.matchers import matches_all
+from service.ruleset.matchers import RuleMatch
 from service.ruleset.models import EscalationRule, RuleSet
 from service.store.timers import REMINDER
 
@@ -38,6 +38,7 @@ class EscalationPolicy:
         self._rules = rules
         self._esc = rules.escalation
         self._by_name = {r.name: r for r in self._esc.rules}
+        self._conditions = RuleMatch([(r.matchers, r) for r in self._esc.rules if r.kind == "condition"])
 
     @property
     def first_page_roles(self) -> list[str]:
@@ -49,10 +50,10 @@ class EscalationPolicy:
         """Condition rules an alert of ``inc`` matches that have not escalated this opening."""
         facts = {**annotations, **labels}
         found = []
-        for rule in self._esc.rules:
-            if rule.kind != "condition" or escalation_key(inc, rule.name) in inc.escalations:
+        for rule in self._conditions.all(facts):
+            if escalation_key(inc, rule.name) in inc.escalations:
                 continue
-            if self._applies(rule, inc) and matches_all(tuple(rule.matchers), facts):
+            if self._applies(rule, inc):
                 matched = ", ".join(str(m) for m in rule.matchers)
                 found.append(Escalation(rule.name, "condition", list(rule.roles), f"alert matched {matched}"))
         return found

@@ -15,7 +15,15 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from service.clock import Clock
-from service.ingest.parse import PayloadError, decode, load_json, parse_document, parse_pushed
+from service.ingest.parse import (
+    PayloadError,
+    decode,
+    load_json,
+    parse_document,
+    parse_pushed,
+    parse_webhook,
+    too_deep,
+)
 from service.ingest.records import OutRecord, Routing, split_by_group
 from service.models import Alert
 from service.observability.metrics import Metrics
@@ -66,13 +74,19 @@ class AlertIntake:
     async def accept(self, body: bytes) -> Accepted:
         """Raises :class:`PayloadError` (400/422), :class:`TooLarge` (413) or
         :class:`Unavailable` (503)."""
+        now = self._clock.now()
+        # The body's depth is checked first: the webhook refuses what nests too deep even
+        # in fields it ignores, as the slow path does.
+        alerts = None if too_deep(body) else parse_webhook(body, now)
+        if alerts is not None:
+            return await self._publish_groups(None, alerts, WEBHOOK_SOURCE, body)
         try:
             doc = decode(body)
             if "alerts" not in doc and "version" not in doc:
                 raise PayloadError(
                     "invalid", "not an Alertmanager webhook: 'version' and 'alerts' are required"
                 )
-            alerts = parse_document(doc, self._clock.now())
+            alerts = parse_document(doc, now)
         except PayloadError as exc:
             self._metrics.alerts_invalid.labels(WEBHOOK_SOURCE, exc.kind).inc()
             raise
@@ -98,7 +112,7 @@ class AlertIntake:
         return accepted
 
     async def _publish_groups(
-        self, doc: dict[str, Any], alerts: list[Alert], source: str, body: bytes | None = None
+        self, doc: dict[str, Any] | None, alerts: list[Alert], source: str, body: bytes | None = None
     ) -> Accepted:
         if not alerts:
             return Accepted(0, 0)

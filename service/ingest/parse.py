@@ -60,6 +60,11 @@ def nesting_depth(utf8: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, outside_strings)), default=0)
 
 
+def too_deep(utf8: bytes) -> bool:
+    """Nested deeper than ``MAX_JSON_DEPTH``? Fewer brackets cannot nest deeper."""
+    return utf8.count(b"[") + utf8.count(b"{") > MAX_JSON_DEPTH and nesting_depth(utf8) > MAX_JSON_DEPTH
+
+
 def load_json(raw: bytes) -> Any:
     """Any JSON value from ``raw``, or :class:`PayloadError`: malformed (not JSON, nested
     deeper than ``MAX_JSON_DEPTH``) or invalid (lone surrogates, numbers too long)."""
@@ -70,8 +75,8 @@ def load_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError("malformed", f"body is not valid JSON: {exc}") from None
     utf8 = raw if encoding.startswith("utf-8") else text.encode()
-    # Before decoding, which recurses once per level; fewer brackets cannot nest deeper.
-    if utf8.count(b"[") + utf8.count(b"{") > MAX_JSON_DEPTH and nesting_depth(utf8) > MAX_JSON_DEPTH:
+    # Before decoding, which recurses once per level.
+    if too_deep(utf8):
         raise PayloadError("malformed", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc = json.loads(text)
@@ -233,18 +238,26 @@ def _webhook_alert(a: Alert) -> dict[str, Any]:
     return out
 
 
+def parse_webhook(raw: bytes, now: datetime) -> list[Alert] | None:
+    """A webhook's alerts, or None when ``raw`` is not a webhook that validates (the slow
+    path, :func:`decode` and :func:`parse_document`, then gives the precise reason).
+
+    Hot path: pydantic parses and validates the JSON in one pass, half the cost of
+    json.loads + model_validate. Its parser does not recurse in Python and stops at 200
+    levels, and what validates keeps nothing deeper than labels.
+    """
+    if b'"alerts"' not in raw:
+        return None
+    try:
+        return [normalise(a, now) for a in WebhookIn.model_validate_json(raw).alerts]
+    except ValidationError:
+        return None
+
+
 def parse(raw: bytes, now: datetime) -> list[Alert]:
-    if b'"alerts"' in raw:
-        # Hot path: pydantic parses and validates the JSON in one pass (half the cost
-        # of json.loads + model_validate). Any failure takes the slow path below,
-        # which gives the precise reason. No depth check here: pydantic's parser does not
-        # recurse in Python and stops at 200 levels, and what validates keeps nothing
-        # deeper than labels (a record nested deeper only in ignored fields is taken).
-        try:
-            return [normalise(a, now) for a in WebhookIn.model_validate_json(raw).alerts]
-        except ValidationError:
-            pass
-    return parse_document(decode(raw), now)
+    # No depth check on a record: one nested deeper only in ignored fields is taken.
+    alerts = parse_webhook(raw, now)
+    return alerts if alerts is not None else parse_document(decode(raw), now)
 
 
 def normalise(a: AlertIn, now: datetime) -> Alert:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from service.correlate.fingerprint import group_key
 from service.ingest.parse import PayloadError
+from service.jsonfast import dumps, loads
 from service.models import Alert
 
 
@@ -44,23 +42,28 @@ class Routing:
 
 
 def split_by_group(
-    doc: dict[str, Any], alerts: list[Alert], routing: Routing, body: bytes | None = None
+    doc: dict[str, Any] | None, alerts: list[Alert], routing: Routing, body: bytes | None = None
 ) -> list[OutRecord]:
     """One record per incident group and lane, so one consumer owns each incident and an
     alert always takes the same lane (its severity comes from its labels).
 
     ``body``: ``doc``'s own bytes. Alertmanager sends one group per webhook, so most bodies
-    go to Kafka as they came, without encoding them again.
+    go to Kafka as they came, without encoding them again. ``doc`` None: a webhook known only
+    as ``body`` (validated), decoded here only if it must be split.
     """
-    if "alerts" not in doc:
+    if doc is not None and "alerts" not in doc:
         key, _ = group_key(alerts[0].labels, routing.group_by)
         return [OutRecord(record_key(key), body or _dump(doc), routing.urgent(alerts[0]))]
-    groups: dict[tuple[str, bool], list[Any]] = defaultdict(list)
-    for raw_alert, alert in zip(doc["alerts"], alerts, strict=True):
-        groups[group_key(alert.labels, routing.group_by)[0], routing.urgent(alert)].append(raw_alert)
-    if len(groups) == 1 and body is not None:
-        (key, lane), _ = groups.popitem()
+    lanes = [(group_key(a.labels, routing.group_by)[0], routing.urgent(a)) for a in alerts]
+    if body is not None and lanes.count(lanes[0]) == len(lanes):
+        key, lane = lanes[0]
         return [OutRecord(record_key(key), body, lane)]
+    if doc is None:
+        assert body is not None
+        doc = loads(body)
+    groups: dict[tuple[str, bool], list[Any]] = defaultdict(list)
+    for raw_alert, where in zip(doc["alerts"], lanes, strict=True):
+        groups[where].append(raw_alert)
     return [
         OutRecord(record_key(key), _dump({**doc, "alerts": items}), lane)
         for (key, lane), items in groups.items()
@@ -69,11 +72,7 @@ def split_by_group(
 
 def _dump(doc: dict[str, Any]) -> bytes:
     # Not ASCII-escaped: escaping can double a body's size past Kafka's record limit.
-    try:
-        return orjson.dumps(doc)
-    except orjson.JSONEncodeError:
-        # An integer wider than 64 bits in a field we ignore: the standard library keeps it.
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumps(doc)
 
 
 def dead_letter_headers(reason: str, topic: str, partition: int, offset: int) -> dict[str, str]:

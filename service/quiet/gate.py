@@ -58,7 +58,9 @@ class SourceIndex:
         self._noise = noise
         self._by_rule: list[dict[tuple[str, ...], list[_Source]]] = [{} for _ in noise.inhibit_rules]
         self._keys: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
-        # The stored version each incident was taken at; -1: a copy not yet stored (a batch's).
+        # The stored version each incident was taken at; for a batch's copy, the version its
+        # commit stores (one on from the one read), so this consumer's own writes are not read
+        # back: a commit that lost a race stored nothing, and the version read differs.
         self.versions: dict[str, int] = {}
         self.update(sources, stored=True)
 
@@ -67,7 +69,7 @@ class SourceIndex:
         read from the store (their versions are the stored ones)."""
         for inc in incidents:
             self._remove(inc.id)
-            self.versions[inc.id] = inc.version if stored else -1
+            self.versions[inc.id] = inc.version if stored else inc.version + 1
             if inc.status is not IncidentStatus.OPEN:
                 continue
             if inc.hold is not None and inc.hold.kind is HoldKind.PENDING:
@@ -151,9 +153,9 @@ class Gate:
             return None
         paged = inc.paged == inc.opening
         index = sources if isinstance(sources, SourceIndex) else self.index(sources)
-        mutes = [self._mute(a, now, silences, index, inc.id) for a in firing]
-        if all(m is not None for m in mutes):
-            return self._hold(inc, [m for m in mutes if m is not None], now, paged)
+        mutes = self._all_muted(firing, now, silences, index, inc.id)
+        if mutes is not None:
+            return self._hold(inc, mutes, now, paged)
         if not paged:
             return self._pending(inc, firing, now)
         return None
@@ -173,6 +175,24 @@ class Gate:
         # by the whole time held.
         since = old.since if old is not None else now
         return Hold(first.kind, by, reason, since, until, paged=paged if old is None else old.paged)
+
+    def _all_muted(
+        self,
+        firing: list[AlertState],
+        now: datetime,
+        silences: Sequence[SilenceLike],
+        sources: SourceIndex,
+        own_id: str,
+    ) -> list[Mute] | None:
+        """Each alert's mute, or None as soon as one alert is not muted: in a storm nothing is
+        usually muted, and an incident's hundred alerts need not all be looked at."""
+        mutes: list[Mute] = []
+        for alert in firing:
+            mute = self._mute(alert, now, silences, sources, own_id)
+            if mute is None:
+                return None
+            mutes.append(mute)
+        return mutes
 
     def _mute(
         self,
@@ -209,10 +229,9 @@ class Gate:
         return None
 
     def _pending(self, inc: Incident, firing: list[AlertState], now: datetime) -> Hold | None:
-        rules = [self._noise.threshold_for(a.labels) for a in firing]
         # One firing alert that no threshold gates is enough to open.
-        rule = rules[0] if rules and None not in rules else None
-        if rule is None:
+        rule = self._noise.threshold_for(firing[0].labels)
+        if rule is None or any(self._noise.threshold_for(a.labels) is None for a in firing[1:]):
             return None
         waiting, until = _unmet(rule, inc, firing, now)
         if waiting is None:

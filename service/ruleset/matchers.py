@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from service.ruleset.regex import Pattern, RegexError, compile_matcher_regex
 
@@ -71,3 +72,37 @@ def _unquote(raw: str) -> str:
 
 def matches_all(matchers: tuple[Matcher, ...], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
+
+
+T = TypeVar("T")
+
+# Distinct label projections a RuleMatch remembers; past this it starts again (a storm's
+# alerts share a few projections, so the bound is reached only by label values that vary).
+RULE_MATCH_MEMO = 4096
+
+
+class RuleMatch(Generic[T]):
+    """Which of ``rules`` match a label set (all of a rule's matchers do), remembered by the
+    values of the labels the matchers name: only those can change the answer, and a storm's
+    thousands of alerts differ mostly in labels no rule reads (``instance``, ``pod``)."""
+
+    def __init__(self, rules: Sequence[tuple[Sequence[Matcher], T]]) -> None:
+        self._rules = [(tuple(ms), item) for ms, item in rules]
+        self._names = tuple(sorted({m.name for ms, _ in self._rules for m in ms}))
+        self._memo: dict[tuple[str, ...], tuple[T, ...]] = {}
+
+    def all(self, labels: Mapping[str, str]) -> tuple[T, ...]:
+        """The matching rules' items, in the rules' order."""
+        # A missing label matches as the empty string (see Matcher.matches).
+        key = tuple(labels.get(n, "") for n in self._names)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= RULE_MATCH_MEMO:
+                self._memo.clear()
+            found = tuple(item for ms, item in self._rules if matches_all(ms, labels))
+            self._memo[key] = found
+        return found
+
+    def first(self, labels: Mapping[str, str]) -> T | None:
+        found = self.all(labels)
+        return found[0] if found else None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from service.clock import iso
+from service.jsonfast import dumps_text, loads
 from service.models import AlertState, Flapping, Hold, Incident, IncidentStatus, Phase
 from service.roles import canonical
 
@@ -20,7 +20,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def dump_incident(inc: Incident) -> str:
-    return json.dumps(
+    return dumps_text(
         {
             "group_labels": inc.group_labels,
             "title": inc.title,
@@ -51,13 +51,12 @@ def dump_incident(inc: Incident) -> str:
             "paged": inc.paged,
             "reopens": [iso(t) for t in inc.reopens],
             "flapping": inc.flapping.to_json() if inc.flapping else None,
-        },
-        separators=(",", ":"),
+        }
     )
 
 
 def load_incident(row: Any) -> Incident:
-    d = json.loads(row.data)
+    d = loads(row.data)
     opened = _dt(d["opened_at"])
     due = _dt(d["response_due_at"])
     assert opened is not None and due is not None
