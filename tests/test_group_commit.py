@@ -72,3 +72,54 @@ async def test_a_failing_commit_fails_alone_and_a_guard_that_says_no_writes_noth
     # The group's transaction failed, then each was written alone.
     assert seen == [4]
     assert [i.id for i in await store.incidents.list("open", None, 10)] == ["inc-ok"]
+
+
+async def test_a_groups_effects_keep_each_commits_time_and_order(store: Store) -> None:
+    """The group's rows go in one insert per table: each commit's events keep its own time,
+    in the commits' order, and a commit its guard refused adds none."""
+    from datetime import timedelta
+
+    from service.store.outbox import OutboxRecord, TimelineEntry
+
+    def event(inc: str, n: int) -> OutboxRecord:
+        return OutboxRecord(
+            "events", inc.encode(), f"{inc}-{n}".encode(), TimelineEntry(inc, "x", f"{inc} {n}")
+        )
+
+    async def no(conn: Any) -> bool:
+        return False
+
+    seen = count_transactions(store)
+    later = T0 + timedelta(seconds=30)
+    a = make_incident("inc-a")
+    b, c = make_incident("inc-b", "AuthBroken", "SEV-2"), make_incident("inc-c", "DiskFull", "SEV-3")
+    done = await asyncio.gather(
+        store.commit(Effects(incidents=[a], events=[event("inc-a", 1), event("inc-a", 2)]), T0),
+        store.commit(Effects(incidents=[b], events=[event("inc-b", 1)]), later),
+        store.commit(Effects(incidents=[c], events=[event("inc-c", 1)]), later, guard=no),
+    )
+    assert done == [True, True, False] and seen == [1]
+    assert [(t.at, t.summary) for t in await store.outbox.timeline("inc-a")] == [
+        (T0, "inc-a 1"),
+        (T0, "inc-a 2"),
+    ]
+    assert [(t.at, t.summary) for t in await store.outbox.timeline("inc-b")] == [(later, "inc-b 1")]
+    assert await store.outbox.timeline("inc-c") == []
+    claim = await store.outbox.claim(later, 10, 30)
+    assert [r.value for _, r in claim.records] == [b"inc-a-1", b"inc-a-2", b"inc-b-1"]
+    assert {i.id for i in await store.incidents.list("open", None, 10)} == {"inc-a", "inc-b"}
+
+
+async def test_a_new_incident_takes_the_place_of_the_one_it_replaces_in_the_same_commit(store: Store) -> None:
+    """A group has one current incident (a unique index): the old one's update is written
+    before the new one's insert, whatever order the commit lists them in."""
+    from service.models import IncidentStatus
+
+    old = make_incident("inc-old")
+    await store.commit(Effects(incidents=[old]), T0)
+    [stored] = await store.incidents.get_many(["inc-old"])
+    stored.status, stored.is_current = IncidentStatus.RESOLVED, False
+    new = make_incident("inc-new")
+    assert await store.commit(Effects(incidents=[new, stored]), T0)
+    current = await store.incidents.load_current([old.group_key])
+    assert current[old.group_key].id == "inc-new"

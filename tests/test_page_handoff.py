@@ -172,3 +172,31 @@ async def test_a_failed_commit_gives_the_reserved_slots_back(store: Store, rules
         await replica.persist(batch)
     assert replica.worker.reserve(10).slots == 4
     assert pager.sent == [] and await _jobs(store, "inc-1") == []
+
+
+async def test_a_page_recording_its_outcome_holds_no_pager_call_slot(store: Store, rules: RuleSet) -> None:
+    """INCIDENTD_PAGE_CONCURRENCY bounds pager calls: with one slot, the second incident's
+    page goes out while the first's outcome still waits for the store."""
+    pager = GatedPager()
+    replica = Replica(store, rules, pager, page_concurrency=1)
+    recording, release = asyncio.Event(), asyncio.Event()
+    commit = store.commit
+
+    async def slow_outcomes(*args: Any, **kw: Any) -> bool:
+        if kw.get("guard") is not None and not release.is_set():  # a page job's outcome
+            recording.set()
+            await release.wait()
+        return await commit(*args, **kw)
+
+    store.commit = slow_outcomes  # type: ignore[method-assign]
+    await replica.store_opening("inc-1")
+    await recording.wait()  # inc-1 was sent; its outcome waits
+    assert [r.incident_id for r in pager.sent] == ["inc-1"]
+    await replica.store_opening("inc-2")  # handed: the slot is free
+    pager.waiting.clear()
+    await asyncio.wait_for(pager.waiting.wait(), 10)  # not after inc-1's outcome: never
+    assert [r.incident_id for r in pager.sent] == ["inc-1", "inc-2"]
+    release.set()
+    await replica.worker.drain()
+    assert await _jobs(store, "inc-1") == [("trigger", "sent")]
+    assert await _jobs(store, "inc-2") == [("trigger", "sent")]

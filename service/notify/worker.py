@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +57,10 @@ from service.store.queue import LEASE_SECONDS
 from service.store.store import Effects
 
 log = logging.getLogger(__name__)
+
+# Whether the job this task runs still holds a pager-call slot (a list: set once per task,
+# changed in place).
+_CALLING: ContextVar[list[bool] | None] = ContextVar("page_calling", default=None)
 
 # Failed attempts of a trigger before its roles' fallback pager is paged too. One failure is
 # often a blip (a timeout, a 503 during a deploy) that the next try rides out; three in a row,
@@ -92,15 +97,18 @@ class PageWorker(DueWorker):
         self._settings = ctx.settings
         self._on_events = ctx.on_effects
         self._in_flight: set[str] = set()
-        self._sem = asyncio.Semaphore(ctx.settings.page_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs whose pager call has not ended: INCIDENTD_PAGE_CONCURRENCY bounds these. A job
+        # recording its outcome holds no slot (the store writes outcomes in groups), only its
+        # lease and its incident's place in line.
+        self._calling = 0
         # Jobs the persist stage leased for us as it stored them, waiting for a free slot or
         # for their incident's job in flight; and the slots kept for jobs about to be handed.
         self._handed: list[HandedPage] = []
         self._reserved = 0
 
     def _free(self) -> int:
-        return self._settings.page_concurrency - len(self._tasks) - self._reserved - len(self._handed)
+        return self._settings.page_concurrency - self._calling - self._reserved - len(self._handed)
 
     def reserve(self, wanted: int) -> Reservation:
         """Keep up to ``wanted`` slots for the jobs a batch is storing (:meth:`hand` ends it).
@@ -119,7 +127,7 @@ class PageWorker(DueWorker):
 
     def _start_handed(self) -> None:
         for page in list(self._handed):
-            if len(self._tasks) >= self._settings.page_concurrency:
+            if self._calling >= self._settings.page_concurrency:
                 return
             if page.job.incident_id not in self._in_flight:
                 self._handed.remove(page)
@@ -127,6 +135,7 @@ class PageWorker(DueWorker):
 
     def _start(self, job: PageJob, inc: Incident | None, *, handed: bool = False) -> None:
         self._in_flight.add(job.incident_id)
+        self._calling += 1
         task = asyncio.create_task(self._guarded(job, inc, handed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -165,14 +174,25 @@ class PageWorker(DueWorker):
         await self.drain()
 
     async def _guarded(self, job: PageJob, inc: Incident | None, handed: bool) -> None:
+        calling = _CALLING.set([True])
         try:
-            async with self._sem:
-                await self._process(job, inc, handed)
+            await self._process(job, inc, handed)
         except Exception:
             # The lease expires and the job runs again; never lose it.
             log.exception("page job %s failed to record its outcome", job.id)
         finally:
+            self._call_ended()
+            _CALLING.reset(calling)
             self._in_flight.discard(job.incident_id)
+            self._start_handed()
+            self._wake.set()
+
+    def _call_ended(self) -> None:
+        """This task's pager call is over (or never came): its slot is free for the next."""
+        flag = _CALLING.get()
+        if flag and flag[0]:
+            flag[0] = False
+            self._calling -= 1
             self._start_handed()
             self._wake.set()
 
@@ -348,6 +368,7 @@ class PageWorker(DueWorker):
     ) -> bool:
         """The attempt's outcome, its events and the pages it hands over, in one
         transaction, if we still hold the job; False if the lease was lost."""
+        self._call_ended()
         now = self._clock.now()
 
         async def finish(conn: Any) -> bool:

@@ -12,7 +12,7 @@ the one at fault fails.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -24,7 +24,8 @@ from service.store.database import Database
 E = TypeVar("E")
 Guard = Callable[[AsyncConnection], Awaitable[bool]]
 Then = Callable[[AsyncConnection], Awaitable[None]]
-Apply = Callable[[AsyncConnection, E, datetime], Awaitable[None]]
+# Writes the effects of every commit of a group whose guard let it through, in order.
+Apply = Callable[[AsyncConnection, Sequence[tuple[E, datetime]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -86,15 +87,16 @@ class GroupCommit(Generic[E]):
     async def _write(self, group: list[_Request[E]]) -> list[bool]:
         out: list[bool] = []
         async with self._db.write() as conn:
+            # Guards first, then every kept commit's effects in one statement per table, then
+            # what runs after them (a then sees its own effects and those of the group).
             for req in group:
-                if req.guard is not None and not await req.guard(conn):
-                    out.append(False)
-                    continue
-                await self._apply(conn, req.effects, req.now)
+                out.append(req.guard is None or await req.guard(conn))
+            kept = [req for req, ok in zip(group, out, strict=True) if ok]
+            await self._apply(conn, [(req.effects, req.now) for req in kept])
+            for req in kept:
                 if req.then is not None:
                     # Run again if the group is written again: what it answers is the last run's.
                     await req.then(conn)
-                out.append(True)
         return out
 
 

@@ -90,21 +90,34 @@ class Incidents:
     async def save(conn: AsyncConnection, inc: Incident) -> None:
         """Insert a new incident or update it from the version it was read at; raises
         :class:`ConcurrentUpdate` if someone else wrote it since."""
-        values = {
-            "group_key": inc.group_key,
-            "is_current": inc.is_current,
-            "status": inc.status.value,
-            "severity": inc.severity,
-            "opened_at": inc.opened_at.timestamp(),
-            "data": dump_incident(inc),
-        }
-        if inc.version == 0:
-            await conn.execute(insert(incidents).values(id=inc.id, version=1, **values))
-            return
-        result = await conn.execute(
-            update(incidents)
-            .where(incidents.c.id == inc.id, incidents.c.version == inc.version)
-            .values(version=inc.version + 1, **values)
-        )
-        if result.rowcount != 1:
-            raise ConcurrentUpdate(inc.id)
+        await Incidents.save_all(conn, [inc])
+
+    @staticmethod
+    async def save_all(conn: AsyncConnection, incs: Sequence[Incident]) -> None:
+        """:meth:`save` for each, the new ones in one insert (a storm opens hundreds at once).
+        Updates first: a new incident of a group takes the place of one that stops being the
+        group's current one (a unique index), and that one's update frees the place."""
+        for inc in incs:
+            if inc.version == 0:
+                continue
+            result = await conn.execute(
+                update(incidents)
+                .where(incidents.c.id == inc.id, incidents.c.version == inc.version)
+                .values(version=inc.version + 1, **_values(inc))
+            )
+            if result.rowcount != 1:
+                raise ConcurrentUpdate(inc.id)
+        new = [{"id": i.id, "version": 1, **_values(i)} for i in incs if i.version == 0]
+        if new:
+            await conn.execute(insert(incidents), new)
+
+
+def _values(inc: Incident) -> dict[str, object]:
+    return {
+        "group_key": inc.group_key,
+        "is_current": inc.is_current,
+        "status": inc.status.value,
+        "severity": inc.severity,
+        "opened_at": inc.opened_at.timestamp(),
+        "data": dump_incident(inc),
+    }

@@ -64,20 +64,28 @@ class Outbox:
 
     @staticmethod
     async def add(conn: AsyncConnection, events: Sequence[OutboxRecord], now: datetime) -> None:
-        if not events:
-            return
-        stamp = now.timestamp()
+        await Outbox.add_all(conn, [(events, now)])
+
+    @staticmethod
+    async def add_all(
+        conn: AsyncConnection, writes: Sequence[tuple[Sequence[OutboxRecord], datetime]]
+    ) -> None:
+        """The events of several commits, each stamped with its own time: one insert per table."""
         entries = [
-            {"incident_id": t.incident_id, "type": t.type, "summary": t.summary, "at": stamp}
+            {"incident_id": t.incident_id, "type": t.type, "summary": t.summary, "at": now.timestamp()}
+            for events, now in writes
             for e in events
             if (t := e.timeline) is not None
         ]
         if entries:
             await conn.execute(insert(timeline), entries)
-        await conn.execute(
-            insert(outbox),
-            [{"topic": e.topic, "key": e.key, "value": e.value, "created_at": stamp} for e in events],
-        )
+        rows = [
+            {"topic": e.topic, "key": e.key, "value": e.value, "created_at": now.timestamp()}
+            for events, now in writes
+            for e in events
+        ]
+        if rows:
+            await conn.execute(insert(outbox), rows)
 
     @staticmethod
     def _not_behind_held(now: datetime) -> ColumnElement[bool]:

@@ -211,10 +211,16 @@ class PageJobs:
 
     async def add(self, conn: AsyncConnection, pages: Sequence[NewPage], now: datetime) -> None:
         """Store page jobs; one already stored under the same key is left as it is."""
-        if not pages:
-            return
+        await self.add_rows(conn, self.rows(pages, now))
+
+    async def add_rows(self, conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+        if rows:
+            await conn.execute(self._db.insert_ignore(page_jobs), rows)
+
+    @staticmethod
+    def rows(pages: Sequence[NewPage], now: datetime) -> list[dict[str, object]]:
         stamp = now.timestamp()
-        rows = [
+        return [
             {
                 "incident_id": p.incident_id,
                 "integration": p.integration,
@@ -232,7 +238,6 @@ class PageJobs:
             }
             for p in pages
         ]
-        await conn.execute(self._db.insert_ignore(page_jobs), rows)
 
     async def find_by_key(self, key: str, integration: str | None = None) -> PageKey | None:
         """The trigger page stored under this idempotency key, preferring ``integration``'s

@@ -188,10 +188,16 @@ class RemediationJobs:
     async def add(self, conn: AsyncConnection, requests: Sequence[RemediationRequest], now: datetime) -> None:
         """Store the jobs a batch asks for: one per (incident opening, policy, target),
         however often asked; a refused one is stored as skipped."""
-        if not requests:
-            return
+        await self.add_rows(conn, self.rows(requests, now))
+
+    async def add_rows(self, conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+        if rows:
+            await conn.execute(self._db.insert_ignore(remediations), rows)
+
+    @staticmethod
+    def rows(requests: Sequence[RemediationRequest], now: datetime) -> list[dict[str, object]]:
         stamp = now.timestamp()
-        rows = [
+        return [
             {
                 "id": r.id,
                 "incident_id": r.incident_id,
@@ -214,7 +220,6 @@ class RemediationJobs:
             }
             for r in requests
         ]
-        await conn.execute(self._db.insert_ignore(remediations), rows)
 
     async def existing_keys(self, incident_ids: Iterable[str]) -> set[tuple[str, int, str, str]]:
         """(incident id, opening, policy, target key) of the jobs these incidents have."""

@@ -95,21 +95,28 @@ class Store:
     async def ping(self) -> None:
         await self.db.ping()
 
-    async def _apply_some(self, conn: AsyncConnection, effects: Effects, now: datetime) -> None:
-        if effects:
-            await self.apply(conn, effects, now)
+    async def _apply_some(self, conn: AsyncConnection, writes: Sequence[tuple[Effects, datetime]]) -> None:
+        if any(effects for effects, _ in writes):
+            await self.apply_all(conn, writes)
 
     async def apply(self, conn: AsyncConnection, effects: Effects, now: datetime) -> None:
         """Write ``effects`` in ``conn``'s transaction; raises :class:`ConcurrentUpdate`
         when an incident changed since it was read."""
-        for inc in effects.incidents:
-            await self.incidents.save(conn, inc)
-        await self.outbox.add(conn, effects.events, now)
-        await self.pages.add(conn, effects.pages, now)
-        await self.timers.add(conn, effects.timers)
-        await self.remediations.add(conn, effects.remediations, now)
+        await self.apply_all(conn, [(effects, now)])
+
+    async def apply_all(self, conn: AsyncConnection, writes: Sequence[tuple[Effects, datetime]]) -> None:
+        """:meth:`apply` for the effects of several commits (a group commit's), one statement
+        per table rather than one per table and commit: each statement is a trip to the
+        database. Each commit's rows keep its own time; their order is the commits' order."""
+        await self.incidents.save_all(conn, [i for e, _ in writes for i in e.incidents])
+        await self.outbox.add_all(conn, [(e.events, now) for e, now in writes])
+        await self.pages.add_rows(conn, [r for e, now in writes for r in self.pages.rows(e.pages, now)])
+        await self.timers.add(conn, [t for e, _ in writes for t in e.timers])
+        await self.remediations.add_rows(
+            conn, [r for e, now in writes for r in self.remediations.rows(e.remediations, now)]
+        )
         if self.db.postgres:
-            await notify(conn, effects.queues())
+            await notify(conn, sorted({q for e, _ in writes for q in e.queues()}))
 
     async def commit(
         self,

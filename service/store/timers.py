@@ -54,7 +54,11 @@ class Timers:
         """Schedule timers; one already scheduled under the same name is left as it is."""
         if not intents:
             return
-        rows = [
+        await conn.execute(self._db.insert_ignore(timers), self.rows(intents))
+
+    @staticmethod
+    def rows(intents: Sequence[TimerIntent]) -> list[dict[str, object]]:
+        return [
             {
                 "incident_id": t.incident_id,
                 "opening": t.opening,
@@ -64,7 +68,6 @@ class Timers:
             }
             for t in intents
         ]
-        await conn.execute(self._db.insert_ignore(timers), rows)
 
     def _named(self, triage: bool) -> ColumnElement[bool]:
         """Triage timers or every other timer: each has its own worker, so slow probes
