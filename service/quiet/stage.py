@@ -20,10 +20,13 @@ from service.models import AlertState, AlertStatus, Incident, IncidentStatus, Pa
 from service.quiet.gate import Gate, SilenceLike, SourceIndex
 from service.quiet.transitions import flap_quiet_timer, lift, start_hold
 from service.ruleset.models import RuleSet
+from service.store.database import chunks
 
 # Inhibition sources are the open incidents; more than this many open at once is a storm
 # in which the newest explain the rest.
 MAX_SOURCES = 5000
+# Incidents decoded at once (each may carry hundreds of alerts).
+READ_AT_ONCE = 100
 
 
 class ActiveSilences(Protocol):
@@ -173,13 +176,18 @@ def _withheld(
     return False
 
 
-async def refresh_sources(index: SourceIndex, incidents: OpenIncidents) -> int:
+async def refresh_sources(
+    index: SourceIndex, incidents: OpenIncidents, current: dict[str, int] | None = None
+) -> int:
     """Read again only the open incidents whose stored version the index has not taken
-    (others' changes, and this consumer's own once stored), and forget the ones no longer
-    open: a storm's thousand open incidents are not decoded again every few seconds.
-    Returns how many were read."""
-    current = await incidents.open_versions(MAX_SOURCES)
+    (others' changes, and a commit of this consumer's that lost a race), a hundred at a
+    time, and forget the ones no longer open: a storm's thousand open incidents are not
+    decoded again every few seconds, nor all at once. ``current``: the open incidents'
+    versions, if just read. Returns how many were read."""
+    if current is None:
+        current = await incidents.open_versions(MAX_SOURCES)
     index.forget([i for i in index.versions if i not in current])
     stale = [i for i, v in current.items() if index.versions.get(i) != v]
-    index.update(await incidents.get_many(stale), stored=True)
+    for chunk in chunks(stale, READ_AT_ONCE):
+        index.update(await incidents.get_many(chunk), stored=True)
     return len(stale)
