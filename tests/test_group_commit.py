@@ -29,17 +29,26 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def count_transactions(store: Store) -> list[int]:
-    """Counts the write transactions from now on."""
+    """Counts the write transactions from now on (a group commit's and any other)."""
     seen = [0]
-    write = store.db.write
 
-    @contextlib.asynccontextmanager
-    async def counted() -> AsyncIterator[AsyncConnection]:
+    def counting(write: Any) -> Any:
+        @contextlib.asynccontextmanager
+        async def counted() -> AsyncIterator[AsyncConnection]:
+            seen[0] += 1
+            async with write() as conn:
+                yield conn
+
+        return counted
+
+    write_group = store.db.write_group
+
+    async def counted_group(work: Any) -> Any:
         seen[0] += 1
-        async with write() as conn:
-            yield conn
+        return await write_group(work)
 
-    store.db.write = counted  # type: ignore[method-assign]
+    store.db.write = counting(store.db.write)  # type: ignore[method-assign]
+    store.db.write_group = counted_group  # type: ignore[method-assign]
     return seen
 
 
@@ -123,3 +132,28 @@ async def test_a_new_incident_takes_the_place_of_the_one_it_replaces_in_the_same
     assert await store.commit(Effects(incidents=[new, stored]), T0)
     current = await store.incidents.load_current([old.group_key])
     assert current[old.group_key].id == "inc-new"
+
+
+async def test_a_lock_held_by_another_process_is_waited_for_off_the_event_loop(
+    store: Store, tmp_path: Path
+) -> None:
+    """Group commits run their statements in the event loop's thread, but never SQLite's busy
+    wait: while another process holds the write lock, the loop keeps running, and the commit
+    is written once the lock is let go."""
+    import sqlite3
+
+    other = sqlite3.connect(str(tmp_path / "state.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    commit = asyncio.create_task(store.commit(Effects(incidents=[make_incident("inc-late")]), T0))
+    loop = asyncio.get_running_loop()
+    gaps = []
+    for _ in range(20):  # the loop turns while the commit waits (a busy wait would stall it)
+        before = loop.time()
+        await asyncio.sleep(0.01)
+        gaps.append(loop.time() - before)
+    assert max(gaps) < 1.0, gaps  # SQLite's busy wait would be its 5 s timeout
+    assert not commit.done()
+    other.execute("ROLLBACK")
+    other.close()
+    assert await asyncio.wait_for(commit, 30) is True
+    assert [i.id for i in await store.incidents.list("open", None, 10)] == ["inc-late"]

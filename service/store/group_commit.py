@@ -85,18 +85,18 @@ class GroupCommit(Generic[E]):
         _settle(req, ok)
 
     async def _write(self, group: list[_Request[E]]) -> list[bool]:
-        out: list[bool] = []
-        async with self._db.write() as conn:
-            # Guards first, then every kept commit's effects in one statement per table, then
-            # what runs after them (a then sees its own effects and those of the group).
-            for req in group:
-                out.append(req.guard is None or await req.guard(conn))
-            kept = [req for req, ok in zip(group, out, strict=True) if ok]
-            await self._apply(conn, [(req.effects, req.now) for req in kept])
-            for req in kept:
-                if req.then is not None:
-                    # Run again if the group is written again: what it answers is the last run's.
-                    await req.then(conn)
+        return await self._db.write_group(lambda conn: self._write_in(conn, group))
+
+    async def _write_in(self, conn: AsyncConnection, group: list[_Request[E]]) -> list[bool]:
+        # Guards first, then every kept commit's effects in one statement per table, then
+        # what runs after them (a then sees its own effects and those of the group).
+        out = [req.guard is None or await req.guard(conn) for req in group]
+        kept = [req for req, ok in zip(group, out, strict=True) if ok]
+        await self._apply(conn, [(req.effects, req.now) for req in kept])
+        for req in kept:
+            if req.then is not None:
+                # Run again if the group is written again: what it answers is the last run's.
+                await req.then(conn)
         return out
 
 
