@@ -14,9 +14,18 @@ from pydantic import ValidationError
 
 from service.clock import iso
 from service.correlate.fingerprint import fingerprint, valid_fingerprint
-from service.ingest.payloads import MAX_JSON_DEPTH, AlertIn, PostableAlertIn, WebhookIn, encodes
+from service.ingest.payloads import (
+    MAX_JSON_DEPTH,
+    STORABLE_TEXT,
+    AlertIn,
+    PostableAlertIn,
+    WebhookIn,
+    encodes,
+)
 from service.models import Alert, AlertStatus
 
+_STORABLE = {STORABLE_TEXT: True}
+_STATUS = {s.value: s for s in AlertStatus}
 # Alertmanager writes "no end" as Go's zero time.
 _GO_ZERO_YEAR = 1
 _LOC_PART_CHARS = 64
@@ -248,8 +257,12 @@ def parse_webhook(raw: bytes, now: datetime) -> list[Alert] | None:
     """
     if b'"alerts"' not in raw:
         return None
+    # pydantic's parser refuses a raw control character and a lone surrogate escape in a
+    # string, so a NUL can only come as the escape \u0000: without one, every string of the
+    # document is storable, and the per-alert check is skipped.
+    context = None if b"\\u0000" in raw else _STORABLE
     try:
-        return [normalise(a, now) for a in WebhookIn.model_validate_json(raw).alerts]
+        return [normalise(a, now) for a in WebhookIn.model_validate_json(raw, context=context).alerts]
     except ValidationError:
         return None
 
@@ -264,7 +277,7 @@ def normalise(a: AlertIn, now: datetime) -> Alert:
     starts_at = _utc(a.starts_at) or now
     ends_at = _utc(a.ends_at)
     if a.status is not None:
-        status = AlertStatus(a.status)
+        status = _STATUS[a.status]
     else:
         # A single alert without status follows Alertmanager's own rule: ended means resolved.
         status = AlertStatus.RESOLVED if ends_at and ends_at <= now else AlertStatus.FIRING
