@@ -367,6 +367,8 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
             f"(e4) new incidents under {_num(sh.repeats_alerts_per_s)} repeated alerts/s",
             *_lat(sh.repeats_new_ms),
         ),
+        ("    of which 202 -> stored", *_lat(sh.repeats_new_stored_ms)),
+        ("    of which 202 -> polled (its batch enters the pipeline)", *_lat(sh.repeats_new_polled_ms)),
         (
             "(e5) RSS during the storm: peak - idle",
             f"{sh.rss_peak_mib - sh.rss_idle_mib:+.0f} MiB",

@@ -59,7 +59,7 @@ from bench.common import (
 )
 from bench.load import (
     HEADERS,
-    SEV1_CLUSTER,
+    PROBE_CLUSTER,
     WEBHOOK,
     failures,
     post_all,
@@ -116,6 +116,8 @@ class StormHttpResult:
     sev1_polled_ms: dict[str, float] = field(default_factory=dict)  # 202 -> its batch polled
     # (4)
     repeats_new_ms: dict[str, float] = field(default_factory=dict)
+    repeats_new_stored_ms: dict[str, float] = field(default_factory=dict)  # 202 -> its batch stored
+    repeats_new_polled_ms: dict[str, float] = field(default_factory=dict)  # 202 -> its batch polled
     repeats_alerts_per_s: float = 0.0  # the repeats' offered load actually answered
     # (5)
     rss_idle_mib: float = 0.0
@@ -238,23 +240,23 @@ class StoredClock:
         self.done_at = 0.0
         self.done = asyncio.Event()
         self.probe = Probe(0)
-        self.sev1_stored: dict[str, float] = {}  # each probe SEV-1's cluster -> its batch stored
-        self.sev1_polled: dict[str, float] = {}  # ... -> its batch entered the pipeline
+        self.probe_stored: dict[str, float] = {}  # each probe's cluster -> its batch stored
+        self.probe_polled: dict[str, float] = {}  # ... -> its batch entered the pipeline
 
     def install(self, pipeline: Pipeline) -> None:
         pipeline.stages = [self.enter, *(self.probe.timed(s) for s in pipeline.stages), self.leave]
 
     async def enter(self, batch: Batch) -> Batch:
         for r in batch.records:
-            if r.value and (m := SEV1_CLUSTER.search(r.value)):
-                self.sev1_polled.setdefault(m.group(1).decode(), time.perf_counter())
+            if r.value and (m := PROBE_CLUSTER.search(r.value)):
+                self.probe_polled.setdefault(m.group(1).decode(), time.perf_counter())
         return batch
 
     async def leave(self, batch: Batch) -> Batch:
         self.batches += 1
         for r in batch.records:
-            if r.value and (m := SEV1_CLUSTER.search(r.value)):
-                self.sev1_stored.setdefault(m.group(1).decode(), time.perf_counter())
+            if r.value and (m := PROBE_CLUSTER.search(r.value)):
+                self.probe_stored.setdefault(m.group(1).decode(), time.perf_counter())
         self.records += sum(1 for r in batch.records if r.value and self.prefix in r.value)
         if self.target and self.records >= self.target and not self.done.is_set():
             self.done_at = time.perf_counter()
@@ -372,10 +374,10 @@ async def storm_phase(
     sev1_pages = first_pages(pager, "sev1-")
     result.sev1_ms = summary_ms([sev1_pages[k] - t for k, t in sev1.accepted.items() if k in sev1_pages])
     result.sev1_stored_ms = summary_ms(
-        [clock.sev1_stored[k] - t for k, t in sev1.accepted.items() if k in clock.sev1_stored]
+        [clock.probe_stored[k] - t for k, t in sev1.accepted.items() if k in clock.probe_stored]
     )
     result.sev1_polled_ms = summary_ms(
-        [clock.sev1_polled[k] - t for k, t in sev1.accepted.items() if k in clock.sev1_polled]
+        [clock.probe_polled[k] - t for k, t in sev1.accepted.items() if k in clock.probe_polled]
     )
     missing = len(set(sev1.accepted) - set(sev1_pages))
     if missing:
@@ -385,7 +387,7 @@ async def storm_phase(
 
 
 async def repeats_phase(
-    url: str, pager: RecordingNotifier, p: StormHttpParams, result: StormHttpResult
+    url: str, pager: RecordingNotifier, clock: StoredClock, p: StormHttpParams, result: StormHttpResult
 ) -> None:
     """(4): the open incidents first, then repeats and new incidents on a fixed timeline."""
     per_body = max(1, round(p.repeats_rate / p.repeats_open))  # each open group re-sent once a second
@@ -426,6 +428,12 @@ async def repeats_phase(
     )
     pages = first_pages(pager, "new-")
     result.repeats_new_ms = summary_ms([pages[k] - t for k, t in new.accepted.items() if k in pages])
+    result.repeats_new_stored_ms = summary_ms(
+        [clock.probe_stored[k] - t for k, t in new.accepted.items() if k in clock.probe_stored]
+    )
+    result.repeats_new_polled_ms = summary_ms(
+        [clock.probe_polled[k] - t for k, t in new.accepted.items() if k in clock.probe_polled]
+    )
     missing = len(set(new.accepted) - set(pages))
     if missing:
         result.problems.append(f"(e4) {missing} of {len(new.accepted)} new incidents not paged")
@@ -440,9 +448,10 @@ async def service_phases(setup: Setup, p: StormHttpParams, result: StormHttpResu
         await _warm_up(url, pager, result)
         await storm_phase(url, pager, clock, p, result)
     pager = RecordingNotifier()
-    async with serving(setup, pager, StoredClock(b"-")) as url:
+    clock = StoredClock(b"-")
+    async with serving(setup, pager, clock) as url:
         await _warm_up(url, pager, result)
-        await repeats_phase(url, pager, p, result)
+        await repeats_phase(url, pager, clock, p, result)
 
 
 async def _warm_up(url: str, pager: RecordingNotifier, result: StormHttpResult) -> None:
