@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from service.batch import Batch, Pipeline
 from service.clock import ManualClock
@@ -26,14 +23,6 @@ from tests.support.incidents import make_incident
 from tests.support.time import T0
 
 OPEN = 250
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def firing(inc: Incident, n: int) -> Incident:
