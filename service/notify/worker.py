@@ -30,6 +30,7 @@ from service.batch import ACTION_ITEM
 from service.context import Context
 from service.models import Incident, IncidentStatus, PageAction
 from service.notify.base import Notifier, PageError, PageRequest
+from service.notify.failover import Failover
 from service.notify.requests import (
     backup_pages,
     build_request,
@@ -90,7 +91,7 @@ class PageWorker(DueWorker):
         # A pager that is configured and also a fallback keeps its one notifier; jobs of
         # both kinds are claimed, so the pages failed over to a fallback get sent.
         self._notifiers = {**(fallbacks or {}), **notifiers}
-        self._failover_after = failover_after
+        self._failover = Failover(ctx.rules, set(self._notifiers), self._jobs, failover_after)
         self._rules = ctx.rules
         self._events = ctx.events
         self._metrics = ctx.metrics
@@ -289,7 +290,7 @@ class PageWorker(DueWorker):
         unanswered = awaits_answer(inc, job, self._rules)
         retrying = exc.retryable and (unanswered or attempt < self._settings.page_max_attempts)
         next_at = now + timedelta(seconds=self._backoff(attempt, exc.retry_after)) if retrying else None
-        failover = await self._failover(job, attempt, retrying)
+        failover = await self._failover.pages(job, attempt, retrying)
         fallbacks = [p.integration for p in failover]
         part = page_part(job, request, attempt, error=reason, retrying=retrying, failover=fallbacks)
         event = self._events.build("page.failed", inc.snapshot(), {"page": part}, now)
@@ -318,46 +319,6 @@ class PageWorker(DueWorker):
                 attempt,
                 ", ".join(fallbacks),
             )
-
-    async def _failover(self, job: PageJob, attempt: int, retrying: bool) -> list[NewPage]:
-        """The pages this failed trigger is handed to: the same page through each fallback
-        pager of its roles that has not got it yet. After ``failover_after`` failures, or at
-        once when the pager refused for good (nothing else would reach anyone)."""
-        if job.action is not PageAction.TRIGGER or (retrying and attempt < self._failover_after):
-            return []
-        if job.integration in FOLLOW_UP_NAMES:
-            return []  # a status page that is down is no reason to page anyone elsewhere
-        wanted = [p for p in self._rules.contacts.fallbacks_for(job.roles) if p != job.integration]
-        if not wanted:
-            return []
-        missing = [p for p in wanted if p not in self._notifiers]
-        if missing:
-            log.error(
-                "page for %s: fallback pager(s) %s of contacts.yaml not set up in this process",
-                job.incident_id,
-                ", ".join(missing),
-            )
-        # Once per pager: a page it already has (failed over earlier, or a configured pager
-        # paged from the start) is not handed over again (the job table would ignore it too).
-        has = {
-            v.integration
-            for v in await self._jobs.for_incident(job.incident_id)
-            if v.action == PageAction.TRIGGER and v.opening == job.opening and v.target == job.target
-        }
-        return [
-            NewPage(
-                job.incident_id,
-                name,
-                PageAction.TRIGGER,
-                job.opening,
-                job.target,
-                tuple(job.roles),
-                job.message,
-                job.by,
-            )
-            for name in wanted
-            if name in self._notifiers and name not in has
-        ]
 
     async def _finish(
         self,
