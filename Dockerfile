@@ -14,7 +14,10 @@ WORKDIR /src
 # README.md* : optional (pyproject names it as the long description), present once written.
 COPY pyproject.toml README.md* ./
 COPY service ./service
+# Bytecode compiled here: PYTHONDONTWRITEBYTECODE keeps every start from writing it, so without
+# it every start compiled the service's modules again.
 RUN pip install . \
+    && python -m compileall -q /opt/venv/lib >/dev/null \
     && incidentd --help >/dev/null
 
 # ---- runtime ----

@@ -41,6 +41,7 @@ from bench.raw import RawResult, run_raw
 from bench.replicas import ReplicaResult, run_replicas
 from bench.storm import StormResult, run_storm
 from bench.storm_http import STARTUPS, StormHttpParams, StormHttpResult, run_storm_http
+from service import allocator
 from service.embedded.broker import embedded_broker
 from service.ruleset import load_rules
 
@@ -399,6 +400,8 @@ def print_profile(path: Path, top: int = 30) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_logging()
+    # The service runs in this process: its allocator as `incidentd run` sets it.
+    allocator.limit_arenas()
     start = time.perf_counter()
     results = asyncio.run(bench(args))
     out = report(args, results, time.perf_counter() - start)

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from service import allocator
 from service.commandline import incidents
 from service.commandline import tail as tail_command
 from service.commandline.exits import Exit, fail, load_settings
@@ -189,6 +190,8 @@ def run(
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
         raise _fail_run(fmt, "rules are invalid, not starting:\n" + str(exc)) from None
+    # Before any thread starts (the store's driver threads each took an arena of their own).
+    allocator.limit_arenas()
     try:
         asyncio.run(_serve(settings, rules, embedded))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable
 from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
 
+from service.allocator import HeapTrimmer
 from service.batch import Pipeline, Stored
 from service.classify.lane import urgent_lane
 from service.clock import Clock, SystemClock
@@ -159,6 +160,7 @@ class Runtime:
         self.noise = NoiseWorker(ctx, build_lift_pipeline(ctx, paging, remediation_mode), self.intake.accept)
         self.pipeline: Pipeline = build_pipeline(ctx, paging, self.dead_letters, remediation_mode)
         self.progress = Progress()
+        self.heap = HeapTrimmer()
         # Acks and closes also reach the fallback pagers, in case a page went out through them.
         self.commands = CommandHandler(ctx, [*pagers, *self.fallbacks], comms)
         self.approvals = Approvals(self.store, self.clock, on_change=self.remediation.wake)
@@ -231,6 +233,8 @@ class Runtime:
         return bool(await self.broker.ping(timeout=2.0))
 
     async def _after_batch(self, records: int, stored: Stored | None) -> None:
+        # Behind the workers this wakes: a trim takes a millisecond, a page should not wait.
+        asyncio.get_running_loop().call_soon(self.heap.after_work)
         await self.progress.add(records)
         if stored is None:
             self._heard(None)  # unknown (a failed batch): everyone looks

@@ -1,0 +1,162 @@
+"""glibc's malloc arenas are capped at start-up (service/allocator.py): measured in real
+processes, by the arenas their memory maps show."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from service.allocator import ARENAS, HeapTrimmer
+from tests.support.payloads import alert, body, webhook
+from tests.support.service import free_port, run_service, spawn_run, test_settings
+
+# glibc's thread arenas are heaps of HEAP_MAX_SIZE (64 MiB on 64-bit), aligned to it.
+HEAP_MAX = 64 << 20
+
+
+def thread_arenas(pid: int | str = "self") -> int:
+    """Anonymous read-write mappings that start on a 64 MiB boundary: a thread arena's heap
+    each (the main arena is the ``[heap]`` mapping, which has a name)."""
+    count = 0
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        start = int(fields[0].split("-")[0], 16)
+        if len(fields) == 5 and fields[1] == "rw-p" and start % HEAP_MAX == 0:
+            count += 1
+    return count
+
+
+# Eight threads allocating at once, each blocks of the size pymalloc passes to malloc.
+THREADS = f"""
+import sys, threading
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from service.allocator import limit_arenas
+from tests.test_allocator import thread_arenas
+capped = limit_arenas() if sys.argv[1] == "cap" else None
+held, both = [], threading.Barrier(8)
+def work():
+    both.wait()
+    held.append([bytes(3000) for _ in range(2000)])
+    both.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(capped, thread_arenas())
+"""
+
+
+def run_threads(mode: str, **env: str) -> tuple[str, int]:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
+    out = subprocess.run(
+        [sys.executable, "-c", THREADS, mode], capture_output=True, text=True, env=environ, check=True
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_threads_share_the_capped_arenas() -> None:
+    assert run_threads("cap") == ("True", ARENAS - 1)  # and the main arena
+    capped, uncapped = run_threads("none")
+    assert capped == "None" and uncapped >= 6
+
+
+def test_the_environment_wins() -> None:
+    # MALLOC_ARENA_MAX set: glibc applies it itself, and limit_arenas leaves it alone.
+    capped, arenas = run_threads("cap", MALLOC_ARENA_MAX="4")
+    assert capped == "False" and ARENAS - 1 < arenas <= 3
+
+
+async def test_incidentd_run_caps_its_arenas(tmp_path: Path) -> None:
+    """The running service, its store threads busy with an incident: two arenas, where the
+    same service with glibc's own limit has one per thread."""
+    procs = []
+    for name, env in (("capped", {}), ("glibc", {"MALLOC_ARENA_MAX": "64"})):
+        (tmp_path / name).mkdir()
+        port = free_port()
+        env |= {
+            "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "INCIDENTD_HTTP_PORT": str(port),
+        }
+        procs.append((await spawn_run(tmp_path / name, env), port))
+    try:
+        arenas = [await _paged_then_arenas(proc, port) for proc, port in procs]
+        assert arenas[0] <= ARENAS - 1 < 3 <= arenas[1]
+    finally:
+        for proc, _ in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def _paged_then_arenas(proc: asyncio.subprocess.Process, port: int) -> int:
+    assert proc.stdout is not None
+
+    async def line(pattern: str) -> None:
+        assert proc.stdout is not None
+        while pattern not in (raw := await proc.stdout.readline()).decode():
+            assert raw, f"incidentd run ended before {pattern!r}"
+
+    await asyncio.wait_for(line("incidentd is running"), 60)
+    async with httpx.AsyncClient(timeout=30) as client:
+        resp = await client.post(
+            f"http://127.0.0.1:{port}/api/v1/alerts/alertmanager",
+            content=body(webhook(alert("ApiDown", namespace="aragora"))),
+        )
+        assert resp.status_code == 202
+    await asyncio.wait_for(line("=== PAGE P1 inc-"), 60)
+    return thread_arenas(proc.pid)
+
+
+# 80 MiB of 40 KB blocks (malloc's heap, under its mmap threshold), every 20th kept: freed
+# memory below live blocks, which glibc does not give back by itself.
+FRAGMENTED = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from service.allocator import HeapTrimmer
+def rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+blocks = [bytes(40_000) for _ in range(2_000)]
+kept = blocks[::20]
+del blocks
+before = rss_mib()
+trimmer = HeapTrimmer()
+if sys.argv[1] == "trim":
+    trimmer.after_work()
+print(before, rss_mib(), trimmer.trims)
+"""
+
+
+def rss_around(mode: str) -> tuple[int, int, int]:
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED, mode], capture_output=True, text=True, check=True)
+    before, after, trims = map(int, out.stdout.split())
+    return before, after, trims
+
+
+def test_a_trim_gives_freed_heap_back() -> None:
+    before, after, trims = rss_around("trim")
+    assert trims == 1 and before - after >= 50
+    before, after, trims = rss_around("none")
+    assert trims == 0 and before - after < 5  # glibc alone keeps it
+
+
+def test_trims_are_at_most_one_per_interval() -> None:
+    now = [100.0]
+    trimmer = HeapTrimmer(min_interval=0.05, clock=lambda: now[0])
+    for t in (100.0, 100.01, 100.04, 100.06, 100.2, 100.21):
+        now[0] = t
+        trimmer.after_work()
+    assert trimmer.trims == 3  # at 100.0, 100.06 and 100.2
+
+
+async def test_the_service_trims_after_a_stored_slice(kafka: str, tmp_path: Path) -> None:
+    async with run_service(test_settings(kafka, tmp_path)) as svc:
+        before = svc.runtime.heap.trims
+        assert (await svc.post_webhook(body(webhook(alert("ApiDown"))))).status_code == 202
+        await svc.runtime.progress.wait_records(1)
+        assert svc.runtime.heap.trims == before + 1
