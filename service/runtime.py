@@ -233,8 +233,11 @@ class Runtime:
         return bool(await self.broker.ping(timeout=2.0))
 
     async def _after_batch(self, records: int, stored: Stored | None) -> None:
-        # Behind the workers this wakes: a trim takes a millisecond, a page should not wait.
+        await self._wake_after(records, stored)
+        # Queued behind the wake-ups just made, not run inline: a trim takes up to a ms.
         asyncio.get_running_loop().call_soon(self.heap.after_work)
+
+    async def _wake_after(self, records: int, stored: Stored | None) -> None:
         await self.progress.add(records)
         if stored is None:
             self._heard(None)  # unknown (a failed batch): everyone looks
