@@ -25,16 +25,19 @@ class Classifier:
 
     def classify(self, alert: Alert) -> Alert:
         """Severity and the rule that chose it: cheap, done for every alert."""
-        cls = self._rules.classify
-        rule = self.rule_for(alert.labels)
-        if rule is not None:
-            alert.severity, alert.rule = rule.severity, rule.name
-        else:
-            label_value = alert.labels.get(cls.fallback.label, "").lower()
-            mapped = cls.fallback.map.get(label_value)
-            alert.severity = mapped or cls.default
-            alert.rule = f"fallback:{cls.fallback.label}" if mapped else "default"
+        alert.severity, alert.rule = self.severity_of(alert.labels)
         return alert
+
+    def severity_of(self, labels: dict[str, str]) -> tuple[str, str]:
+        """The severity these labels get, and the name of the rule that gives it."""
+        rule = self.rule_for(labels)
+        if rule is not None:
+            return rule.severity, rule.name
+        cls = self._rules.classify
+        mapped = cls.fallback.map.get(labels.get(cls.fallback.label, "").lower())
+        if mapped:
+            return mapped, f"fallback:{cls.fallback.label}"
+        return cls.default, "default"
 
     def describe(self, alert: Alert) -> Alert:
         """Title and impact from the templates: only for alerts that open an incident.

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from service.classify.classifier import Classifier
-from service.models import Alert
 from service.ruleset.models import RuleSet
 
 
-def urgent_lane(rules: RuleSet) -> Callable[[Alert], bool]:
+def urgent_lane(rules: RuleSet) -> Callable[[dict[str, str]], bool]:
+    """Whether an alert with these labels takes the urgent lane."""
     urgent = frozenset(name for name, s in rules.severities.items() if s.urgent)
     classifier = Classifier(rules)
 
-    def is_urgent(alert: Alert) -> bool:
-        return bool(urgent) and classifier.classify(alert).severity in urgent
+    def is_urgent(labels: dict[str, str]) -> bool:
+        return bool(urgent) and classifier.severity_of(labels)[0] in urgent
 
     return is_urgent

@@ -21,8 +21,8 @@ from service.ingest.parse import (
     load_json,
     parse_document,
     parse_pushed,
-    parse_webhook,
     too_deep,
+    validated_webhook,
 )
 from service.ingest.records import OutRecord, Routing, split_by_group
 from service.models import Alert
@@ -77,9 +77,10 @@ class AlertIntake:
         now = self._clock.now()
         # The body's depth is checked first: the webhook refuses what nests too deep even
         # in fields it ignores, as the slow path does.
-        alerts = None if too_deep(body) else parse_webhook(body, now)
-        if alerts is not None:
-            return await self._publish_groups(None, alerts, WEBHOOK_SOURCE, body)
+        # Routed by the labels alone: the alerts themselves are built by the consumer.
+        hook = None if too_deep(body) else validated_webhook(body)
+        if hook is not None:
+            return await self._publish_groups(None, [a.labels for a in hook.alerts], WEBHOOK_SOURCE, body)
         try:
             doc = decode(body)
             if "alerts" not in doc and "version" not in doc:
@@ -90,7 +91,7 @@ class AlertIntake:
         except PayloadError as exc:
             self._metrics.alerts_invalid.labels(WEBHOOK_SOURCE, exc.kind).inc()
             raise
-        return await self._publish_groups(doc, alerts, WEBHOOK_SOURCE, body)
+        return await self._publish_groups(doc, _labels(alerts), WEBHOOK_SOURCE, body)
 
     async def accept_pushed(self, body: bytes) -> Accepted:
         """``POST /api/v2/alerts`` (Alertmanager API v2, what Prometheus sends): a JSON array
@@ -105,18 +106,19 @@ class AlertIntake:
         except PayloadError as exc:
             self._metrics.alerts_invalid.labels(PUSH_SOURCE, exc.kind).inc()
             raise
-        accepted = await self._publish_groups(pushed.doc, pushed.alerts, PUSH_SOURCE)
+        accepted = await self._publish_groups(pushed.doc, _labels(pushed.alerts), PUSH_SOURCE)
         if pushed.refused is not None:
             self._metrics.alerts_invalid.labels(PUSH_SOURCE, pushed.refused.kind).inc()
             raise pushed.refused
         return accepted
 
     async def _publish_groups(
-        self, doc: dict[str, Any] | None, alerts: list[Alert], source: str, body: bytes | None = None
+        self, doc: dict[str, Any] | None, labels: list[dict[str, str]], source: str, body: bytes | None = None
     ) -> Accepted:
-        if not alerts:
+        """``labels``: each alert's, in the order of ``doc``'s (or ``body``'s) alerts."""
+        if not labels:
             return Accepted(0, 0)
-        records = split_by_group(doc, alerts, self._routing, body)
+        records = split_by_group(doc, labels, self._routing, body)
         if any(len(r.value) > MAX_RECORD_BYTES for r in records):
             self._metrics.alerts_invalid.labels(source, "too_large").inc()
             raise TooLarge(
@@ -128,7 +130,11 @@ class AlertIntake:
             raise Unavailable(f"{exc.__class__.__name__}: {exc}") from exc
         # Counted by the HTTP endpoint (incidentd_webhook_alerts_accepted_total) and, once
         # processed, by the pipeline (incidentd_alerts_received_total): not here.
-        return Accepted(len(alerts), len(records))
+        return Accepted(len(labels), len(records))
+
+
+def _labels(alerts: list[Alert]) -> list[dict[str, str]]:
+    return [a.labels for a in alerts]
 
 
 def kafka_publisher(broker: KafkaBroker, topic: str, urgent_topic: str) -> Publish:

@@ -249,7 +249,13 @@ def _webhook_alert(a: Alert) -> dict[str, Any]:
 
 def parse_webhook(raw: bytes, now: datetime) -> list[Alert] | None:
     """A webhook's alerts, or None when ``raw`` is not a webhook that validates (the slow
-    path, :func:`decode` and :func:`parse_document`, then gives the precise reason).
+    path, :func:`decode` and :func:`parse_document`, then gives the precise reason)."""
+    hook = validated_webhook(raw)
+    return None if hook is None else [normalise(a, now) for a in hook.alerts]
+
+
+def validated_webhook(raw: bytes) -> WebhookIn | None:
+    """``raw`` as a webhook, validated; None when it is not one that validates.
 
     Hot path: pydantic parses and validates the JSON in one pass, half the cost of
     json.loads + model_validate. Its parser does not recurse in Python and stops at 200
@@ -262,7 +268,7 @@ def parse_webhook(raw: bytes, now: datetime) -> list[Alert] | None:
     # document is storable, and the per-alert check is skipped.
     context = None if b"\\u0000" in raw else _STORABLE
     try:
-        return [normalise(a, now) for a in WebhookIn.model_validate_json(raw, context=context).alerts]
+        return WebhookIn.model_validate_json(raw, context=context)
     except ValidationError:
         return None
 

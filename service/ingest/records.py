@@ -11,7 +11,6 @@ from typing import Any
 from service.correlate.fingerprint import group_key
 from service.ingest.parse import PayloadError
 from service.jsonfast import dumps, loads
-from service.models import Alert
 
 
 def record_key(key: str) -> bytes:
@@ -28,33 +27,35 @@ class OutRecord:
     urgent: bool = False
 
 
-def no_lane(alert: Alert) -> bool:
+def no_lane(labels: dict[str, str]) -> bool:
     return False
 
 
 @dataclass(frozen=True, slots=True)
 class Routing:
     """Where an alert's record goes: its incident group (the key), and whether it takes the
-    urgent lane (its severity says so: severities.yaml ``urgent``)."""
+    urgent lane (its severity says so: severities.yaml ``urgent``). Both come from its labels
+    alone, so the webhook routes a body without building its alerts."""
 
     group_by: list[str]
-    urgent: Callable[[Alert], bool] = no_lane
+    urgent: Callable[[dict[str, str]], bool] = no_lane
 
 
 def split_by_group(
-    doc: dict[str, Any] | None, alerts: list[Alert], routing: Routing, body: bytes | None = None
+    doc: dict[str, Any] | None, labels: list[dict[str, str]], routing: Routing, body: bytes | None = None
 ) -> list[OutRecord]:
     """One record per incident group and lane, so one consumer owns each incident and an
-    alert always takes the same lane (its severity comes from its labels).
+    alert always takes the same lane (its severity comes from its labels). ``labels``: each
+    alert's, in the order of ``doc``'s alerts.
 
     ``body``: ``doc``'s own bytes. Alertmanager sends one group per webhook, so most bodies
     go to Kafka as they came, without encoding them again. ``doc`` None: a webhook known only
     as ``body`` (validated), decoded here only if it must be split.
     """
     if doc is not None and "alerts" not in doc:
-        key, _ = group_key(alerts[0].labels, routing.group_by)
-        return [OutRecord(record_key(key), body or _dump(doc), routing.urgent(alerts[0]))]
-    lanes = [(group_key(a.labels, routing.group_by)[0], routing.urgent(a)) for a in alerts]
+        key, _ = group_key(labels[0], routing.group_by)
+        return [OutRecord(record_key(key), body or _dump(doc), routing.urgent(labels[0]))]
+    lanes = list(zip(_group_keys(labels, routing.group_by), map(routing.urgent, labels), strict=True))
     if body is not None and lanes.count(lanes[0]) == len(lanes):
         key, lane = lanes[0]
         return [OutRecord(record_key(key), body, lane)]
@@ -68,6 +69,23 @@ def split_by_group(
         OutRecord(record_key(key), _dump({**doc, "alerts": items}), lane)
         for (key, lane), items in groups.items()
     ]
+
+
+def _group_keys(labels: list[dict[str, str]], group_by: list[str]) -> list[str]:
+    """Each alert's group key; the alerts of one group (a webhook's, as Alertmanager sends
+    it) share one computation. A key depends only on the group-by labels' values, an empty
+    one counting as absent (``group_key``)."""
+    if group_by == ["..."]:
+        return [group_key(one, group_by)[0] for one in labels]
+    keys: dict[tuple[str, ...], str] = {}
+    out = []
+    for one in labels:
+        values = tuple(one.get(name, "") for name in group_by)
+        key = keys.get(values)
+        if key is None:
+            key = keys[values] = group_key(one, group_by)[0]
+        out.append(key)
+    return out
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
