@@ -18,6 +18,8 @@ from collections.abc import Callable
 # mallopt's parameter number for the arena limit (glibc's malloc.h).
 _M_ARENA_MAX = -8
 ARENAS = 2
+# A trim may take 1/TRIM_SHARE of the time from its start to the next one's.
+TRIM_SHARE = 100
 
 
 def limit_arenas(arenas: int = ARENAS) -> bool:
@@ -40,23 +42,30 @@ class HeapTrimmer:
     glibc returns only the top of its heap by itself; what a storm's slices free below live
     objects stays resident, and the process's peak grew by that (the (e5) row: about 35 MiB
     of a 100,000-alert storm's growth, for 0.7 ms a trim). At most one trim per
-    ``min_interval`` seconds; nothing where the C library has no ``malloc_trim``.
+    ``min_interval`` seconds, and never more than 1% of the time (a trim walks the free
+    memory: a larger heap takes longer); nothing where the C library has no ``malloc_trim``.
     """
 
-    def __init__(self, min_interval: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        min_interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        trim: Callable[[int], int] | None = None,
+    ) -> None:
         self._min_interval = min_interval
         self._clock = clock
-        self._last = -min_interval
-        self._trim = _malloc_trim()
+        self._trim = trim or _malloc_trim()
+        self._next = clock()
         self.trims = 0
 
     def after_work(self) -> None:
-        now = self._clock()
-        if self._trim is None or now - self._last < self._min_interval:
+        started = self._clock()
+        if self._trim is None or started < self._next:
             return
-        self._last = now
         self._trim(0)
         self.trims += 1
+        took = self._clock() - started
+        self._next = started + max(self._min_interval, took * TRIM_SHARE)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -154,6 +154,25 @@ def test_trims_are_at_most_one_per_interval() -> None:
     assert trimmer.trims == 3  # at 100.0, 100.06 and 100.2
 
 
+def test_a_slow_trim_spaces_the_next_ones_out() -> None:
+    """A trim that took 10 ms (a large heap) allows the next one a second later (1%)."""
+    now = [100.0]
+
+    def trim(pad: int) -> int:
+        now[0] += 0.01
+        return 1
+
+    trimmer = HeapTrimmer(min_interval=0.05, clock=lambda: now[0], trim=trim)
+    trimmer.after_work()  # 100.0 -> 100.01
+    for t in (100.1, 100.5, 100.99):
+        now[0] = t
+        trimmer.after_work()
+    assert trimmer.trims == 1
+    now[0] = 101.01
+    trimmer.after_work()
+    assert trimmer.trims == 2
+
+
 async def test_the_service_trims_after_a_stored_slice(kafka: str, tmp_path: Path) -> None:
     async with run_service(test_settings(kafka, tmp_path)) as svc:
         before = svc.runtime.heap.trims
