@@ -20,18 +20,30 @@ HEAP_MAX = 64 << 20
 
 
 def thread_arenas(pid: int | str = "self") -> int:
-    """Anonymous read-write mappings that start on a 64 MiB boundary: a thread arena's heap
-    each (the main arena is the ``[heap]`` mapping, which has a name)."""
-    count = 0
+    """The heaps of glibc's thread arenas in a process's memory map: each is a 64 MiB
+    reservation on a 64 MiB boundary, read-write as far as it is in use and inaccessible
+    beyond (the main arena is the ``[heap]`` mapping). Other anonymous mappings that happen
+    to start on the boundary (Python's own arenas, 1 MiB) do not reach to its end."""
+    maps = []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
-        start = int(fields[0].split("-")[0], 16)
-        if len(fields) == 5 and fields[1] == "rw-p" and start % HEAP_MAX == 0:
+        if len(fields) == 5:  # anonymous
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            maps.append((lo, hi, fields[1]))
+    count = 0
+    for i, (lo, hi, perms) in enumerate(maps):
+        if perms != "rw-p" or lo % HEAP_MAX:
+            continue
+        rest = maps[i + 1] if i + 1 < len(maps) else None
+        reserved = rest is not None and rest[0] == hi and rest[2] == "---p" and rest[1] == lo + HEAP_MAX
+        if hi == lo + HEAP_MAX or reserved:
             count += 1
     return count
 
 
-# Eight threads allocating at once, each blocks of the size pymalloc passes to malloc.
+# Eight threads allocating at once, each 1.5 MB in blocks of the size pymalloc passes to
+# malloc: together far less than one arena heap (64 MiB), which a shared arena would
+# otherwise outgrow into a second heap.
 THREADS = f"""
 import sys, threading
 sys.path.insert(0, {str(Path(__file__).parents[1])!r})
@@ -41,7 +53,7 @@ capped = limit_arenas() if sys.argv[1] == "cap" else None
 held, both = [], threading.Barrier(8)
 def work():
     both.wait()
-    held.append([bytes(3000) for _ in range(2000)])
+    held.append([bytes(3000) for _ in range(500)])
     both.wait()
 threads = [threading.Thread(target=work) for _ in range(8)]
 for t in threads: t.start()
