@@ -1,4 +1,4 @@
-from service.correlate.fingerprint import fingerprint, group_key, valid_fingerprint
+from service.correlate.fingerprint import fingerprint, group_key, group_keys, valid_fingerprint
 
 
 def test_fingerprint_matches_prometheus_reference_vectors() -> None:
@@ -36,3 +36,17 @@ def test_group_key_treats_empty_label_as_absent_and_dots_as_all_labels() -> None
     k1, _ = group_key({"alertname": "X", "pod": "a"}, ["..."])
     k2, _ = group_key({"alertname": "X", "pod": "b"}, ["..."])
     assert k1 != k2
+
+
+def test_group_keys_are_each_label_sets_group_key() -> None:
+    many = [
+        {"alertname": "A", "cluster": "c1", "pod": "p1"},
+        {"alertname": "A", "cluster": "c1", "pod": "p2"},  # the same group
+        {"alertname": "A", "cluster": ""},  # empty is absent...
+        {"alertname": "A"},  # ...so the same key as this one
+        {"alertname": "B", "cluster": "c1"},
+    ]
+    for group_by in (["alertname", "cluster"], ["..."], ["namespace"]):
+        assert group_keys(many, group_by) == [group_key(labels, group_by)[0] for labels in many]
+    keys = group_keys(many, ["alertname", "cluster"])
+    assert keys[0] == keys[1] and keys[2] == keys[3] and len(set(keys)) == 3

@@ -34,9 +34,30 @@ def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> tuple[str, 
 
     Only ever compared for equality, never parsed.
     """
-    if list(group_by) == ["..."]:
+    if _every_label(group_by):
         chosen = dict(sorted(labels.items()))
     else:
         # An empty label is an absent label, as in Prometheus.
         chosen = {name: labels[name] for name in sorted(group_by) if labels.get(name)}
     return dumps_text(chosen), chosen
+
+
+def group_keys(many: Sequence[Mapping[str, str]], group_by: Sequence[str]) -> list[str]:
+    """:func:`group_key`'s key for each label set; those that agree on the group-by labels
+    (a webhook's alerts, one group as Alertmanager sends it) share one computation."""
+    if _every_label(group_by):
+        return [group_key(labels, group_by)[0] for labels in many]
+    keys: dict[tuple[str, ...], str] = {}
+    out = []
+    for labels in many:
+        # What the key depends on: the group-by values, an empty one counting as absent.
+        values = tuple(labels.get(name, "") for name in group_by)
+        key = keys.get(values)
+        if key is None:
+            key = keys[values] = group_key(labels, group_by)[0]
+        out.append(key)
+    return out
+
+
+def _every_label(group_by: Sequence[str]) -> bool:
+    return list(group_by) == ["..."]

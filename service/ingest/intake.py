@@ -8,7 +8,7 @@ every way a body can fail is an exception the HTTP layer turns into its status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from service.ingest.parse import (
     too_deep,
     validated_webhook,
 )
+from service.ingest.payloads import AlertIn
 from service.ingest.records import OutRecord, Routing, split_by_group
 from service.models import Alert
 from service.observability.metrics import Metrics
@@ -80,7 +81,7 @@ class AlertIntake:
         # Routed by the labels alone: the alerts themselves are built by the consumer.
         hook = None if too_deep(body) else validated_webhook(body)
         if hook is not None:
-            return await self._publish_groups(None, [a.labels for a in hook.alerts], WEBHOOK_SOURCE, body)
+            return await self._publish_groups(None, _labels(hook.alerts), WEBHOOK_SOURCE, body)
         try:
             doc = decode(body)
             if "alerts" not in doc and "version" not in doc:
@@ -133,7 +134,7 @@ class AlertIntake:
         return Accepted(len(labels), len(records))
 
 
-def _labels(alerts: list[Alert]) -> list[dict[str, str]]:
+def _labels(alerts: Sequence[Alert] | Sequence[AlertIn]) -> list[dict[str, str]]:
     return [a.labels for a in alerts]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.correlate.fingerprint import group_key
+from service.correlate.fingerprint import group_key, group_keys
 from service.ingest.parse import PayloadError
 from service.jsonfast import dumps, loads
 
@@ -55,7 +55,7 @@ def split_by_group(
     if doc is not None and "alerts" not in doc:
         key, _ = group_key(labels[0], routing.group_by)
         return [OutRecord(record_key(key), body or _dump(doc), routing.urgent(labels[0]))]
-    lanes = list(zip(_group_keys(labels, routing.group_by), map(routing.urgent, labels), strict=True))
+    lanes = list(zip(group_keys(labels, routing.group_by), map(routing.urgent, labels), strict=True))
     if body is not None and lanes.count(lanes[0]) == len(lanes):
         key, lane = lanes[0]
         return [OutRecord(record_key(key), body, lane)]
@@ -69,23 +69,6 @@ def split_by_group(
         OutRecord(record_key(key), _dump({**doc, "alerts": items}), lane)
         for (key, lane), items in groups.items()
     ]
-
-
-def _group_keys(labels: list[dict[str, str]], group_by: list[str]) -> list[str]:
-    """Each alert's group key; the alerts of one group (a webhook's, as Alertmanager sends
-    it) share one computation. A key depends only on the group-by labels' values, an empty
-    one counting as absent (``group_key``)."""
-    if group_by == ["..."]:
-        return [group_key(one, group_by)[0] for one in labels]
-    keys: dict[tuple[str, ...], str] = {}
-    out = []
-    for one in labels:
-        values = tuple(one.get(name, "") for name in group_by)
-        key = keys.get(values)
-        if key is None:
-            key = keys[values] = group_key(one, group_by)[0]
-        out.append(key)
-    return out
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
