@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -70,6 +71,7 @@ from bench.load import (
 from bench.loadgen import LoadProcess
 from bench.raw import run_raw
 from bench.storm import Probe
+from service import allocator
 from service.batch import Batch, Pipeline
 from service.http.app import create_app
 from service.ingest.topics import ensure_topics
@@ -126,6 +128,7 @@ class StormHttpResult:
     # where the consumer's time went during (1): wall seconds per pipeline stage, and batches
     stage_seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
+    collector: dict[str, float] = field(default_factory=dict)  # CollectorTime during (1)
     # (6)
     startup: list[dict[str, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -225,6 +228,33 @@ class RssSampler:
         return self.peak_kib / 1024
 
 
+class CollectorTime:
+    """Seconds Python's cyclic collector ran between :meth:`start` and :meth:`stop`, and how
+    many collections, by generation (``gc.callbacks``): time the event loop stood still,
+    which no profile of its own frames shows."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._began = 0.0
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+            self.collections[info["generation"]] += 1
+
+    def start(self) -> None:
+        gc.callbacks.append(self._note)
+
+    def stop(self) -> dict[str, float]:
+        gc.callbacks.remove(self._note)
+        return {f"gen{g}": round(self.seconds[g], 3) for g in range(3)} | {
+            f"gen{g}_collections": float(self.collections[g]) for g in range(3)
+        }
+
+
 # -- the service in this process -----------------------------------------------------------
 
 
@@ -287,6 +317,8 @@ async def serving(setup: Setup, pager: RecordingNotifier, clock: StoredClock) ->
                 task.result()
                 raise RuntimeError("uvicorn exited during start-up")
             await asyncio.sleep(0.02)
+        # As `incidentd run` does once it serves.
+        allocator.freeze_started()
         yield f"http://{settings.http_host}:{settings.http_port}{WEBHOOK}"
     finally:
         server.should_exit = True
@@ -313,9 +345,10 @@ async def storm_phase(
     clock.target = result.bodies
 
     stages_before, batches_before = dict(clock.probe.stage_seconds), clock.batches
-    sampler = RssSampler()
+    sampler, collector = RssSampler(), CollectorTime()
     result.rss_idle_mib = proc_status_kib("VmRSS") / 1024
     sampler.start()
+    collector.start()
     storm = {"alerts": p.alerts, "groups": p.groups, "batch": p.batch, "inflight": p.inflight}
     plan = {
         "url": url,
@@ -351,6 +384,7 @@ async def storm_phase(
             )
         sev1 = (await load.finish())["sev1"]
     result.rss_peak_mib = await sampler.stop()
+    result.collector = collector.stop()
     result.hwm_mib = proc_status_kib("VmHWM") / 1024
     result.batches = clock.batches - batches_before
     result.stage_seconds = {

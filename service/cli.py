@@ -192,6 +192,7 @@ def run(
         raise _fail_run(fmt, "rules are invalid, not starting:\n" + str(exc)) from None
     # Before any thread starts (the store's driver threads each took an arena of their own).
     allocator.limit_arenas()
+    allocator.tune_collector()
     try:
         asyncio.run(_serve(settings, rules, embedded))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -295,6 +296,7 @@ async def _serve(settings: Settings, rules: RuleSet, embedded: bool) -> None:
             await startup(sockets)
             # Only once the port is bound: the banner tells people (and scripts) to post now.
             if server.started:
+                allocator.freeze_started()
                 _banner(settings, embedded)
 
         server.startup = startup_then_banner  # type: ignore[method-assign]

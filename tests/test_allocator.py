@@ -1,17 +1,20 @@
 """glibc's malloc arenas are capped at start-up (service/allocator.py): measured in real
-processes, by the arenas their memory maps show."""
+processes, by the arenas their memory maps show. Python's cyclic collector is tuned at
+start-up and what start-up made is frozen out of its walks: watched from inside real
+processes (``gc.callbacks``, ``gc.get_objects``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from service.allocator import ARENAS, HeapTrimmer
+from service.allocator import ARENAS, YOUNG_COLLECTION, HeapTrimmer
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import free_port, run_service, spawn_run, test_settings
 
@@ -193,3 +196,87 @@ async def test_the_service_trims_after_a_stored_slice(kafka: str, tmp_path: Path
         # Published by the relay, which the stored slice woke before the trim was queued.
         await svc.events.wait_types({"incident.opened": 1})
         assert svc.runtime.heap.trims == before + 1
+
+
+# Container objects made and kept (a storm's alerts): how many young collections they cost,
+# and whether a full collection still walks the objects made before the freeze.
+COLLECTOR = f"""
+import gc, sys
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from service.allocator import freeze_started, tune_collector
+if "tune" in sys.argv[1]:
+    tune_collector()
+young = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 0 and young.append(1))
+kept = [{{"labels": {{}}}} for _ in range(5_000)]
+before_cycle = [[]]
+before_cycle[0].append(before_cycle)
+before_cycle = None
+frozen = freeze_started() if "freeze" in sys.argv[1] else 0
+walked = len(gc.get_objects())
+after_cycle = [[]]
+after_cycle[0].append(after_cycle)
+after_cycle = None
+print(gc.get_threshold()[0], len(young), frozen, walked, gc.collect())
+"""
+
+
+def collector_run(mode: str) -> list[int]:
+    out = subprocess.run([sys.executable, "-c", COLLECTOR, mode], capture_output=True, text=True, check=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_the_young_generation_is_collected_less_often() -> None:
+    threshold, young, *_ = collector_run("tune")
+    assert threshold == YOUNG_COLLECTION and young == 0  # 10,000 containers kept: none
+    threshold, young, *_ = collector_run("default")
+    assert threshold == 700 and young >= 10
+
+
+def test_what_start_up_made_is_not_walked_again() -> None:
+    _, _, frozen, walked, collected = collector_run("tune freeze")
+    # Every object alive at the freeze (the 10,000 kept, the modules, the cycle not yet
+    # collected) is out of the collector's walks; only the cycle made after is collected.
+    assert frozen > 10_000 and walked < 1_000 and collected == 2
+    _, _, frozen, walked, collected = collector_run("tune")
+    assert frozen == 0 and walked > 10_000 and collected == 4
+
+
+# Reports, as `incidentd run` exits, how its collector was set.
+COLLECTOR_AT_EXIT = """
+import atexit, gc, os
+atexit.register(lambda: open(os.environ["COLLECTOR_REPORT"], "w").write(
+    f"{gc.get_threshold()[0]} {gc.get_freeze_count()}"
+))
+"""
+
+
+async def test_incidentd_run_tunes_and_freezes_its_collector(tmp_path: Path) -> None:
+    hook, report = tmp_path / "hook", tmp_path / "collector"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(COLLECTOR_AT_EXIT)
+    port = free_port()
+    proc = await spawn_run(
+        tmp_path,
+        {
+            "PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            "COLLECTOR_REPORT": str(report),
+            "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "INCIDENTD_HTTP_PORT": str(port),
+        },
+    )
+    try:
+        assert proc.stdout is not None
+        while (
+            "incidentd is running" not in (raw := await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        ):
+            assert raw, "incidentd run ended before serving"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    threshold, frozen = map(int, report.read_text().split())
+    # Everything it imported and built to start, rules and clients included, is frozen.
+    assert threshold == YOUNG_COLLECTION and frozen > 100_000
