@@ -10,6 +10,7 @@ nested record is dead-lettered with its reason, on ``alerts`` and on
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -68,6 +69,22 @@ def nested_in_webhook(depth: int) -> bytes:
     return doc[:1] + b'"nested":' + extra + b"," + doc[1:]
 
 
+def nested_in_alert(depth: int) -> bytes:
+    """A valid webhook whose alert's ignored field ``nested`` makes the body ``depth`` deep."""
+    a = alert("DeepButFine", namespace="hardening")
+    # Body, alerts, alert: three levels; the extra field brings the rest.
+    a["nested"] = json.loads(b'{"a":' * (depth - 4) + b"{}" + b"}" * (depth - 4))
+    return body(webhook(a))
+
+
+def nested_in_common_annotations(depth: int) -> bytes:
+    """A valid webhook whose commonAnnotations (unused) make the body ``depth`` deep."""
+    doc = webhook(alert("DeepButFine", namespace="hardening"))
+    # Body, commonAnnotations: two levels.
+    doc["commonAnnotations"] = {"a": json.loads(b"[" * (depth - 2) + b"]" * (depth - 2))}
+    return body(doc)
+
+
 def assert_error(resp: httpx.Response, status: int, needle: str) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
@@ -101,15 +118,18 @@ async def open_incident(svc: RunningService, name: str) -> str:
         objects(DEEP),
         b'{"version": "4", "status": "firing", "alerts": ' + arrays(DEEP) + b"}",
         nested_in_webhook(MAX_JSON_DEPTH + 1),
+        nested_in_alert(MAX_JSON_DEPTH + 1),
+        nested_in_common_annotations(MAX_JSON_DEPTH + 1),
     ],
-    ids=["arrays", "objects", "alerts", "one-over"],
+    ids=["arrays", "objects", "alerts", "one-over", "one-over-in-an-alert", "one-over-in-annotations"],
 )
 async def test_deeply_nested_webhook_is_400(svc: RunningService, raw: bytes) -> None:
     assert_error(await svc.post_webhook(raw, **AUTH), 400, f"nested deeper than {MAX_JSON_DEPTH} levels")
 
 
-async def test_nesting_at_the_limit_is_accepted(svc: RunningService) -> None:
-    raw = nested_in_webhook(MAX_JSON_DEPTH)
+@pytest.mark.parametrize("nested", [nested_in_webhook, nested_in_alert, nested_in_common_annotations])
+async def test_nesting_at_the_limit_is_accepted(svc: RunningService, nested: Callable[[int], bytes]) -> None:
+    raw = nested(MAX_JSON_DEPTH)
     assert json.loads(raw)  # a sanity check of the helper: valid JSON
     resp = await svc.post_webhook(raw, **AUTH)
     assert resp.status_code == 202, resp.text
@@ -129,8 +149,9 @@ def test_nested_in_webhook_has_the_depth_it_says() -> None:
         children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
         return 1 + max((depth(c) for c in children), default=0) if isinstance(value, dict | list) else 0
 
-    assert depth(json.loads(nested_in_webhook(MAX_JSON_DEPTH))) == MAX_JSON_DEPTH
-    assert depth(json.loads(nested_in_webhook(MAX_JSON_DEPTH + 1))) == MAX_JSON_DEPTH + 1
+    for nested in (nested_in_webhook, nested_in_alert, nested_in_common_annotations):
+        assert depth(json.loads(nested(MAX_JSON_DEPTH))) == MAX_JSON_DEPTH
+        assert depth(json.loads(nested(MAX_JSON_DEPTH + 1))) == MAX_JSON_DEPTH + 1
 
 
 @pytest.mark.parametrize("path", COMMAND_PATHS)

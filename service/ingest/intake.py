@@ -76,11 +76,11 @@ class AlertIntake:
         """Raises :class:`PayloadError` (400/422), :class:`TooLarge` (413) or
         :class:`Unavailable` (503)."""
         now = self._clock.now()
-        # The body's depth is checked first: the webhook refuses what nests too deep even
-        # in fields it ignores, as the slow path does.
+        # The webhook refuses what nests too deep even in fields it does not use, as the
+        # slow path does; a body that validates can only nest in such fields.
         # Routed by the labels alone: the alerts themselves are built by the consumer.
-        hook = None if too_deep(body) else validated_webhook(body)
-        if hook is not None:
+        hook = validated_webhook(body)
+        if hook is not None and not (hook.may_nest() and too_deep(body)):
             return await self._publish_groups(None, _labels(hook.alerts), WEBHOOK_SOURCE, body)
         try:
             doc = decode(body)

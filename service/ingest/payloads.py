@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import chain
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
@@ -107,8 +107,16 @@ class _AlertFields(BaseModel):
         return url
 
 
+# Fields beyond a model's own are kept (``extra="allow"``), not skipped: a body that
+# validates nests no deeper than its labels except in them, so only a body that has some
+# needs the webhook's nesting check (``WebhookIn.may_nest``).
+_KEEPS_EXTRAS = ConfigDict(populate_by_name=True, extra="allow")
+
+
 class AlertIn(_AlertFields):
     """One alert: an element of a webhook's ``alerts`` or a record of its own."""
+
+    model_config = _KEEPS_EXTRAS
 
     status: Literal["firing", "resolved"] | None = None
     fingerprint: str = ""
@@ -143,7 +151,7 @@ class PostableAlertIn(_AlertFields):
 class WebhookIn(BaseModel):
     """Alertmanager's webhook body (``version: "4"``)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    model_config = _KEEPS_EXTRAS
 
     version: Literal["4"]
     group_key: str = Field(default="", alias="groupKey")
@@ -152,5 +160,16 @@ class WebhookIn(BaseModel):
     receiver: str = ""
     group_labels: dict[str, str] = Field(default={}, alias="groupLabels")
     common_labels: dict[str, str] = Field(default={}, alias="commonLabels")
+    # Unused, taken as it comes (Alertmanager sends text).
+    common_annotations: dict[str, Any] = Field(default={}, alias="commonAnnotations")
     external_url: str = Field(default="", alias="externalURL")
     alerts: list[AlertIn]
+
+    def may_nest(self) -> bool:
+        """Could the body nest deeper than its alerts' labels: has it, or one of its alerts,
+        fields beyond the webhook's own, or common annotations that are not text?"""
+        return (
+            bool(self.__pydantic_extra__)
+            or any(not isinstance(v, str) for v in self.common_annotations.values())
+            or any(a.__pydantic_extra__ for a in self.alerts)
+        )
