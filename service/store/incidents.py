@@ -24,15 +24,19 @@ class Incidents:
 
     async def load_current(self, group_keys: Iterable[str]) -> dict[str, Incident]:
         """group key -> the group's current incident (open, or resolved and reopenable)."""
-        found: dict[str, Incident] = {}
-        async with self._db.read() as conn:
-            for chunk in chunks(list(set(group_keys))):
+        keys = list(set(group_keys))
+
+        async def current(conn: AsyncConnection) -> dict[str, Incident]:
+            found: dict[str, Incident] = {}
+            for chunk in chunks(keys):
                 rows = await conn.execute(
                     select(incidents).where(incidents.c.group_key.in_(chunk), incidents.c.is_current)
                 )
                 for row in rows:
                     found[row.group_key] = load_incident(row)
-        return found
+            return found
+
+        return await self._db.read_inline(current)
 
     async def get(self, incident_id: str) -> Incident | None:
         async with self._db.read() as conn:
@@ -65,16 +69,21 @@ class Incidents:
             .order_by(incidents.c.opened_at.desc(), incidents.c.id)
             .limit(limit)
         )
-        async with self._db.read() as conn:
+
+        async def versions(conn: AsyncConnection) -> dict[str, int]:
             return {r.id: r.version for r in await conn.execute(query)}
 
+        return await self._db.read_inline(versions)
+
     async def get_many(self, ids: Sequence[str]) -> Sequence[Incident]:
-        out: builtins.list[Incident] = []
-        async with self._db.read() as conn:
+        async def many(conn: AsyncConnection) -> builtins.list[Incident]:
+            out: builtins.list[Incident] = []
             for chunk in chunks(builtins.list(ids)):
                 rows = await conn.execute(select(incidents).where(incidents.c.id.in_(chunk)))
                 out.extend(load_incident(r) for r in rows)
-        return out
+            return out
+
+        return await self._db.read_inline(many)
 
     async def open_counts(self) -> dict[str, int]:
         """severity -> open incidents."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import from_epoch
 from service.ruleset.regex import Pattern, RegexError, compile_matcher_regex
@@ -198,14 +199,14 @@ class Silences:
     async def active(self, now: datetime) -> list[Silence]:
         s = silences
         ts = now.timestamp()
-        async with self._db.read() as conn:
-            # A stable order: the hold names the first silence that matches, and must not
-            # flip between two overlapping ones from one look to the next.
-            query = (
-                select(s).where(s.c.starts_at <= ts, s.c.ends_at > ts).order_by(s.c.ends_at.desc(), s.c.id)
-            )
-            rows = (await conn.execute(query)).all()
-        return [_silence(r) for r in rows]
+        # A stable order: the hold names the first silence that matches, and must not flip
+        # between two overlapping ones from one look to the next.
+        query = select(s).where(s.c.starts_at <= ts, s.c.ends_at > ts).order_by(s.c.ends_at.desc(), s.c.id)
+
+        async def active(conn: AsyncConnection) -> list[Silence]:
+            return [_silence(r) for r in await conn.execute(query)]
+
+        return await self._db.read_inline(active)
 
     async def next_change(self, now: datetime) -> datetime | None:
         """When the set of active silences changes next (one starts or ends), or None."""

@@ -1,0 +1,82 @@
+"""The consumer's reads on SQLite (``Database.read_inline``): run at once in the event loop's
+thread, and through aiosqlite's thread only when SQLite answers busy."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from service.store import database
+from service.store.store import Effects, Store
+from tests.support.incidents import make_incident
+from tests.support.time import T0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    await s.start()
+    try:
+        assert await s.commit(Effects(incidents=[make_incident("inc-1", "ApiDown")]), T0)
+        yield s
+    finally:
+        await s.close()
+
+
+async def turned_while(read: Any) -> tuple[Any, bool]:
+    """What ``read`` returned, and whether the event loop ran anything else meanwhile."""
+    turned: list[bool] = []
+    asyncio.get_running_loop().call_soon(turned.append, True)
+    result = await read
+    return result, bool(turned)
+
+
+async def test_the_consumers_reads_do_not_give_up_the_loop(store: Store) -> None:
+    key = make_incident("inc-1", "ApiDown").group_key
+    current, turned = await turned_while(store.incidents.load_current([key]))
+    assert [i.id for i in current.values()] == ["inc-1"] and not turned
+    many, turned = await turned_while(store.incidents.get_many(["inc-1"]))
+    assert [i.id for i in many] == ["inc-1"] and not turned
+    versions, turned = await turned_while(store.incidents.open_versions(10))
+    assert versions == {"inc-1": 1} and not turned
+    _, turned = await turned_while(store.silences.active(T0))
+    assert not turned
+    # A read through aiosqlite waits for its thread: the loop runs meanwhile.
+    listed, turned = await turned_while(store.incidents.list("open", None, 10))
+    assert [i.id for i in listed] == ["inc-1"] and turned
+
+
+def failing_inline(monkeypatch: pytest.MonkeyPatch, message: str) -> list[str]:
+    """The next inline statement fails with SQLite's ``message``; returns the failures."""
+    failed: list[str] = []
+    execute = database.InlineConnection.execute
+
+    async def once(self: database.InlineConnection, statement: Any, parameters: Any = None) -> Any:
+        if not failed:
+            failed.append(message)
+            raise OperationalError(str(statement), {}, sqlite3.OperationalError(message))
+        return await execute(self, statement, parameters)
+
+    monkeypatch.setattr(database.InlineConnection, "execute", once)
+    return failed
+
+
+async def test_a_read_that_finds_sqlite_busy_runs_again_off_the_loop(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = failing_inline(monkeypatch, "database is locked")
+    key = make_incident("inc-1", "ApiDown").group_key
+    current, turned = await turned_while(store.incidents.load_current([key]))
+    assert failed and [i.id for i in current.values()] == ["inc-1"] and turned
+
+
+async def test_any_other_failure_of_a_read_is_raised(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_inline(monkeypatch, "no such table: incidents")
+    with pytest.raises(OperationalError, match="no such table"):
+        await store.incidents.get_many(["inc-1"])
