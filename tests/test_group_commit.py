@@ -41,14 +41,14 @@ def count_transactions(store: Store) -> list[int]:
 
         return counted
 
-    write_group = store.db.write_group
+    write_inline = store.db.write_inline
 
     async def counted_group(work: Any) -> Any:
         seen[0] += 1
-        return await write_group(work)
+        return await write_inline(work)
 
     store.db.write = counting(store.db.write)  # type: ignore[method-assign]
-    store.db.write_group = counted_group  # type: ignore[method-assign]
+    store.db.write_inline = counted_group  # type: ignore[method-assign]
     return seen
 
 

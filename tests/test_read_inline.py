@@ -1,5 +1,6 @@
-"""The consumer's reads on SQLite (``Database.read_inline``): run at once in the event loop's
-thread, and through aiosqlite's thread only when SQLite answers busy."""
+"""The consumer's reads and the workers' claims on SQLite (``Database.read_inline``,
+``write_inline``): run at once in the event loop's thread, and through aiosqlite's thread
+only when SQLite answers busy."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from service.models import PageAction
 from service.store import database
+from service.store.outbox import OutboxRecord, TimelineEntry
+from service.store.pages import NewPage
 from service.store.store import Effects, Store
 from tests.support.incidents import make_incident
 from tests.support.time import T0
@@ -50,6 +54,25 @@ async def test_the_consumers_reads_do_not_give_up_the_loop(store: Store) -> None
     # A read through aiosqlite waits for its thread: the loop runs meanwhile.
     listed, turned = await turned_while(store.incidents.list("open", None, 10))
     assert [i.id for i in listed] == ["inc-1"] and turned
+
+
+async def test_the_workers_claims_and_leases_do_not_give_up_the_loop(store: Store) -> None:
+    """A page worker's claim held SQLite's write lock for ~30 ms of trips through aiosqlite
+    in a storm, and the consumer's group commits queued behind it."""
+    inc = make_incident("inc-2", "DiskFull", "SEV-3")
+    event = OutboxRecord("events", b"inc-2", b"opened", TimelineEntry("inc-2", "x", "opened"))
+    page = NewPage(inc.id, "console", PageAction.TRIGGER, inc.opening)
+    assert await store.commit(Effects(incidents=[inc], pages=[page], events=[event]), T0)
+    jobs, turned = await turned_while(store.pages.claim_due(T0, 1, 10, set(), {"console"}))
+    assert [j.incident_id for j in jobs] == ["inc-2"] and not turned
+    renewed, turned = await turned_while(store.pages.queue.renew_held(T0, lease_seconds=60))
+    assert renewed == 1 and not turned
+    claim, turned = await turned_while(store.outbox.claim(T0, 10, 30))
+    assert [r.value for _, r in claim.records] == [b"opened"] and not turned
+    removed, turned = await turned_while(store.outbox.published(claim))
+    assert removed == 1 and not turned
+    released, turned = await turned_while(store.pages.queue.release_held())
+    assert released == 1 and not turned
 
 
 def failing_inline(monkeypatch: pytest.MonkeyPatch, message: str) -> list[str]:

@@ -34,10 +34,10 @@ class Database:
         # sleep and retry (measured: 15 ms per one-row write under load). Queue them
         # in-process instead.
         self._write_lock = None if self.postgres else asyncio.Lock()
-        # SQLite's group commits are written through the synchronous driver, in the event
-        # loop's own thread (see write_inline).
-        # No busy wait there: if another process holds the lock, the write waits for it in
-        # aiosqlite's thread instead (write_group), never in the event loop.
+        # SQLite's hot writes (group commits, the queues' claims and leases) and the
+        # consumer's reads run through the synchronous driver, in the event loop's own
+        # thread (write_inline, read_inline). No busy wait there: if another process holds
+        # the lock, the work waits for it in aiosqlite's thread instead, never in the loop.
         self._inline = (
             None
             if self.postgres
@@ -54,13 +54,14 @@ class Database:
             async with self._write_lock, self.engine.begin() as conn:
                 yield conn
 
-    async def write_group(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def write_inline(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``work`` in a write transaction (in turn with every other :meth:`write`). On SQLite
         its statements run at once, in this thread, with no trip to the driver's thread:
         through aiosqlite each statement is three or four trips, and under a storm each trip
         back waits for the busy event loop and the GIL (a group commit of a dozen statements
         took 60-80 ms that way, for 2-3 ms of SQLite's own work, and the one writer was busy
-        for the whole storm). The loop is held for that SQLite work instead, never for a
+        for the whole storm; a page worker's claim held the write lock 30 ms, and the group
+        commits queued behind the claims). The loop is held for that SQLite work instead, never for a
         wait: if another process holds SQLite's write lock, ``work`` runs again through
         :meth:`write`, whose wait is in aiosqlite's thread. ``work`` may run twice; only
         the committed run counts."""
@@ -83,7 +84,7 @@ class Database:
 
     async def read_inline(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``work``: the consumer's small indexed reads, which await nothing but
-        ``execute``. On SQLite they run at once, in this thread, as :meth:`write_group`'s
+        ``execute``. On SQLite they run at once, in this thread, as :meth:`write_inline`'s
         statements do: through aiosqlite each statement is several trips to the driver's
         thread and back, and under a storm each trip back waited for the busy event loop
         (measured: 11-12 ms a read, where SQLite took well under one; 6 s of a

@@ -85,7 +85,7 @@ class GroupCommit(Generic[E]):
         _settle(req, ok)
 
     async def _write(self, group: list[_Request[E]]) -> list[bool]:
-        return await self._db.write_group(lambda conn: self._write_in(conn, group))
+        return await self._db.write_inline(lambda conn: self._write_in(conn, group))
 
     async def _write_in(self, conn: AsyncConnection, group: list[_Request[E]]) -> list[bool]:
         # Guards first, then every kept commit's effects in one statement per table, then

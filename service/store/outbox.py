@@ -114,11 +114,14 @@ class Outbox:
     async def published(self, claim: OutboxClaim) -> int:
         """Remove what went out; returns how many rows were still ours to remove. Events
         that waited behind these can go now: other replicas are told."""
-        async with self._db.write() as conn:
+
+        async def remove(conn: AsyncConnection) -> int:
             removed = await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
             if self._db.postgres:
                 await notify(conn, [outbox.name])
             return removed
+
+        return await self._db.write_inline(remove)
 
     async def backlog(self) -> Backlog:
         """Events not yet published: one aggregate over a table that is empty when all is

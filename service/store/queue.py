@@ -108,8 +108,7 @@ class WorkQueue:
         """Lease up to ``limit`` due rows (``where`` narrows them) in a transaction of its own."""
         if limit <= 0:
             return Claim(_owner(), [])
-        async with self._db.write() as conn:
-            return await self.claim_in(conn, now, limit, lease_seconds, where)
+        return await self._db.write_inline(lambda conn: self.claim_in(conn, now, limit, lease_seconds, where))
 
     async def claim_in(
         self,
@@ -177,13 +176,16 @@ class WorkQueue:
         if not row_ids:
             return
         t = self.table
-        async with self._db.write() as conn:
+
+        async def release(conn: AsyncConnection) -> None:
             await conn.execute(
                 update(t)
                 .where(t.c.id.in_(list(row_ids)), t.c.lease_owner == owner)
                 .values(lease_until=None, lease_owner=None)
             )
             await self._released(conn)
+
+        await self._db.write_inline(release)
 
     async def _released(self, conn: AsyncConnection) -> None:
         if self._db.postgres:
@@ -197,25 +199,32 @@ class WorkQueue:
         if not self._holding:
             return 0
         t, until, claims = self.table, now.timestamp() + lease_seconds, self._claims
-        async with self._db.write() as conn:
+
+        async def renew(conn: AsyncConnection) -> int:
             result = await conn.execute(
                 update(t)
                 .where(self._ours(), t.c.lease_until >= now.timestamp(), t.c.lease_until < until)
                 .values(lease_until=until)
             )
-        if result.rowcount == 0 and claims == self._claims:
+            return int(result.rowcount)
+
+        renewed = await self._db.write_inline(renew)
+        if renewed == 0 and claims == self._claims:
             self._holding = False
-        return int(result.rowcount)
+        return renewed
 
     async def release_held(self) -> int:
         """Give back every row this process holds (at shutdown, once its work stopped)."""
-        async with self._db.write() as conn:
+
+        async def release(conn: AsyncConnection) -> int:
             result = await conn.execute(
                 update(self.table).where(self._ours()).values(lease_until=None, lease_owner=None)
             )
             if result.rowcount:
                 await self._released(conn)
-        return int(result.rowcount)
+            return int(result.rowcount)
+
+        return await self._db.write_inline(release)
 
     async def delete(self, conn: AsyncConnection, row_ids: Sequence[Any], owner: str) -> int:
         """Finish claimed rows by removing them (the outbox once published)."""
