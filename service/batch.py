@@ -130,6 +130,8 @@ class Batch:
     # An incident that may inhibit others resolved: once stored, the noise worker looks.
     holds_may_lift: bool = False
     stored: Stored = field(default_factory=Stored)
+    # Turns of the event loop the pipeline leaves to others after each stage (its lane's).
+    turns: int = 1
 
 
 class Stage(Protocol):
@@ -148,8 +150,9 @@ class Pipeline:
             # A stage that never waits runs without letting anyone else run: a storm slice's
             # stages would hold the event loop for their whole CPU time, and the urgent lane,
             # the webhooks and the pages with it.
-            await asyncio.sleep(0)
+            for _ in range(batch.turns):
+                await asyncio.sleep(0)
         return batch
 
-    async def process(self, records: Sequence[Record], now: datetime) -> Batch:
-        return await self(Batch(records=records, now=now))
+    async def process(self, records: Sequence[Record], now: datetime, turns: int = 1) -> Batch:
+        return await self(Batch(records=records, now=now, turns=turns))

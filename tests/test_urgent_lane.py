@@ -197,3 +197,36 @@ async def test_the_pipeline_lets_other_work_run_between_its_stages() -> None:
 
     await Pipeline([first, second]).process([], datetime(2026, 12, 1, tzinfo=UTC))
     assert ran == ["stage 1", "urgent lane", "stage 2"]
+
+
+async def test_the_backlog_lane_leaves_the_webhooks_more_turns_than_the_urgent_lane(
+    rules: RuleSet, tmp_path: Path
+) -> None:
+    """A webhook in hand needs several turns of the loop to be answered: between two stages
+    the backlog lane leaves it four, the urgent lane one (its page must not wait)."""
+    runtime = Runtime(test_settings("127.0.0.1:9", tmp_path), rules)
+    bulk, urgent = runtime.consumers
+    ran: list[str] = []
+
+    async def webhook(turns: int) -> None:
+        for _ in range(turns - 1):
+            await asyncio.sleep(0)
+        ran.append(f"webhook of {turns} turns")
+
+    async def first(batch: Batch) -> Batch:
+        for turns in (1, 4, 5):
+            asyncio.get_running_loop().create_task(webhook(turns))
+        return batch
+
+    async def second(batch: Batch) -> Batch:
+        ran.append("stage 2")
+        return batch
+
+    runtime.pipeline.stages = [first, second]
+    record = SimpleNamespace(value=b"{}", topic="alerts", partition=0, offset=0, timestamp=0)
+    await bulk.handle([record])
+    assert ran[:3] == ["webhook of 1 turns", "webhook of 4 turns", "stage 2"]
+    await asyncio.sleep(0.01)  # the last one done
+    ran.clear()
+    await urgent.handle([record])
+    assert ran[:2] == ["webhook of 1 turns", "stage 2"]
