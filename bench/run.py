@@ -356,6 +356,11 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
             f"{sh.batches} batches; " + ", ".join(f"{k} {v:.1f}" for k, v in sh.stage_seconds.items()) + " s",
         ),
         (
+            "    service's event-loop thread: CPU during (e1)",
+            f"{sh.loop_cpu_seconds:.1f} s",
+            "from the load's start to its last SEV-1 paged; against (e1)'s wall time: how busy the loop was",
+        ),
+        (
             "    Python's cyclic collector during (e1)",
             f"{sum(sh.collector.get(f'gen{g}', 0.0) for g in range(3)):.2f} s",
             ", ".join(_collections(sh.collector, g) for g in range(3)),

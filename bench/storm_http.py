@@ -129,6 +129,7 @@ class StormHttpResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
     collector: dict[str, float] = field(default_factory=dict)  # CollectorTime during (1)
+    loop_cpu_seconds: float = 0.0  # the event loop's thread, during (1) (until its SEV-1s are paged)
     # (6)
     startup: list[dict[str, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -349,6 +350,9 @@ async def storm_phase(
     result.rss_idle_mib = proc_status_kib("VmRSS") / 1024
     sampler.start()
     collector.start()
+    # The service's event loop is this thread: its CPU time against the storm's wall time
+    # tells whether the loop was the bound.
+    loop_cpu = time.thread_time()
     storm = {"alerts": p.alerts, "groups": p.groups, "batch": p.batch, "inflight": p.inflight}
     plan = {
         "url": url,
@@ -385,6 +389,7 @@ async def storm_phase(
         sev1 = (await load.finish())["sev1"]
     result.rss_peak_mib = await sampler.stop()
     result.collector = collector.stop()
+    result.loop_cpu_seconds = time.thread_time() - loop_cpu
     result.hwm_mib = proc_status_kib("VmHWM") / 1024
     result.batches = clock.batches - batches_before
     result.stage_seconds = {
