@@ -61,19 +61,15 @@ class Database:
         back waits for the busy event loop and the GIL (a group commit of a dozen statements
         took 60-80 ms that way, for 2-3 ms of SQLite's own work, and the one writer was busy
         for the whole storm; a page worker's claim held the write lock 30 ms, and the group
-        commits queued behind the claims). The loop is held for that SQLite work instead, never for a
-        wait: if another process holds SQLite's write lock, ``work`` runs again through
-        :meth:`write`, whose wait is in aiosqlite's thread. ``work`` may run twice; only
-        the committed run counts."""
+        commits queued behind the claims). The loop is held for that SQLite work instead,
+        never for a wait: if another process holds SQLite's write lock, ``work`` runs again
+        through :meth:`write`, whose wait is in aiosqlite's thread. ``work`` may run twice;
+        only the committed run counts."""
         if self._inline is not None and self._write_lock is not None:
-            try:
-                async with self._write_lock:
-                    with self._inline.begin() as sync_conn:
-                        # Repositories take an AsyncConnection and only await its execute().
-                        return await work(cast(AsyncConnection, InlineConnection(sync_conn)))
-            except OperationalError as exc:
-                if not _locked(exc):
-                    raise
+            async with self._write_lock:
+                done = await _inline(work, self._inline.begin)
+            if not isinstance(done, _Busy):
+                return done
         async with self.write() as conn:
             return await work(conn)
 
@@ -92,12 +88,9 @@ class Database:
         answer busy all the same (a recovery, a checkpoint as the last connection closes),
         ``work`` runs again through :meth:`read`. On PostgreSQL, through :meth:`read`."""
         if self._inline is not None:
-            try:
-                with self._inline.connect() as sync_conn:
-                    return await work(cast(AsyncConnection, InlineConnection(sync_conn)))
-            except OperationalError as exc:
-                if not _locked(exc):
-                    raise
+            done = await _inline(work, self._inline.connect)
+            if not isinstance(done, _Busy):
+                return done
         async with self.read() as conn:
             return await work(conn)
 
@@ -132,6 +125,26 @@ class InlineConnection:
 
     async def execute(self, statement: Executable, parameters: Any = None) -> Any:
         return self._conn.execute(statement, parameters)
+
+
+class _Busy:
+    """SQLite answered busy to an inline run: run it again through aiosqlite."""
+
+
+async def _inline(
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    sync: Callable[[], contextlib.AbstractContextManager[Connection]],
+) -> T | _Busy:
+    """``work`` over the synchronous connection ``sync`` gives (a transaction or a plain
+    connection), or _Busy if SQLite's lock is held elsewhere (nothing of it was committed)."""
+    try:
+        with sync() as sync_conn:
+            # Repositories take an AsyncConnection and only await its execute().
+            return await work(cast(AsyncConnection, InlineConnection(sync_conn)))
+    except OperationalError as exc:
+        if not _locked(exc):
+            raise
+        return _Busy()
 
 
 def _locked(exc: OperationalError) -> bool:
