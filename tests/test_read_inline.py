@@ -8,14 +8,17 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from faststream.kafka import KafkaBroker
 from sqlalchemy.exc import OperationalError
 
+from service.emit.relay import CLAIM_AT_ONCE, OutboxRelay
 from service.models import PageAction
+from service.observability.metrics import Metrics
 from service.store import database
-from service.store.outbox import OutboxRecord, TimelineEntry
+from service.store.outbox import OutboxClaim, OutboxRecord, TimelineEntry
 from service.store.pages import NewPage
 from service.store.store import Effects, Store
 from tests.support.incidents import make_incident
@@ -73,6 +76,38 @@ async def test_the_workers_claims_and_leases_do_not_give_up_the_loop(store: Stor
     assert removed == 1 and not turned
     released, turned = await turned_while(store.pages.queue.release_held())
     assert released == 1 and not turned
+
+
+async def test_the_relay_claims_a_backlog_a_hundred_events_at_a_time(store: Store) -> None:
+    """Each claim runs in the loop's thread, with the events' bodies: a backlog is taken in
+    claims of CLAIM_AT_ONCE, and all of it goes out."""
+    events = [
+        OutboxRecord("events", b"inc-3", f"event {n}".encode(), TimelineEntry("inc-3", "x", str(n)))
+        for n in range(2 * CLAIM_AT_ONCE + 50)
+    ]
+    assert await store.commit(Effects(events=events), T0)
+    sent: list[bytes] = []
+    claimed: list[int] = []
+
+    class Broker:
+        async def publish(self, value: bytes, topic: str, **_: Any) -> asyncio.Future[None]:
+            sent.append(value)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    claim = store.outbox.claim
+
+    async def counted(*args: Any) -> OutboxClaim:
+        out = await claim(*args)
+        claimed.append(len(out.records))
+        return out
+
+    store.outbox.claim = counted  # type: ignore[method-assign]
+    relay = OutboxRelay(store.outbox, cast(KafkaBroker, Broker()), Metrics())
+    assert await relay.flush() == len(events)
+    assert claimed == [CLAIM_AT_ONCE, CLAIM_AT_ONCE, 50] and sorted(sent) == sorted(e.value for e in events)
+    assert await store.outbox.unpublished(10) == []
 
 
 def failing_inline(monkeypatch: pytest.MonkeyPatch, message: str) -> list[str]:

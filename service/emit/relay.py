@@ -18,12 +18,18 @@ from service.store.outbox import Outbox, OutboxClaim, OutboxRecord
 from service.store.queue import LEASE_SECONDS
 
 CE_HEADERS = {"content-type": "application/cloudevents+json; charset=utf-8"}
+# Events claimed and sent at once. The claim runs in the event loop's thread on SQLite
+# (Database.write_inline), and a storm's events carry their incidents' alerts: a claim of
+# 1,000 held the loop up to 185 ms, its sends up to 98 ms; of 100, 27 and 17 ms.
+CLAIM_AT_ONCE = 100
 
 
 class OutboxRelay(DueWorker):
     name = "outbox relay"
 
-    def __init__(self, outbox: Outbox, broker: KafkaBroker, metrics: Metrics, batch: int = 1000) -> None:
+    def __init__(
+        self, outbox: Outbox, broker: KafkaBroker, metrics: Metrics, batch: int = CLAIM_AT_ONCE
+    ) -> None:
         # Wall time even under an injected clock: leases are about this machine's processes.
         super().__init__(SystemClock())
         self._outbox = outbox
