@@ -362,8 +362,11 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
         ),
         (
             "    Python's cyclic collector during (e1)",
-            f"{sum(sh.collector.get(f'gen{g}', 0.0) for g in range(3)):.2f} s",
-            ", ".join(_collections(sh.collector, g) for g in range(3)),
+            f"{sum(sh.collector_seconds):.2f} s",
+            ", ".join(
+                f"gen{g} {runs}x {seconds:.2f} s"
+                for g, (runs, seconds) in enumerate(zip(sh.collector_runs, sh.collector_seconds, strict=True))
+            ),
         ),
         (
             "(e2) 202 rate / Alertmanager's POST /api/v2/alerts",
@@ -402,11 +405,6 @@ def storm_http_rows(sh: StormHttpResult) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _collections(collector: dict[str, float], generation: int) -> str:
-    runs, seconds = collector.get(f"gen{generation}_collections", 0), collector.get(f"gen{generation}", 0)
-    return f"gen{generation} {runs:.0f}x {seconds:.2f} s"
-
-
 def print_profile(path: Path, top: int = 30) -> None:
     print(f"\ncProfile of (b), event-loop thread only ({path}); by own time:")
     pstats.Stats(str(path)).strip_dirs().sort_stats("tottime").print_stats(top)
@@ -416,8 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_logging()
     # The service runs in this process: its allocator and collector as `incidentd run` sets them.
-    allocator.limit_arenas()
-    allocator.tune_collector()
+    allocator.at_start()
     start = time.perf_counter()
     results = asyncio.run(bench(args))
     out = report(args, results, time.perf_counter() - start)

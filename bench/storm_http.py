@@ -128,7 +128,9 @@ class StormHttpResult:
     # where the consumer's time went during (1): wall seconds per pipeline stage, and batches
     stage_seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
-    collector: dict[str, float] = field(default_factory=dict)  # CollectorTime during (1)
+    # Python's cyclic collector during (1), by generation: seconds, and collections
+    collector_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    collector_runs: list[int] = field(default_factory=lambda: [0, 0, 0])
     loop_cpu_seconds: float = 0.0  # the event loop's thread, during (1) (until its SEV-1s are paged)
     # (6)
     startup: list[dict[str, float]] = field(default_factory=list)
@@ -249,11 +251,8 @@ class CollectorTime:
     def start(self) -> None:
         gc.callbacks.append(self._note)
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> None:
         gc.callbacks.remove(self._note)
-        return {f"gen{g}": round(self.seconds[g], 3) for g in range(3)} | {
-            f"gen{g}_collections": float(self.collections[g]) for g in range(3)
-        }
 
 
 # -- the service in this process -----------------------------------------------------------
@@ -388,7 +387,8 @@ async def storm_phase(
             )
         sev1 = (await load.finish())["sev1"]
     result.rss_peak_mib = await sampler.stop()
-    result.collector = collector.stop()
+    collector.stop()
+    result.collector_seconds, result.collector_runs = collector.seconds, collector.collections
     result.loop_cpu_seconds = time.thread_time() - loop_cpu
     result.hwm_mib = proc_status_kib("VmHWM") / 1024
     result.batches = clock.batches - batches_before

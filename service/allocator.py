@@ -45,6 +45,13 @@ def limit_arenas(arenas: int = ARENAS) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
+def at_start() -> None:
+    """What a process hosting the service sets before any thread starts (``incidentd run``,
+    ``make bench``): the arena cap and the collector's threshold."""
+    limit_arenas()
+    tune_collector()
+
+
 def tune_collector(young: int = YOUNG_COLLECTION) -> None:
     """Collect the young generation every ``young`` allocations; the older generations'
     thresholds stay Python's."""

@@ -191,8 +191,7 @@ def run(
     except RulesError as exc:
         raise _fail_run(fmt, "rules are invalid, not starting:\n" + str(exc)) from None
     # Before any thread starts (the store's driver threads each took an arena of their own).
-    allocator.limit_arenas()
-    allocator.tune_collector()
+    allocator.at_start()
     try:
         asyncio.run(_serve(settings, rules, embedded))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -67,7 +67,7 @@ class Database:
         only the committed run counts."""
         if self._inline is not None and self._write_lock is not None:
             async with self._write_lock:
-                done = await _inline(work, self._inline.begin)
+                done = await _run_inline(work, self._inline.begin)
             if not isinstance(done, _Busy):
                 return done
         async with self.write() as conn:
@@ -88,7 +88,7 @@ class Database:
         answer busy all the same (a recovery, a checkpoint as the last connection closes),
         ``work`` runs again through :meth:`read`. On PostgreSQL, through :meth:`read`."""
         if self._inline is not None:
-            done = await _inline(work, self._inline.connect)
+            done = await _run_inline(work, self._inline.connect)
             if not isinstance(done, _Busy):
                 return done
         async with self.read() as conn:
@@ -131,7 +131,7 @@ class _Busy:
     """SQLite answered busy to an inline run: run it again through aiosqlite."""
 
 
-async def _inline(
+async def _run_inline(
     work: Callable[[AsyncConnection], Awaitable[T]],
     sync: Callable[[], contextlib.AbstractContextManager[Connection]],
 ) -> T | _Busy:
