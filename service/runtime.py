@@ -51,6 +51,7 @@ from service.scheduling import DueWorker
 from service.store.leases import LeaseKeeper
 from service.store.listener import WorkListener
 from service.store.store import INCIDENTS, Store
+from service.store.tables import outbox as outbox_table
 from service.store.tables import timers as timers_table
 from service.store.views import IncidentViews
 from service.triage.probes.registry import build_probes
@@ -129,9 +130,12 @@ class Runtime:
             self.wake_noise,
         )
         self.relay = OutboxRelay(self.store.outbox, self.broker, self.metrics)
+        # On SQLite the relay claims the events in the transactions that store them: see
+        # Store.ride_with for why not on PostgreSQL.
+        self.store.ride_with(self.relay.ride)
         # A page's outcome is an event to publish, nothing more.
         self.pages = PageWorker(
-            dataclasses.replace(ctx, on_effects=self.relay.wake), self.notifiers, self.fallbacks
+            dataclasses.replace(ctx, on_effects=self.relay.events_stored), self.notifiers, self.fallbacks
         )
         comms = [name for name, n in self.notifiers.items() if n.comms]
         self.timers = TimerWorker(ctx, pagers, comms)
@@ -247,6 +251,9 @@ class Runtime:
         # and each wake-up costs the store a claim and a next-due query; the timer workers
         # only if a new timer is due before they would look anyway.
         queues = set(stored.queues)
+        if outbox_table.name in queues:
+            queues.discard(outbox_table.name)
+            self.relay.events_stored()
         if timers_table.name in queues and stored.timers_due is not None:
             queues.discard(timers_table.name)
             self.timers.wake_by(stored.timers_due)

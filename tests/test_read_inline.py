@@ -72,7 +72,7 @@ async def test_the_workers_claims_and_leases_do_not_give_up_the_loop(store: Stor
     assert renewed == 1 and not turned
     claim, turned = await turned_while(store.outbox.claim(T0, 10, 30))
     assert [r.value for _, r in claim.records] == [b"opened"] and not turned
-    removed, turned = await turned_while(store.outbox.published(claim))
+    removed, turned = await turned_while(store.outbox.published([claim]))
     assert removed == 1 and not turned
     released, turned = await turned_while(store.pages.queue.release_held())
     assert released == 1 and not turned
@@ -98,8 +98,8 @@ async def test_the_relay_claims_a_backlog_a_hundred_events_at_a_time(store: Stor
 
     claim = store.outbox.claim
 
-    async def counted(*args: Any) -> OutboxClaim:
-        out = await claim(*args)
+    async def counted(*args: Any, **kwargs: Any) -> OutboxClaim:
+        out = await claim(*args, **kwargs)
         claimed.append(len(out.records))
         return out
 

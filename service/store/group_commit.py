@@ -24,6 +24,10 @@ from service.store.database import Database
 E = TypeVar("E")
 Guard = Callable[[AsyncConnection], Awaitable[bool]]
 Then = Callable[[AsyncConnection], Awaitable[None]]
+# Work that rides a group's transaction once, after every commit's own (the outbox
+# relay's: service/emit/relay.py). What it answers is called once the transaction ended,
+# with whether it committed.
+Rider = Callable[[AsyncConnection], Awaitable[Callable[[bool], None]]]
 # Writes the effects of every commit of a group whose guard let it through, in order.
 Apply = Callable[[AsyncConnection, Sequence[tuple[E, datetime]]], Awaitable[None]]
 
@@ -38,11 +42,14 @@ class _Request(Generic[E]):
 
 
 class GroupCommit(Generic[E]):
-    def __init__(self, db: Database, apply: Apply[E]) -> None:
+    def __init__(self, db: Database, apply: Apply[E], rides: Callable[[E], bool] = lambda _: False) -> None:
+        """``rides``: whether a transaction writing these effects takes the rider along."""
         self._db = db
         self._apply = apply
+        self._rides = rides
         self._queue: list[_Request[E]] = []
         self._task: asyncio.Task[None] | None = None
+        self.rider: Rider | None = None
 
     async def commit(self, effects: E, now: datetime, guard: Guard | None, then: Then | None = None) -> bool:
         """As :meth:`Store.commit`: True once written, False if ``guard`` said no."""
@@ -85,18 +92,32 @@ class GroupCommit(Generic[E]):
         _settle(req, ok)
 
     async def _write(self, group: list[_Request[E]]) -> list[bool]:
-        return await self._db.write_inline(lambda conn: self._write_in(conn, group))
+        rides: list[Callable[[bool], None]] = []
+        try:
+            out = await self._db.write_inline(lambda conn: self._write_in(conn, group, rides))
+        except BaseException:
+            for ended in rides:
+                ended(False)
+            raise
+        for ended in rides:
+            # Only the last run committed (a run the database answered busy is run again).
+            ended(ended is rides[-1])
+        return out
 
-    async def _write_in(self, conn: AsyncConnection, group: list[_Request[E]]) -> list[bool]:
+    async def _write_in(
+        self, conn: AsyncConnection, group: list[_Request[E]], rides: list[Callable[[bool], None]]
+    ) -> list[bool]:
         # Guards first, then every kept commit's effects in one statement per table, then
-        # what runs after them (a then sees its own effects and those of the group).
+        # what runs after them (a then sees its own effects and those of the group), then
+        # the rider. Each runs again if the group is written again: the last run counts.
         out = [req.guard is None or await req.guard(conn) for req in group]
         kept = [req for req, ok in zip(group, out, strict=True) if ok]
         await self._apply(conn, [(req.effects, req.now) for req in kept])
         for req in kept:
             if req.then is not None:
-                # Run again if the group is written again: what it answers is the last run's.
                 await req.then(conn)
+        if self.rider is not None and any(self._rides(req.effects) for req in kept):
+            rides.append(await self.rider(conn))
         return out
 
 

@@ -57,6 +57,16 @@ class OutboxClaim:
     records: list[tuple[int, OutboxRecord]]
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxRide:
+    """What a transaction that stores events did for the relay (service/emit/relay.py):
+    removed the claims it had published, then claimed what can go next (None: it did
+    not claim)."""
+
+    removed: tuple[OutboxClaim, ...]
+    claim: OutboxClaim | None
+
+
 class Outbox:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -101,9 +111,24 @@ class Outbox:
         )
         return ~held_earlier
 
-    async def claim(self, now: datetime, limit: int, lease_seconds: float) -> OutboxClaim:
-        """The oldest unpublished events that are not waiting behind another replica."""
-        claim = await self.queue.claim(now, limit, lease_seconds, where=self._not_behind_held(now))
+    async def claim(
+        self, now: datetime, limit: int, lease_seconds: float, published: Sequence[OutboxClaim] = ()
+    ) -> OutboxClaim:
+        """The oldest unpublished events that are not waiting behind another replica, in a
+        transaction that first removes ``published`` (:meth:`remove_in`): the events of an
+        incident queued behind those can be claimed in the same transaction."""
+
+        async def claim(conn: AsyncConnection) -> OutboxClaim:
+            await self.remove_in(conn, published)
+            return await self.claim_in(conn, now, limit, lease_seconds)
+
+        return await self._db.write_inline(claim)
+
+    async def claim_in(
+        self, conn: AsyncConnection, now: datetime, limit: int, lease_seconds: float
+    ) -> OutboxClaim:
+        """:meth:`claim` in ``conn``'s transaction (one that stores events, say)."""
+        claim = await self.queue.claim_in(conn, now, limit, lease_seconds, where=self._not_behind_held(now))
         records = [(r.id, OutboxRecord(r.topic, r.key, r.value)) for r in claim.rows]
         return OutboxClaim(claim.owner, records)
 
@@ -111,17 +136,20 @@ class Outbox:
         """Now if anything can be claimed; else when a lease ahead of the rest ends."""
         return await self.queue.next_due(self._not_behind_held(now))
 
-    async def published(self, claim: OutboxClaim) -> int:
-        """Remove what went out; returns how many rows were still ours to remove. Events
-        that waited behind these can go now: other replicas are told."""
+    async def published(self, claims: Sequence[OutboxClaim]) -> int:
+        """Remove what went out, in a transaction of its own (:meth:`remove_in`)."""
+        return await self._db.write_inline(lambda conn: self.remove_in(conn, claims))
 
-        async def remove(conn: AsyncConnection) -> int:
-            removed = await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
-            if self._db.postgres:
-                await notify(conn, [outbox.name])
-            return removed
-
-        return await self._db.write_inline(remove)
+    async def remove_in(self, conn: AsyncConnection, claims: Sequence[OutboxClaim]) -> int:
+        """Remove the rows of ``claims``, published, in ``conn``'s transaction; returns how
+        many were still ours to remove. Events that waited behind these can go now: other
+        replicas are told."""
+        removed = 0
+        for claim in claims:
+            removed += await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
+        if removed and self._db.postgres:
+            await notify(conn, [outbox.name])
+        return removed
 
     async def backlog(self) -> Backlog:
         """Events not yet published: one aggregate over a table that is empty when all is

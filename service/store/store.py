@@ -20,7 +20,7 @@ from service.store import schema
 from service.store.commands import CommandIds
 from service.store.control import ControlState
 from service.store.database import Database
-from service.store.group_commit import GroupCommit
+from service.store.group_commit import GroupCommit, Rider
 from service.store.heartbeats import Heartbeats
 from service.store.incidents import ConcurrentUpdate, Incidents
 from service.store.listener import notify
@@ -71,8 +71,17 @@ class Store:
         self.commands = CommandIds(self.db)
         self.silences = Silences(self.db)
         self.heartbeats = Heartbeats(self.db)
-        self._group = GroupCommit[Effects](self.db, self._apply_some)
+        self._group = GroupCommit[Effects](self.db, self._apply_some, rides=lambda e: bool(e.events))
         self._committed: list[Callable[[Effects], None]] = []
+
+    def ride_with(self, rider: Rider) -> None:
+        """On SQLite, every transaction that stores events takes ``rider`` along (the outbox
+        relay removes what it published and claims what goes next in it), saving the relay
+        two transactions, two fsyncs, per batch of events. Not on PostgreSQL: a claim there
+        takes the outbox's advisory lock, which in every writer's transaction would make
+        the replicas' writers take turns."""
+        if not self.db.postgres:
+            self._group.rider = rider
 
     def on_commit(self, observer: Callable[[Effects], None]) -> None:
         """Call ``observer`` with the effects of every :meth:`commit` once its transaction has
