@@ -24,7 +24,7 @@ from service.ingest.parse import (
     too_deep,
     validated_webhook,
 )
-from service.ingest.payloads import AlertIn
+from service.ingest.payloads import LeanAlertIn
 from service.ingest.records import OutRecord, Routing, split_by_group
 from service.models import Alert
 from service.observability.metrics import Metrics
@@ -134,7 +134,7 @@ class AlertIntake:
         return Accepted(len(labels), len(records))
 
 
-def _labels(alerts: Sequence[Alert] | Sequence[AlertIn]) -> list[dict[str, str]]:
+def _labels(alerts: Sequence[Alert] | Sequence[LeanAlertIn]) -> list[dict[str, str]]:
     return [a.labels for a in alerts]
 
 
