@@ -1,4 +1,4 @@
-from service.correlate.fingerprint import fingerprint, group_key, group_keys, valid_fingerprint
+from service.correlate.fingerprint import fingerprint, group_key, group_keys, groups_of, valid_fingerprint
 
 
 def test_fingerprint_matches_prometheus_reference_vectors() -> None:
@@ -48,5 +48,6 @@ def test_group_keys_are_each_label_sets_group_key() -> None:
     ]
     for group_by in (["alertname", "cluster"], ["..."], ["namespace"]):
         assert group_keys(many, group_by) == [group_key(labels, group_by)[0] for labels in many]
+        assert groups_of(many, group_by) == [group_key(labels, group_by) for labels in many]
     keys = group_keys(many, ["alertname", "cluster"])
     assert keys[0] == keys[1] and keys[2] == keys[3] and len(set(keys)) == 3

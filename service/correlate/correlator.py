@@ -8,14 +8,14 @@ and the store writes all of it in one transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from service.batch import FLAPPING, EventIntent, PageIntent
 from service.clock import iso
-from service.correlate.fingerprint import group_key
+from service.correlate.fingerprint import groups_of
 from service.models import (
     EXPIRED,
     Alert,
@@ -92,11 +92,15 @@ class Outcome:
         return self
 
 
-def assign_group(alert: Alert, rules: RuleSet) -> str:
-    """Set the alert's incident group key (once per alert) and return it."""
-    if not alert.group_key:
-        alert.group_key, alert.group_labels = group_key(alert.labels, rules.grouping.group_by)
-    return alert.group_key
+def assign_groups(alerts: Sequence[Alert], rules: RuleSet) -> set[str]:
+    """Set each alert's incident group key (once per alert); the keys. The alerts of one
+    group (a webhook's, as Alertmanager sends them) share one computation."""
+    todo = [a for a in alerts if not a.group_key]
+    for alert, (key, labels) in zip(
+        todo, groups_of([a.labels for a in todo], rules.grouping.group_by), strict=True
+    ):
+        alert.group_key, alert.group_labels = key, labels
+    return {a.group_key for a in alerts}
 
 
 class Correlator:
@@ -107,8 +111,8 @@ class Correlator:
     def apply(self, alerts: list[Alert], current: dict[str, Incident], now: datetime) -> Outcome:
         """Fold ``alerts`` into ``current`` (group key -> current incident), in order."""
         out = Outcome()
+        assign_groups(alerts, self._rules)
         for alert in alerts:
-            assign_group(alert, self._rules)
             self._apply_one(alert, current, now, out)
         return out.finish()
 
@@ -170,7 +174,8 @@ class Correlator:
         inc = Incident(
             id=f"inc-{uuid.uuid4().hex[:20]}",
             group_key=alert.group_key,
-            group_labels=alert.group_labels,
+            # Its own copy: the alerts of a group share theirs (assign_groups).
+            group_labels=dict(alert.group_labels),
             title=alert.title,
             impact=alert.impact,
             severity=alert.severity,

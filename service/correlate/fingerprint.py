@@ -45,17 +45,23 @@ def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> tuple[str, 
 def group_keys(many: Sequence[Mapping[str, str]], group_by: Sequence[str]) -> list[str]:
     """:func:`group_key`'s key for each label set; those that agree on the group-by labels
     (a webhook's alerts, one group as Alertmanager sends it) share one computation."""
+    return [key for key, _ in groups_of(many, group_by)]
+
+
+def groups_of(many: Sequence[Mapping[str, str]], group_by: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
+    """:func:`group_key` for each label set, computed once for those that agree on the
+    group-by labels (which then share the group's labels: read only)."""
     if _every_label(group_by):
-        return [group_key(labels, group_by)[0] for labels in many]
-    keys: dict[tuple[str, ...], str] = {}
+        return [group_key(labels, group_by) for labels in many]
+    seen: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
     out = []
     for labels in many:
         # What the key depends on: the group-by values, an empty one counting as absent.
         values = tuple(labels.get(name, "") for name in group_by)
-        key = keys.get(values)
-        if key is None:
-            key = keys[values] = group_key(labels, group_by)[0]
-        out.append(key)
+        group = seen.get(values)
+        if group is None:
+            group = seen[values] = group_key(labels, group_by)
+        out.append(group)
     return out
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from service.batch import Batch
-from service.correlate.correlator import Correlator, assign_group
+from service.correlate.correlator import Correlator, assign_groups
 from service.models import Incident
 from service.ruleset.models import RuleSet
 
@@ -22,7 +22,7 @@ class CorrelateStage:
         self._rules = rules
 
     async def __call__(self, batch: Batch) -> Batch:
-        keys = {assign_group(a, self._rules) for a in batch.alerts}
+        keys = assign_groups(batch.alerts, self._rules)
         batch.current = await self._incidents.load_current(keys) if keys else {}
         out = self._correlator.apply(batch.alerts, batch.current, batch.now)
         batch.changed.update(out.changed)
