@@ -254,10 +254,17 @@ class RecordingNotifier:
     name: str = "bench"
     comms: bool = False
     sent: list[SentPage] = field(default_factory=list)
+    # When each group's cluster was first paged, kept as pages come: the bench polls it
+    # from the service's own event loop, and a scan of every page sent cost that loop 1%.
+    first_by_cluster: dict[str, float] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, request: PageRequest) -> str | None:
-        self.sent.append(SentPage(time.perf_counter(), request))
+        at = time.perf_counter()
+        self.sent.append(SentPage(at, request))
+        if request.action == "trigger":
+            cluster = str(request.incident.get("group_labels", {}).get("cluster", ""))
+            self.first_by_cluster.setdefault(cluster, at)
         self._changed.set()
         return f"bench-{len(self.sent)}"
 

@@ -182,14 +182,7 @@ def summary_ms(values_s: list[float]) -> dict[str, float]:
 
 def first_pages(pager: RecordingNotifier, prefix: str) -> dict[str, float]:
     """When each incident whose cluster starts with ``prefix`` was first paged."""
-    out: dict[str, float] = {}
-    for page in pager.sent:
-        if page.request.action != "trigger":
-            continue
-        cluster = str(page.request.incident.get("group_labels", {}).get("cluster", ""))
-        if cluster.startswith(prefix):
-            out.setdefault(cluster, page.at)
-    return out
+    return {c: at for c, at in pager.first_by_cluster.items() if c.startswith(prefix)}
 
 
 # -- HTTP load -------------------------------------------------------------------------
