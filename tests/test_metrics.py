@@ -366,3 +366,32 @@ async def test_kafka_down_a_503_is_counted_and_the_outbox_backlog_ages(tmp_path:
         waiting = await svc.runtime.store.outbox.unpublished(100)
         assert s.value("incidentd_outbox_pending_events") == len(waiting) >= 1
         assert s.value("incidentd_outbox_oldest_pending_age_seconds") == 120.0
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.004, 0.01, 0.3, 29.0, 31.0])
+def test_equal_observations_at_once_expose_as_one_by_one(amount: float) -> None:
+    """A batch's alerts share their receipt time and are observed at once (issue #13): the
+    exposition must be that of one observe() per alert, bucket, count and sum alike."""
+    from prometheus_client import CollectorRegistry
+
+    from service.observability.metrics import EqualObservations
+
+    def samples(observe: Callable[[EqualObservations], None]) -> dict[str, float]:
+        registry = CollectorRegistry()
+        h = EqualObservations("latency_seconds", "x", buckets=(0.005, 0.01, 1, 30), registry=registry)
+        observe(h)
+        return {
+            f"{s.name}{sorted(s.labels.items())}": s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    def one_by_one(h: EqualObservations) -> None:
+        for _ in range(7):
+            h.observe(amount)
+
+    at_once = samples(lambda h: h.observe_times(amount, 7))
+    # The sum as a float: 7 x 0.3 and 0.3 added seven times differ in the last bit.
+    assert at_once == pytest.approx(samples(one_by_one), rel=1e-12)
+    assert at_once != samples(lambda h: h.observe_times(amount, 6))

@@ -16,6 +16,21 @@ ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400
 RESOLVE_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800)
 
 
+class EqualObservations(Histogram):
+    """A histogram that takes ``times`` equal observations in one call: the alerts of a
+    batch share their receipt time, and one ``observe`` per alert (a lock and a walk of the
+    buckets each) cost a 100,000-alert storm 2% of its event loop. The exposition is the
+    same as that many ``observe`` calls (tests/test_metrics.py)."""
+
+    def observe_times(self, amount: float, times: int) -> None:
+        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        self._sum.inc(amount * times)
+        for i, bound in enumerate(self._upper_bounds):
+            if amount <= bound:
+                self._buckets[i].inc(times)
+                break
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -128,7 +143,7 @@ class Metrics:
         self.events_published = Counter(
             "incidentd_events_published_total", "Incident events published to Kafka.", registry=r
         )
-        self.processing_latency = Histogram(
+        self.processing_latency = EqualObservations(
             "incidentd_processing_latency_seconds",
             "Time from an alert being received to its batch being stored.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

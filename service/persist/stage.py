@@ -4,6 +4,7 @@ transaction (incidents, events, page jobs, timers, remediation jobs)."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -120,6 +121,7 @@ class PersistStage:
                 m.remediations_skipped.labels(e.extra["remediation"]["guardrail"]).inc()
         # Wall time, not the injected clock: this measures the machine, not the scenario.
         stored_at = datetime.now(UTC)
-        for alert in batch.alerts:
-            if alert.received_at is not None:
-                m.processing_latency.observe(max(0.0, (stored_at - alert.received_at).total_seconds()))
+        # The alerts of a batch share their receipt time: one observation each, at once.
+        received = Counter(a.received_at for a in batch.alerts if a.received_at is not None)
+        for at, times in received.items():
+            m.processing_latency.observe_times(max(0.0, (stored_at - at).total_seconds()), times)
