@@ -72,7 +72,7 @@ async def test_the_workers_claims_and_leases_do_not_give_up_the_loop(store: Stor
     assert renewed == 1 and not turned
     claim, turned = await turned_while(store.outbox.claim(T0, 10, 30))
     assert [r.value for _, r in claim.records] == [b"opened"] and not turned
-    removed, turned = await turned_while(store.outbox.published([claim]))
+    removed, turned = await turned_while(store.outbox.published([claim.sent()]))
     assert removed == 1 and not turned
     released, turned = await turned_while(store.pages.queue.release_held())
     assert released == 1 and not turned

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.clock import Clock, SystemClock
 from service.observability.metrics import Metrics
 from service.scheduling import DueWorker
-from service.store.outbox import Outbox, OutboxClaim, OutboxRecord, OutboxRide
+from service.store.outbox import Outbox, OutboxClaim, OutboxRecord, OutboxRide, SentClaim
 from service.store.queue import LEASE_SECONDS
 
 CE_HEADERS = {"content-type": "application/cloudevents+json; charset=utf-8"}
@@ -60,7 +60,7 @@ class OutboxRelay(DueWorker):
         self._lock = asyncio.Lock()
         self._inflight: set[asyncio.Future[None]] = set()
         # Claims sent and not yet removed, each with when it was sent (epoch), oldest first.
-        self._published: list[tuple[OutboxClaim, float]] = []
+        self._published: list[tuple[SentClaim, float]] = []
         self._handed = 0
         # Woken for work (not only to plan a removal): start-up looks at once.
         self._wanted = True
@@ -182,14 +182,14 @@ class OutboxRelay(DueWorker):
             await self._outbox.queue.release([row_id for row_id, _ in claim.records], claim.owner)
             raise
         self._metrics.events_published.inc(len(claim.records))
-        self._published.append((claim, self._clock.now().timestamp()))
+        self._published.append((claim.sent(), self._clock.now().timestamp()))
         if len(self._published) == 1:
             self.wake_by(self._removal_due())
 
-    def _claims_published(self) -> tuple[OutboxClaim, ...]:
+    def _claims_published(self) -> tuple[SentClaim, ...]:
         return tuple(claim for claim, _ in self._published)
 
-    def _forget(self, removed: tuple[OutboxClaim, ...]) -> None:
+    def _forget(self, removed: tuple[SentClaim, ...]) -> None:
         gone = {id(c) for c in removed}
         self._published = [(c, at) for c, at in self._published if id(c) not in gone]
 

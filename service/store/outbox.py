@@ -56,6 +56,18 @@ class OutboxClaim:
     owner: str
     records: list[tuple[int, OutboxRecord]]
 
+    def sent(self) -> SentClaim:
+        return SentClaim(self.owner, tuple(row_id for row_id, _ in self.records))
+
+
+@dataclass(frozen=True, slots=True)
+class SentClaim:
+    """A claim once published: what its removal needs, without the events themselves
+    (a storm's carry their incidents' alerts)."""
+
+    owner: str
+    ids: tuple[int, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRide:
@@ -63,7 +75,7 @@ class OutboxRide:
     removed the claims it had published, then claimed what can go next (None: it did
     not claim)."""
 
-    removed: tuple[OutboxClaim, ...]
+    removed: tuple[SentClaim, ...]
     claim: OutboxClaim | None
 
 
@@ -112,7 +124,7 @@ class Outbox:
         return ~held_earlier
 
     async def claim(
-        self, now: datetime, limit: int, lease_seconds: float, published: Sequence[OutboxClaim] = ()
+        self, now: datetime, limit: int, lease_seconds: float, published: Sequence[SentClaim] = ()
     ) -> OutboxClaim:
         """The oldest unpublished events that are not waiting behind another replica, in a
         transaction that first removes ``published`` (:meth:`remove_in`): the events of an
@@ -136,17 +148,17 @@ class Outbox:
         """Now if anything can be claimed; else when a lease ahead of the rest ends."""
         return await self.queue.next_due(self._not_behind_held(now))
 
-    async def published(self, claims: Sequence[OutboxClaim]) -> int:
+    async def published(self, claims: Sequence[SentClaim]) -> int:
         """Remove what went out, in a transaction of its own (:meth:`remove_in`)."""
         return await self._db.write_inline(lambda conn: self.remove_in(conn, claims))
 
-    async def remove_in(self, conn: AsyncConnection, claims: Sequence[OutboxClaim]) -> int:
+    async def remove_in(self, conn: AsyncConnection, claims: Sequence[SentClaim]) -> int:
         """Remove the rows of ``claims``, published, in ``conn``'s transaction; returns how
         many were still ours to remove. Events that waited behind these can go now: other
         replicas are told."""
         removed = 0
         for claim in claims:
-            removed += await self.queue.delete(conn, [row_id for row_id, _ in claim.records], claim.owner)
+            removed += await self.queue.delete(conn, claim.ids, claim.owner)
         if removed and self._db.postgres:
             await notify(conn, [outbox.name])
         return removed
