@@ -34,9 +34,6 @@ CLAIM_AT_ONCE = 100
 # The longest published rows wait for a ride before the relay removes them itself. They
 # stay leased meanwhile: another replica's events of the same incident wait that long.
 REMOVE_WITHIN = 0.1
-# A ride claims nothing while this many claims it handed are still to be sent; what it
-# leaves goes with the next ride, or the relay's next removal (REMOVE_WITHIN).
-HANDED_AT_MOST = 4
 
 
 class OutboxRelay(DueWorker):
@@ -61,6 +58,10 @@ class OutboxRelay(DueWorker):
         self._inflight: set[asyncio.Future[None]] = set()
         # Claims sent and not yet removed, each with when it was sent (epoch), oldest first.
         self._published: list[tuple[SentClaim, float]] = []
+        # Events rides claimed and the relay has yet to send: at most a claim's worth (a
+        # storm's events carry their incidents' alerts; four claims' worth in hand grew the
+        # storm's peak memory by 7-14 MiB). What a ride leaves goes with the next ride, or
+        # with the relay's next removal.
         self._handed = 0
         # Woken for work (not only to plan a removal): start-up looks at once.
         self._wanted = True
@@ -123,14 +124,14 @@ class OutboxRelay(DueWorker):
     # -- riding the transactions that store events (Store.ride_with) -----------------------
 
     async def ride(self, conn: AsyncConnection) -> Callable[[bool], None]:
-        """In ``conn``'s transaction: remove what was published, then claim what can go,
-        unless the claims handed over before are still to be sent. The answer is told
-        whether the transaction committed."""
+        """In ``conn``'s transaction: remove what was published, then claim what can go, as
+        much as the events handed over before and not yet sent leave room for. The answer
+        is told whether the transaction committed."""
         done = self._claims_published()
         await self._outbox.remove_in(conn, done)
-        claim = None
-        if self._handed < HANDED_AT_MOST:
-            claim = await self._outbox.claim_in(conn, self._clock.now(), self._batch, LEASE_SECONDS)
+        claim, room = None, self._batch - self._handed
+        if room > 0:
+            claim = await self._outbox.claim_in(conn, self._clock.now(), room, LEASE_SECONDS)
         return lambda committed: self._settle(OutboxRide(done, claim) if committed else None)
 
     def _settle(self, ride: OutboxRide | None) -> None:
@@ -140,7 +141,7 @@ class OutboxRelay(DueWorker):
             return
         self._forget(ride.removed)
         if ride.claim is not None and ride.claim.records:
-            self._handed += 1
+            self._handed += len(ride.claim.records)
             self._track(asyncio.ensure_future(self._send_handed(ride.claim)))
 
     def events_stored(self) -> None:
@@ -159,7 +160,7 @@ class OutboxRelay(DueWorker):
             )
             self.wake()
         finally:
-            self._handed -= 1
+            self._handed -= len(claim.records)
 
     # -- sending ------------------------------------------------------------------------------
 

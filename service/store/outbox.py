@@ -156,9 +156,7 @@ class Outbox:
         """Remove the rows of ``claims``, published, in ``conn``'s transaction; returns how
         many were still ours to remove. Events that waited behind these can go now: other
         replicas are told."""
-        removed = 0
-        for claim in claims:
-            removed += await self.queue.delete(conn, claim.ids, claim.owner)
+        removed = await self.queue.delete(conn, [(row_id, c.owner) for c in claims for row_id in c.ids])
         if removed and self._db.postgres:
             await notify(conn, [outbox.name])
         return removed

@@ -19,7 +19,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Table, and_, case, delete, func, or_, select, text, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import KeyedColumnElement
 
@@ -226,10 +240,13 @@ class WorkQueue:
 
         return await self._db.write_inline(release)
 
-    async def delete(self, conn: AsyncConnection, row_ids: Sequence[Any], owner: str) -> int:
-        """Finish claimed rows by removing them (the outbox once published)."""
+    async def delete(self, conn: AsyncConnection, held: Sequence[tuple[Any, str]]) -> int:
+        """Finish claimed rows by removing them (the outbox once published): each ``(row id,
+        owner)`` only while that owner still holds it, in one statement."""
+        if not held:
+            return 0
         t = self.table
-        result = await conn.execute(delete(t).where(t.c.id.in_(list(row_ids)), t.c.lease_owner == owner))
+        result = await conn.execute(delete(t).where(tuple_(t.c.id, t.c.lease_owner).in_(list(held))))
         return int(result.rowcount)
 
     async def next_due(self, where: ColumnElement[bool] | None = None) -> float | None:
