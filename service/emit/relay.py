@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.clock import Clock, SystemClock
 from service.observability.metrics import Metrics
 from service.scheduling import DueWorker
-from service.store.outbox import Outbox, OutboxClaim, OutboxRecord, OutboxRide, SentClaim
+from service.store.outbox import Outbox, OutboxClaim, OutboxRecord, SentClaim
 from service.store.queue import LEASE_SECONDS
 
 CE_HEADERS = {"content-type": "application/cloudevents+json; charset=utf-8"}
@@ -128,21 +128,20 @@ class OutboxRelay(DueWorker):
         much as the events handed over before and not yet sent leave room for. The answer
         is told whether the transaction committed."""
         done = self._claims_published()
-        await self._outbox.remove_in(conn, done)
-        claim, room = None, self._batch - self._handed
-        if room > 0:
-            claim = await self._outbox.claim_in(conn, self._clock.now(), room, LEASE_SECONDS)
-        return lambda committed: self._settle(OutboxRide(done, claim) if committed else None)
+        room = self._batch - self._handed
+        claim = await self._outbox.claim_in(conn, self._clock.now(), room, LEASE_SECONDS, published=done)
+        return lambda committed: self._settle(done, claim if committed else None)
 
-    def _settle(self, ride: OutboxRide | None) -> None:
-        """The claim of a committed ride is sent in turn with the relay's own."""
-        self._behind = ride is None or (ride.claim is not None and len(ride.claim.records) == self._batch)
-        if ride is None:
+    def _settle(self, removed: tuple[SentClaim, ...], claim: OutboxClaim | None) -> None:
+        """After a ride's transaction (``claim`` None: it failed, and nothing it did holds).
+        Its claim is sent in turn with the relay's own."""
+        self._behind = claim is None or len(claim.records) == self._batch
+        if claim is None:
             return
-        self._forget(ride.removed)
-        if ride.claim is not None and ride.claim.records:
-            self._handed += len(ride.claim.records)
-            self._track(asyncio.ensure_future(self._send_handed(ride.claim)))
+        self._forget(removed)
+        if claim.records:
+            self._handed += len(claim.records)
+            self._track(asyncio.ensure_future(self._send_handed(claim)))
 
     def events_stored(self) -> None:
         """This process stored events: look for them, unless the rides take care of them."""

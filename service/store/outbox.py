@@ -69,16 +69,6 @@ class SentClaim:
     ids: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRide:
-    """What a transaction that stores events did for the relay (service/emit/relay.py):
-    removed the claims it had published, then claimed what can go next (None: it did
-    not claim)."""
-
-    removed: tuple[SentClaim, ...]
-    claim: OutboxClaim | None
-
-
 class Outbox:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -126,20 +116,24 @@ class Outbox:
     async def claim(
         self, now: datetime, limit: int, lease_seconds: float, published: Sequence[SentClaim] = ()
     ) -> OutboxClaim:
-        """The oldest unpublished events that are not waiting behind another replica, in a
-        transaction that first removes ``published`` (:meth:`remove_in`): the events of an
-        incident queued behind those can be claimed in the same transaction."""
-
-        async def claim(conn: AsyncConnection) -> OutboxClaim:
-            await self.remove_in(conn, published)
-            return await self.claim_in(conn, now, limit, lease_seconds)
-
-        return await self._db.write_inline(claim)
+        """:meth:`claim_in`, in a transaction of its own."""
+        return await self._db.write_inline(
+            lambda conn: self.claim_in(conn, now, limit, lease_seconds, published)
+        )
 
     async def claim_in(
-        self, conn: AsyncConnection, now: datetime, limit: int, lease_seconds: float
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        published: Sequence[SentClaim] = (),
     ) -> OutboxClaim:
-        """:meth:`claim` in ``conn``'s transaction (one that stores events, say)."""
+        """The oldest unpublished events that are not waiting behind another replica, in
+        ``conn``'s transaction (one that stores events, say), once ``published`` is removed
+        (:meth:`remove_in`): the events of an incident queued behind those can be claimed in
+        the same transaction."""
+        await self.remove_in(conn, published)
         claim = await self.queue.claim_in(conn, now, limit, lease_seconds, where=self._not_behind_held(now))
         records = [(r.id, OutboxRecord(r.topic, r.key, r.value)) for r in claim.rows]
         return OutboxClaim(claim.owner, records)
