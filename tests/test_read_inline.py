@@ -1,18 +1,23 @@
 """The consumer's reads and the workers' claims on SQLite (``Database.read_inline``,
-``write_inline``): run at once in the event loop's thread, and through aiosqlite's thread
-only when SQLite answers busy."""
+``write_inline``): run at once in the event loop's thread (a write's COMMIT in a thread of
+its own), and through aiosqlite's thread only when SQLite answers busy."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from faststream.kafka import KafkaBroker
+from sqlalchemy import event, insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.emit.relay import CLAIM_AT_ONCE, OutboxRelay
 from service.models import PageAction
@@ -21,6 +26,7 @@ from service.store import database
 from service.store.outbox import OutboxClaim, OutboxRecord, TimelineEntry
 from service.store.pages import NewPage
 from service.store.store import Effects, Store
+from service.store.tables import heartbeats
 from tests.support.incidents import make_incident
 from tests.support.time import T0
 
@@ -59,23 +65,99 @@ async def test_the_consumers_reads_do_not_give_up_the_loop(store: Store) -> None
     assert [i.id for i in listed] == ["inc-1"] and turned
 
 
-async def test_the_workers_claims_and_leases_do_not_give_up_the_loop(store: Store) -> None:
+@contextlib.contextmanager
+def threads_at_work() -> Iterator[dict[str, set[str]]]:
+    """The threads that run SQL statements and the threads that COMMIT, meanwhile."""
+    seen: dict[str, set[str]] = {"statements": set(), "commits": set()}
+
+    def statement(*_: Any) -> None:
+        seen["statements"].add(threading.current_thread().name)
+
+    def commit(*_: Any) -> None:
+        seen["commits"].add(threading.current_thread().name)
+
+    event.listen(Engine, "before_cursor_execute", statement)
+    event.listen(Engine, "commit", commit)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", statement)
+        event.remove(Engine, "commit", commit)
+
+
+async def test_the_workers_claims_run_in_the_loop_and_commit_in_a_thread(store: Store) -> None:
     """A page worker's claim held SQLite's write lock for ~30 ms of trips through aiosqlite
-    in a storm, and the consumer's group commits queued behind it."""
+    in a storm, and the consumer's group commits queued behind it: its statements run in the
+    loop's thread, and only its COMMIT (an fsync, the GIL let go) in the committing thread."""
+    loop_thread = threading.current_thread().name
     inc = make_incident("inc-2", "DiskFull", "SEV-3")
-    event = OutboxRecord("events", b"inc-2", b"opened", TimelineEntry("inc-2", "x", "opened"))
+    event_row = OutboxRecord("events", b"inc-2", b"opened", TimelineEntry("inc-2", "x", "opened"))
     page = NewPage(inc.id, "console", PageAction.TRIGGER, inc.opening)
-    assert await store.commit(Effects(incidents=[inc], pages=[page], events=[event]), T0)
-    jobs, turned = await turned_while(store.pages.claim_due(T0, 1, 10, set(), {"console"}))
-    assert [j.incident_id for j in jobs] == ["inc-2"] and not turned
-    renewed, turned = await turned_while(store.pages.queue.renew_held(T0, lease_seconds=60))
-    assert renewed == 1 and not turned
-    claim, turned = await turned_while(store.outbox.claim(T0, 10, 30))
-    assert [r.value for _, r in claim.records] == [b"opened"] and not turned
-    removed, turned = await turned_while(store.outbox.published([claim.sent()]))
-    assert removed == 1 and not turned
-    released, turned = await turned_while(store.pages.queue.release_held())
-    assert released == 1 and not turned
+    with threads_at_work() as seen:
+        assert await store.commit(Effects(incidents=[inc], pages=[page], events=[event_row]), T0)
+        jobs = await store.pages.claim_due(T0, 1, 10, set(), {"console"})
+        assert [j.incident_id for j in jobs] == ["inc-2"]
+        assert await store.pages.queue.renew_held(T0, lease_seconds=60) == 1
+        claim = await store.outbox.claim(T0, 10, 30)
+        assert [r.value for _, r in claim.records] == [b"opened"]
+        assert await store.outbox.published([claim.sent()]) == 1
+        assert await store.pages.queue.release_held() == 1
+    assert seen["statements"] == {loop_thread}
+    assert len(seen["commits"]) == 1 and seen["commits"].pop().startswith("sqlite-commit")
+
+
+@contextlib.contextmanager
+def held_commit() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Each inline COMMIT waits in its thread for the second event; the first is set once
+    one does."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(*_: Any) -> None:
+        if threading.current_thread().name.startswith("sqlite-commit"):
+            entered.set()
+            release.wait(10)
+
+    event.listen(Engine, "commit", hold)
+    try:
+        yield entered, release
+    finally:
+        release.set()
+        event.remove(Engine, "commit", hold)
+
+
+async def test_the_loop_reads_while_a_commit_is_written(store: Store) -> None:
+    with held_commit() as (entered, release):
+        write = asyncio.create_task(store.commit(Effects(incidents=[make_incident("inc-5", "DiskFull")]), T0))
+        assert await asyncio.to_thread(entered.wait, 10)
+        # The commit is in its thread: the loop runs, and a WAL read does not wait for it.
+        assert [i.id for i in await store.incidents.get_many(["inc-1", "inc-5"])] == ["inc-1"]
+        assert not write.done()
+        release.set()
+        assert await write
+    assert [i.id for i in await store.incidents.get_many(["inc-5"])] == ["inc-5"]
+
+
+def beat(name: str) -> Callable[[AsyncConnection], Awaitable[Any]]:
+    """An inline write of heartbeat ``name``."""
+    return lambda conn: conn.execute(insert(heartbeats).values(name=name, last_seen=0.0))
+
+
+async def test_a_writer_cancelled_during_its_commit_waits_for_it(store: Store) -> None:
+    """The connection and the write lock are handed on only once the COMMIT is done; the
+    cancelled write is committed all the same (the caller learns nothing of it)."""
+    with held_commit() as (entered, release):
+        write = asyncio.create_task(store.db.write_inline(beat("cancelled")))
+        assert await asyncio.to_thread(entered.wait, 10)
+        write.cancel()
+        await asyncio.sleep(0)
+        assert not write.done()  # still waiting for its COMMIT
+        entered.clear()
+        after = asyncio.create_task(store.db.write_inline(beat("after")))
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        await after
+    assert {h.name for h in await store.heartbeats.all()} == {"cancelled", "after"}
 
 
 async def test_the_relay_claims_a_backlog_a_hundred_events_at_a_time(store: Store) -> None:
