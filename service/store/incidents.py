@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.models import Incident
 from service.store.codec import dump_incident, load_incident
 from service.store.database import Database, chunks
-from service.store.tables import incidents
+from service.store.tables import IS_CURRENT, incidents
 
 
 class ConcurrentUpdate(Exception):
@@ -30,7 +30,7 @@ class Incidents:
             found: dict[str, Incident] = {}
             for chunk in chunks(keys):
                 rows = await conn.execute(
-                    select(incidents).where(incidents.c.group_key.in_(chunk), incidents.c.is_current)
+                    select(incidents).where(incidents.c.group_key.in_(chunk), IS_CURRENT)
                 )
                 for row in rows:
                     found[row.group_key] = load_incident(row)

@@ -246,7 +246,10 @@ class WorkQueue:
         if not held:
             return 0
         t = self.table
-        result = await conn.execute(delete(t).where(tuple_(t.c.id, t.c.lease_owner).in_(list(held))))
+        # The ids alone too: SQLite finds the rows of a row-value IN only by a scan.
+        ids = [row_id for row_id, _ in held]
+        pairs = tuple_(t.c.id, t.c.lease_owner).in_(list(held))
+        result = await conn.execute(delete(t).where(t.c.id.in_(ids), pairs))
         return int(result.rowcount)
 
     async def next_due(self, where: ColumnElement[bool] | None = None) -> float | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnClause,
     Float,
     Index,
     Integer,
@@ -15,10 +18,19 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 
 metadata = MetaData()
+
+
+def leased_index(table: str) -> Index:
+    """The rows leased now, for the lease renewals (``lease_until`` in a range): they read
+    these few, not a table that keeps every job the deployment ever ran."""
+    held = text("lease_until IS NOT NULL")
+    return Index(f"ix_{table}_leased", "lease_until", sqlite_where=held, postgresql_where=held)
+
 
 incidents = Table(
     "incidents",
@@ -41,6 +53,10 @@ incidents = Table(
     ),
     Index("ix_incidents_status_severity", "status", "severity"),
 )
+# The current incidents, written as the partial index's own condition: SQLAlchemy writes
+# ``incidents.c.is_current`` as "is_current = 1" on SQLite, which SQLite does not match to the
+# index's "WHERE is_current", and a lookup by group key scanned every incident ever stored.
+IS_CURRENT: ColumnClause[Any] = literal_column("incidents.is_current")
 
 # Transactional outbox: events are stored with the state change that caused them
 # and published afterwards, so a crash between the two loses nothing. The relay that
@@ -90,6 +106,7 @@ page_jobs = Table(
     UniqueConstraint("incident_id", "integration", "action", "opening", "target", name="uq_page_jobs_once"),
     Index("ix_page_jobs_due", "status", "next_attempt_at"),
     Index("ix_page_jobs_dedup_key", "dedup_key"),
+    leased_index("page_jobs"),
 )
 
 # What happened to each incident, for the incident API; written with the events.
@@ -118,6 +135,7 @@ timers = Table(
     Column("lease_owner", String(32), nullable=True),
     Column("fired_at", Float, nullable=True),
     UniqueConstraint("incident_id", "opening", "name", name="uq_timers_once"),
+    leased_index("timers"),
     Index("ix_timers_due", "status", "due_at"),
 )
 
@@ -161,6 +179,7 @@ remediations = Table(
     Index("ix_remediations_due", "status", "next_attempt_at"),
     Index("ix_remediations_target_started", "target_key", "started_at"),
     Index("ix_remediations_policy_started", "policy", "started_at"),
+    leased_index("remediations"),
     Index("ix_remediations_started", "started_at"),
 )
 
