@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.clock import from_epoch
 from service.store.database import Database
 from service.store.listener import notify
-from service.store.queue import Backlog, Claiming, WorkQueue
+from service.store.queue import CLAIM_STAMP, Backlog, Claiming, Narrowing, WorkQueue
 from service.store.tables import outbox, timeline
 
 # PostgreSQL advisory-lock key that makes relay claims take turns ("incidentd outbox").
@@ -73,6 +73,7 @@ class Outbox:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.queue = WorkQueue(db, outbox, runnable=true(), claiming=Claiming(serialise=OUTBOX_CLAIM_LOCK))
+        self._claimable = Narrowing(self._not_behind_held(CLAIM_STAMP))
 
     @staticmethod
     async def add(conn: AsyncConnection, events: Sequence[OutboxRecord], now: datetime) -> None:
@@ -100,7 +101,7 @@ class Outbox:
             await conn.execute(insert(outbox), rows)
 
     @staticmethod
-    def _not_behind_held(now: datetime) -> ColumnElement[bool]:
+    def _not_behind_held(stamp: float | ColumnElement[float]) -> ColumnElement[bool]:
         """Rows no earlier row of the same key is leased ahead of: the others wait for the
         replica publishing that key to finish."""
         earlier = outbox.alias("earlier")
@@ -108,7 +109,7 @@ class Outbox:
             and_(
                 earlier.c.key == outbox.c.key,
                 earlier.c.id < outbox.c.id,
-                earlier.c.lease_until >= now.timestamp(),
+                earlier.c.lease_until >= stamp,
             )
         )
         return ~held_earlier
@@ -134,13 +135,13 @@ class Outbox:
         (:meth:`remove_in`): the events of an incident queued behind those can be claimed in
         the same transaction."""
         await self.remove_in(conn, published)
-        claim = await self.queue.claim_in(conn, now, limit, lease_seconds, where=self._not_behind_held(now))
+        claim = await self.queue.claim_in(conn, now, limit, lease_seconds, where=self._claimable)
         records = [(r.id, OutboxRecord(r.topic, r.key, r.value)) for r in claim.rows]
         return OutboxClaim(claim.owner, records)
 
     async def next_due(self, now: datetime) -> float | None:
         """Now if anything can be claimed; else when a lease ahead of the rest ends."""
-        return await self.queue.next_due(self._not_behind_held(now))
+        return await self.queue.next_due(self._not_behind_held(now.timestamp()))
 
     async def published(self, claims: Sequence[SentClaim]) -> int:
         """Remove what went out, in a transaction of its own (:meth:`remove_in`)."""

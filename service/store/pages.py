@@ -9,14 +9,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, case, func, select
+from sqlalchemy import BindParameter, ColumnElement, Row, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.batch import PageIntent
 from service.models import Incident, PageAction
 from service.notify.base import idempotency_key
 from service.store.database import Database
-from service.store.queue import LEASE_SECONDS, Backlog, Claiming, WorkQueue
+from service.store.queue import CLAIM_STAMP, LEASE_SECONDS, Backlog, Claiming, Narrowing, WorkQueue
 from service.store.tables import incidents, page_jobs
 
 
@@ -149,10 +149,11 @@ def _dedup_key(page: NewPage) -> str | None:
     return idempotency_key(page.incident_id, page.opening, page.target)
 
 
-def _waiting(now: datetime) -> ColumnElement[bool]:
-    """Delayed jobs not yet due: stored to start later than they were written, never tried."""
+def _waiting(stamp: float | ColumnElement[float]) -> ColumnElement[bool]:
+    """Delayed jobs not yet due at ``stamp``: stored to start later than they were written,
+    never tried."""
     t = page_jobs.c
-    return (t.attempts == 0) & (t.next_attempt_at > t.created_at) & (t.next_attempt_at > now.timestamp())
+    return (t.attempts == 0) & (t.next_attempt_at > t.created_at) & (t.next_attempt_at > stamp)
 
 
 def _job(row: Row[Any], lease: str) -> PageJob:
@@ -188,20 +189,28 @@ class PageJobs:
             # The most severe incident's pages first ("SEV-1" < "SEV-2": one digit, by the rules).
             claiming=Claiming(rank=_severity),
         )
+        # The claims' narrowings, built once (queue.Narrowing): the pagers bound as
+        # "pagers", the incidents as "incidents", the incidents left out as "skip".
+        pagers: BindParameter[Any] = bindparam("pagers", expanding=True)
+        self._due = self._first_pending(pagers, CLAIM_STAMP)
+        self._due_skipping = self._due & page_jobs.c.incident_id.not_in(bindparam("skip", expanding=True))
+        self._new = self._first_pending(pagers, CLAIM_STAMP, bindparam("incidents", expanding=True))
 
     @staticmethod
     def _first_pending(
-        integrations: set[str], now: datetime | None = None, incident_ids: Sequence[str] = ()
+        integrations: set[str] | BindParameter[Any],
+        stamp: float | ColumnElement[float] | None = None,
+        incident_ids: Sequence[str] | BindParameter[Any] | None = None,
     ) -> ColumnElement[bool]:
         """The oldest pending job of each incident and pager: jobs of one incident run
         in order, so a close never overtakes its trigger. A delayed job still waiting for
-        its time (a backup page) holds up nobody: an ack or close goes out meanwhile.
-        ``incident_ids``: only theirs (all when empty)."""
+        its time (as of ``stamp``) holds up nobody: an ack or close goes out meanwhile.
+        ``incident_ids``: only theirs (all when None)."""
         pending = (page_jobs.c.status == PageStatus.PENDING) & page_jobs.c.integration.in_(integrations)
-        if now is not None:
-            pending = pending & ~_waiting(now)
-        if incident_ids:
-            pending = pending & page_jobs.c.incident_id.in_(list(incident_ids))
+        if stamp is not None:
+            pending = pending & ~_waiting(stamp)
+        if incident_ids is not None:
+            pending = pending & page_jobs.c.incident_id.in_(incident_ids)
         first = (
             select(func.min(page_jobs.c.id))
             .where(pending)
@@ -264,9 +273,12 @@ class PageJobs:
         leaving out incidents this worker is already paging for."""
         if limit <= 0 or not integrations:
             return []
-        where = self._first_pending(integrations, now)
-        if skip_incidents:
-            where = where & page_jobs.c.incident_id.not_in(skip_incidents)
+        pagers = {"pagers": sorted(integrations)}
+        where = (
+            Narrowing(self._due_skipping, {**pagers, "skip": sorted(skip_incidents)})
+            if skip_incidents
+            else Narrowing(self._due, pagers)
+        )
         claim = await self.queue.claim(now, limit, lease_seconds, where=where)
         return [_job(r, claim.owner) for r in claim.rows]
 
@@ -282,7 +294,7 @@ class PageJobs:
         stored, leased before they are visible, so no other worker or replica claims them."""
         if limit <= 0 or not integrations or not incident_ids:
             return []
-        where = self._first_pending(integrations, now, incident_ids)
+        where = Narrowing(self._new, {"pagers": sorted(integrations), "incidents": list(incident_ids)})
         claim = await self.queue.claim_in(conn, now, limit, LEASE_SECONDS, where=where)
         return [_job(r, claim.owner) for r in claim.rows]
 
@@ -307,8 +319,9 @@ class PageJobs:
             return None
         if now is None:
             return await self.queue.next_due(self._first_pending(integrations))
-        waiting = _waiting(now) & page_jobs.c.integration.in_(integrations)
-        return await self.queue.next_due(self._first_pending(integrations, now) | waiting)
+        stamp = now.timestamp()
+        waiting = _waiting(stamp) & page_jobs.c.integration.in_(integrations)
+        return await self.queue.next_due(self._first_pending(integrations, stamp) | waiting)
 
     async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:
         """Is there a job for the same incident opening and pager with this action and
@@ -362,7 +375,7 @@ class PageJobs:
         t = page_jobs.c
         due_since = case((t.attempts == 0, t.next_attempt_at), else_=t.created_at)
         query = select(func.count(), func.min(due_since)).where(
-            t.status == PageStatus.PENDING.value, ~_waiting(now)
+            t.status == PageStatus.PENDING.value, ~_waiting(now.timestamp())
         )
         async with self._db.read() as conn:
             row = (await conn.execute(query)).one()

@@ -14,16 +14,22 @@ row locks, do the same.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
+    Integer,
     Row,
+    Select,
     Table,
+    Update,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -50,6 +56,28 @@ RENEW_SECONDS = 2.0
 
 def _owner() -> str:
     return PROCESS + uuid.uuid4().hex[:20]
+
+
+# A claim's time (epoch seconds) in its statements and in the conditions that narrow it.
+CLAIM_STAMP = bindparam("claim_stamp", type_=Float)
+
+
+@dataclass(frozen=True, slots=True)
+class Narrowing:
+    """A condition a claim adds, built once (the claim's time as CLAIM_STAMP, other values
+    as bind parameters, given in ``values``): a claim's statements are then built once per
+    condition. Built per call, their construction and cache keys were most of a claim's
+    CPU, 1.0-1.7 ms, and a storm's slice makes two claims."""
+
+    condition: ColumnElement[bool]
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimStatements:
+    pick: Select[Any]  # the ids, oldest first (params: claim_stamp, claim_limit)
+    take: Update  # their leases (claim_stamp, claim_ids, claim_until, claim_owner)
+    any_due: Select[Any]  # one claimable id (claim_stamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +132,14 @@ class WorkQueue:
         # writes, and on SQLite every write is an fsync, so an idle queue does not renew.
         self._claims = 0
         self._holding = False
+        # Per narrowing condition (by identity; kept alive here): its claim's statements.
+        self._statements: dict[int, tuple[ColumnElement[bool] | None, _ClaimStatements]] = {}
 
-    def _unleased(self, stamp: float) -> ColumnElement[bool]:
+    def _unleased(self, stamp: float | ColumnElement[float]) -> ColumnElement[bool]:
         t = self.table
         return or_(t.c.lease_until.is_(None), t.c.lease_until < stamp)
 
-    def _due_by(self, stamp: float) -> ColumnElement[bool]:
+    def _due_by(self, stamp: float | ColumnElement[float]) -> ColumnElement[bool]:
         return true() if self._due is None else self._due <= stamp
 
     async def claim(
@@ -117,7 +147,7 @@ class WorkQueue:
         now: datetime,
         limit: int,
         lease_seconds: float,
-        where: ColumnElement[bool] | None = None,
+        where: Narrowing | None = None,
     ) -> Claim:
         """Lease up to ``limit`` due rows (``where`` narrows them) in a transaction of its own."""
         if limit <= 0:
@@ -130,45 +160,64 @@ class WorkQueue:
         now: datetime,
         limit: int,
         lease_seconds: float,
-        where: ColumnElement[bool] | None = None,
+        where: Narrowing | None = None,
     ) -> Claim:
         """:meth:`claim` in ``conn``'s transaction: rows written in it can be leased as they are
         made (a first page handed to the page worker by the transaction that stored it)."""
         owner = _owner()
         if limit <= 0:
             return Claim(owner, [])
-        t, stamp = self.table, now.timestamp()
-        free = and_(self._runnable, self._unleased(stamp))
-        candidates = (
-            select(t.c.id)
-            .where(free, self._due_by(stamp), true() if where is None else where)
-            .order_by(*self._rank, *self._order)
-            .limit(limit)
-        )
-        if self._db.postgres:
-            candidates = candidates.with_for_update(skip_locked=True)
-            if self._serialise is not None:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
+        stamp = now.timestamp()
+        statements = self._claim_statements(where)
+        if self._db.postgres and self._serialise is not None:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
         # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
         # subquery again for every row and so take more than ``limit`` rows (measured).
-        ids = list((await conn.execute(candidates)).scalars())
+        values = {**(where.values if where is not None else {}), "claim_stamp": stamp, "claim_limit": limit}
+        ids = list((await conn.execute(statements.pick, values)).scalars())
         if not ids:
             return Claim(owner, [])
         # Status and lease are checked again in the UPDATE: a row another process finished
         # or took between the SELECT and here (SQLite across processes) is not taken.
-        result = await conn.execute(
-            update(t)
-            .where(t.c.id.in_(ids), free)
-            .values(lease_until=stamp + lease_seconds, lease_owner=owner)
-            .returning(*t.c)
-        )
-        rows = list(result.all())
+        lease = {
+            "claim_stamp": stamp,
+            "claim_ids": ids,
+            "claim_until": stamp + lease_seconds,
+            "claim_owner": owner,
+        }
+        rows = list((await conn.execute(statements.take, lease)).all())
         if rows:
             self._claims += 1
             self._holding = True
         names = [c.key for c in self._order]
         rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
         return Claim(owner, rows)
+
+    def _claim_statements(self, where: Narrowing | None) -> _ClaimStatements:
+        condition = None if where is None else where.condition
+        known = self._statements.get(id(condition))
+        if known is not None:
+            return known[1]
+        t = self.table
+        free = and_(self._runnable, self._unleased(CLAIM_STAMP))
+        narrowed = [free, self._due_by(CLAIM_STAMP), true() if condition is None else condition]
+        pick = (
+            select(t.c.id)
+            .where(*narrowed)
+            .order_by(*self._rank, *self._order)
+            .limit(bindparam("claim_limit", type_=Integer))
+        )
+        if self._db.postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        take = (
+            update(t)
+            .where(t.c.id.in_(bindparam("claim_ids", expanding=True)), free)
+            .values(lease_until=bindparam("claim_until"), lease_owner=bindparam("claim_owner"))
+            .returning(*t.c)
+        )
+        made = _ClaimStatements(pick, take, select(t.c.id).where(*narrowed).limit(1))
+        self._statements[id(condition)] = (condition, made)
+        return made
 
     def held(self, row_id: Any, owner: str) -> ColumnElement[bool]:
         """The row, as long as ``owner`` still holds its lease."""
@@ -265,7 +314,7 @@ class WorkQueue:
         return float(value) if value is not None else None
 
     async def claim_if_due(
-        self, now: datetime, limit: int, lease_seconds: float, where: ColumnElement[bool] | None = None
+        self, now: datetime, limit: int, lease_seconds: float, where: Narrowing | None = None
     ) -> Claim:
         """:meth:`claim` after a read that finds something to claim: for queues whose
         workers are woken after every alert batch and nearly always find nothing due (a
@@ -274,14 +323,9 @@ class WorkQueue:
             return Claim("", [])
         return await self.claim(now, limit, lease_seconds, where)
 
-    async def any_due(self, now: datetime, where: ColumnElement[bool] | None = None) -> bool:
+    async def any_due(self, now: datetime, where: Narrowing | None = None) -> bool:
         """A read-only look: is anything claimable?"""
-        t, stamp = self.table, now.timestamp()
-        query = (
-            select(t.c.id)
-            .where(self._runnable, self._unleased(stamp), self._due_by(stamp))
-            .where(true() if where is None else where)
-            .limit(1)
-        )
+        query = self._claim_statements(where).any_due
+        values = {**(where.values if where is not None else {}), "claim_stamp": now.timestamp()}
         async with self._db.read() as conn:
-            return (await conn.execute(query)).first() is not None
+            return (await conn.execute(query, values)).first() is not None

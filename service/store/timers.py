@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.batch import TimerIntent
 from service.clock import from_epoch
 from service.store.database import Database
-from service.store.queue import WorkQueue
+from service.store.queue import Narrowing, WorkQueue
 from service.store.tables import timers
 
 # The name prefix of [UPDATE] reminders (escalate/policy.py names them).
@@ -49,6 +49,7 @@ class Timers:
             runnable=timers.c.status == TimerStatus.PENDING,
             due=timers.c.due_at,
         )
+        self._claimable = {triage: Narrowing(self._named(triage)) for triage in (False, True)}
 
     async def add(self, conn: AsyncConnection, intents: Sequence[TimerIntent]) -> None:
         """Schedule timers; one already scheduled under the same name is left as it is."""
@@ -77,7 +78,7 @@ class Timers:
     async def claim_due(
         self, now: datetime, limit: int, lease_seconds: float, *, triage: bool = False
     ) -> list[TimerJob]:
-        claim = await self.queue.claim_if_due(now, limit, lease_seconds, self._named(triage))
+        claim = await self.queue.claim_if_due(now, limit, lease_seconds, self._claimable[triage])
         return [
             TimerJob(r.id, r.incident_id, r.opening, r.name, from_epoch(r.due_at), claim.owner)
             for r in claim.rows
