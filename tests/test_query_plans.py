@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -36,16 +35,6 @@ ALLOWED = {
     # claim takes the first unleased rows in id order and stops at its LIMIT.
     "SELECT outbox.id FROM outbox WHERE (outbox.lease_until IS NULL",
 }
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @contextlib.contextmanager

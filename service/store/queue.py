@@ -60,6 +60,8 @@ def _owner() -> str:
 
 # A claim's time (epoch seconds) in its statements and in the conditions that narrow it.
 CLAIM_STAMP = bindparam("claim_stamp", type_=Float)
+# The narrowing conditions a queue keeps statements for (the store's queues use up to three).
+MAX_NARROWINGS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,10 @@ class WorkQueue:
         rows.sort(key=lambda r: tuple(getattr(r, n) for n in names))
         return Claim(owner, rows)
 
+    def narrowings_kept(self) -> int:
+        """How many narrowing conditions this queue keeps built statements for."""
+        return len(self._statements)
+
     def _claim_statements(self, where: Narrowing | None) -> _ClaimStatements:
         condition = None if where is None else where.condition
         known = self._statements.get(id(condition))
@@ -216,7 +222,10 @@ class WorkQueue:
             .returning(*t.c)
         )
         made = _ClaimStatements(pick, take, select(t.c.id).where(*narrowed).limit(1))
-        self._statements[id(condition)] = (condition, made)
+        # A caller that builds its condition per call gets statements built per call, as
+        # before, rather than a cache that grows with every call.
+        if len(self._statements) < MAX_NARROWINGS:
+            self._statements[id(condition)] = (condition, made)
         return made
 
     def held(self, row_id: Any, owner: str) -> ColumnElement[bool]:
