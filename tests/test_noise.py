@@ -142,6 +142,24 @@ def test_inhibition_needs_an_open_source_that_agrees_on_the_equal_labels() -> No
     assert gate.decide(target, MONDAY, [], [source]) is None
 
 
+def test_every_alert_of_a_source_incident_that_differs_in_a_rule_label_inhibits() -> None:
+    # The index adds one alert per distinct projection on the rules' labels: the alerts
+    # that differ only in `instance` share one, those of another cluster or alertname not.
+    source = incident(
+        {"alertname": "Other", "cluster": "eu", "instance": "a"},
+        {"alertname": "DatabaseUnavailable", "cluster": "eu", "instance": "a"},
+        {"alertname": "DatabaseUnavailable", "cluster": "eu", "instance": "b"},
+        {"alertname": "DatabaseUnavailable", "cluster": "us", "instance": "a"},
+        iid="inc-db",
+        paged=1,
+    )
+    for cluster in ("eu", "us"):
+        target = incident({"alertname": "ApiDown", "cluster": cluster}, iid=f"inc-{cluster}")
+        hold = gate.decide(target, MONDAY, [], [source])
+        assert hold is not None and hold.by == "inc-db", cluster
+    assert gate.decide(incident({"alertname": "ApiDown", "cluster": "ap"}), MONDAY, [], [source]) is None
+
+
 class _Stored:
     """Open incidents as a store holds them, counting the ones decoded."""
 

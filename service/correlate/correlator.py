@@ -59,7 +59,9 @@ class Outcome:
                 pending = open_[1]
                 pending.extra["alerts"].append(part)
                 known = pending.extra["reasons"]
-                known.extend(r for r in reasons if r not in known)
+                for reason in reasons:
+                    if reason not in known:
+                        known.append(reason)
                 return
             event = EventIntent(type_, {}, {"reasons": list(reasons), "alerts": [part]})
             self._open_update[inc.id] = (inc, event)
@@ -256,6 +258,8 @@ class Correlator:
 
     def _raise_severity(self, inc: Incident, alert: Alert, now: datetime) -> None:
         # Severity only rises on its own; lowering it is a human decision.
+        if alert.severity == inc.severity:
+            return
         new = self._rules.severity(alert.severity)
         if new.rank < self._rules.severity(inc.severity).rank:
             inc.severity = alert.severity

@@ -58,6 +58,13 @@ class SourceIndex:
         self._noise = noise
         self._by_rule: list[dict[tuple[str, ...], list[_Source]]] = [{} for _ in noise.inhibit_rules]
         self._keys: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
+        # The only labels _add reads: alerts that agree on them add the same entries.
+        self._read = tuple(
+            sorted(
+                {m.name for r in noise.inhibit_rules for m in (*r.source_matchers, *r.target_matchers)}
+                | {n for r in noise.inhibit_rules for n in r.equal}
+            )
+        )
         # The stored version each incident was taken at; for a batch's copy, the version its
         # commit stores (one on from the one read), so this consumer's own writes are not read
         # back: a commit that lost a race stored nothing, and the version read differs.
@@ -74,9 +81,15 @@ class SourceIndex:
                 continue
             if inc.hold is not None and inc.hold.kind is HoldKind.PENDING:
                 continue  # not an incident yet: it explains nothing
+            # An incident's alerts mostly differ in labels no rule reads (a storm's hundred
+            # instances of one alert): each distinct projection is added once.
+            added: set[tuple[str, ...]] = set()
             for a in inc.alerts.values():
                 if a.status is AlertStatus.FIRING:
-                    self._add(inc, a.labels)
+                    read = tuple([a.labels.get(n, "") for n in self._read])
+                    if read not in added:
+                        added.add(read)
+                        self._add(inc, a.labels)
 
     def forget(self, ids: Iterable[str]) -> None:
         for incident_id in ids:
