@@ -4,8 +4,9 @@ and a caller that builds its condition per call neither breaks claims nor grows 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, select
 
 from service.models import PageAction
 from service.store.pages import NewPage
@@ -46,3 +47,26 @@ async def test_conditions_built_per_call_still_claim_and_the_cache_stays_bounded
         ]
     assert claimed == [f"inc-{n}" for n in range(count)]
     assert queue.narrowings_kept() == MAX_NARROWINGS
+
+
+async def test_a_finish_records_each_set_of_columns_only_while_the_lease_is_held(store: Store) -> None:
+    # The finish statement is built once per set of columns and reused: each use must still
+    # write its own values, and only for the row and owner it names.
+    await stored_pages(store, 3)
+    queue = store.pages.queue
+    claim = await queue.claim(T0, 10, 30)
+    first, second, third = (r.id for r in claim.rows)
+
+    async def finish(row_id: Any, owner: str, **values: Any) -> bool:
+        return await store.db.write_inline(lambda conn: queue.finish(conn, row_id, owner, **values))
+
+    assert await finish(first, claim.owner, status="sent", attempts=1)
+    assert not await finish(second, "someone-else", status="sent", attempts=1)
+    assert await finish(second, claim.owner, status="pending", attempts=2, next_attempt_at=9.0)
+    assert await finish(third, claim.owner, status="failed", attempts=3)
+    assert not await finish(third, claim.owner, status="sent", attempts=4)  # no lease any more
+    async with store.db.read() as conn:
+        rows = {r.id: r for r in (await conn.execute(select(page_jobs))).all()}
+    assert (rows[first].status, rows[first].attempts, rows[first].lease_owner) == ("sent", 1, None)
+    assert (rows[second].status, rows[second].attempts, rows[second].next_attempt_at) == ("pending", 2, 9.0)
+    assert (rows[third].status, rows[third].attempts, rows[third].lease_until) == ("failed", 3, None)

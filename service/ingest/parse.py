@@ -284,7 +284,7 @@ def parse(raw: bytes, now: datetime) -> list[Alert]:
 
 
 def normalise(a: AlertIn | LeanAlertIn, now: datetime) -> Alert:
-    starts_at = _utc(a.starts_at) or now
+    given = _utc(a.starts_at)
     ends_at = _utc(a.ends_at)
     if a.status is not None:
         status = _STATUS[a.status]
@@ -297,11 +297,11 @@ def normalise(a: AlertIn | LeanAlertIn, now: datetime) -> Alert:
         status=status,
         labels=a.labels,
         annotations=a.annotations,
-        starts_at=starts_at,
+        starts_at=given or now,
         ends_at=ends_at,
         generator_url=a.generator_url,
         received_at=now,
-        starts_at_given=_utc(a.starts_at) is not None,
+        starts_at_given=given is not None,
     )
 
 

@@ -136,6 +136,13 @@ class WorkQueue:
         self._holding = False
         # Per narrowing condition (by identity; kept alive here): its claim's statements.
         self._statements: dict[int, tuple[ColumnElement[bool] | None, _ClaimStatements]] = {}
+        self._finishes: dict[tuple[str, ...], Update] = {}
+        t = table
+        # The ids alone too: SQLite finds the rows of a row-value IN only by a scan.
+        self._delete = delete(t).where(
+            t.c.id.in_(bindparam("delete_ids", expanding=True)),
+            tuple_(t.c.id, t.c.lease_owner).in_(bindparam("delete_held", expanding=True)),
+        )
 
     def _unleased(self, stamp: float | ColumnElement[float]) -> ColumnElement[bool]:
         t = self.table
@@ -236,12 +243,27 @@ class WorkQueue:
     async def finish(self, conn: AsyncConnection, row_id: Any, owner: str, **values: Any) -> bool:
         """Record a claimed row's outcome and end the lease; False if the lease was lost
         (it ran out and another worker took the row: that worker records the outcome)."""
-        result = await conn.execute(
-            update(self.table)
-            .where(self.held(row_id, owner))
-            .values(**values, lease_until=None, lease_owner=None)
-        )
+        params = {f"finish_{k}": v for k, v in values.items()}
+        params["finish_row"], params["finish_owner"] = row_id, owner
+        result = await conn.execute(self._finish_statement(tuple(values)), params)
         return bool(result.rowcount == 1)
+
+    def _finish_statement(self, columns: tuple[str, ...]) -> Update:
+        # Built once per set of columns a caller records (a few per queue; past
+        # MAX_NARROWINGS, per call): built per call, the statement and its cache key cost
+        # more than the UPDATE itself.
+        known = self._finishes.get(columns)
+        if known is None:
+            t = self.table
+            values: dict[str, Any] = {c: bindparam(f"finish_{c}") for c in columns}
+            known = (
+                update(t)
+                .where(t.c.id == bindparam("finish_row"), t.c.lease_owner == bindparam("finish_owner"))
+                .values({**values, "lease_until": None, "lease_owner": None})
+            )
+            if len(self._finishes) < MAX_NARROWINGS:
+                self._finishes[columns] = known
+        return known
 
     async def release(self, row_ids: Sequence[Any], owner: str) -> None:
         """Give rows back at once (shutdown, a decision to redo) rather than at lease end."""
@@ -303,11 +325,8 @@ class WorkQueue:
         owner)`` only while that owner still holds it, in one statement."""
         if not held:
             return 0
-        t = self.table
-        # The ids alone too: SQLite finds the rows of a row-value IN only by a scan.
         ids = [row_id for row_id, _ in held]
-        pairs = tuple_(t.c.id, t.c.lease_owner).in_(list(held))
-        result = await conn.execute(delete(t).where(t.c.id.in_(ids), pairs))
+        result = await conn.execute(self._delete, {"delete_ids": ids, "delete_held": list(held)})
         return int(result.rowcount)
 
     async def next_due(self, where: ColumnElement[bool] | None = None) -> float | None:
