@@ -134,3 +134,16 @@ def test_rule_match_answers_as_the_matchers_do_past_its_memory(monkeypatch: pyte
     for i in range(10):
         assert rules.first({"instance": f"a{i}"}) == "a"
         assert rules.first({"instance": f"b{i}"}) is None
+
+
+def test_rule_match_over_annotations_lets_a_label_win_as_a_merge_would() -> None:
+    from service.ruleset.matchers import RuleMatch
+
+    rules = RuleMatch([((Matcher.parse('data_breach=~"true|suspected"'),), "breach")])
+    # Remembered or not, the answer is that of {**annotations, **labels}.
+    for _ in range(2):
+        assert rules.all_over({"alertname": "A"}, {"data_breach": "true"}) == ("breach",)
+        assert rules.all_over({"data_breach": "no"}, {"data_breach": "true"}) == ()
+        assert rules.all_over({"data_breach": "suspected"}, {"data_breach": "no"}) == ("breach",)
+        assert rules.all_over({"data_breach": ""}, {"data_breach": "true"}) == ()
+        assert rules.all_over({}, {}) == ()

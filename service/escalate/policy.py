@@ -48,9 +48,8 @@ class EscalationPolicy:
         self, inc: Incident, labels: dict[str, str], annotations: dict[str, str]
     ) -> list[Escalation]:
         """Condition rules an alert of ``inc`` matches that have not escalated this opening."""
-        facts = {**annotations, **labels}
         found = []
-        for rule in self._conditions.all(facts):
+        for rule in self._conditions.all_over(labels, annotations):
             if escalation_key(inc, rule.name) in inc.escalations:
                 continue
             if self._applies(rule, inc):

@@ -103,6 +103,13 @@ class RuleMatch(Generic[T]):
             self._memo[key] = found
         return found
 
+    def all_over(self, labels: Mapping[str, str], under: Mapping[str, str]) -> tuple[T, ...]:
+        """:meth:`all` of ``under`` overlaid with ``labels`` (an alert's annotations and
+        labels), merged only when the answer is not remembered: once per alert otherwise."""
+        key = tuple([labels[n] if n in labels else under.get(n, "") for n in self._names])
+        found = self._memo.get(key)
+        return found if found is not None else self.all({**under, **labels})
+
     def first(self, labels: Mapping[str, str]) -> T | None:
         found = self.all(labels)
         return found[0] if found else None

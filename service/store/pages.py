@@ -326,19 +326,19 @@ class PageJobs:
     async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:
         """Is there a job for the same incident opening and pager with this action and
         status? A trigger whose close is queued need not be sent."""
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(page_jobs.c.id).where(
-                        page_jobs.c.incident_id == job.incident_id,
-                        page_jobs.c.integration == job.integration,
-                        page_jobs.c.opening == job.opening,
-                        page_jobs.c.action == action.value,
-                        page_jobs.c.status == status.value,
-                    )
-                )
-            ).first()
-            return row is not None
+        query = select(page_jobs.c.id).where(
+            page_jobs.c.incident_id == job.incident_id,
+            page_jobs.c.integration == job.integration,
+            page_jobs.c.opening == job.opening,
+            page_jobs.c.action == action.value,
+            page_jobs.c.status == status.value,
+        )
+
+        async def read(conn: AsyncConnection) -> bool:
+            return (await conn.execute(query)).first() is not None
+
+        # Inline: a claimed trigger asks before it is sent (Database.read_inline).
+        return await self._db.read_inline(read)
 
     async def sent_trigger_targets(self, job: PageJob) -> list[SentTrigger]:
         """The pages of this opening that went out, so an ack or close reaches each, routed

@@ -337,8 +337,12 @@ class WorkQueue:
         due = self._due if self._due is not None else lease
         runnable_at = case((lease > due, lease), else_=due)
         query = select(func.min(runnable_at)).where(self._runnable, true() if where is None else where)
-        async with self._db.read() as conn:
-            value = (await conn.execute(query)).scalar()
+
+        async def read(conn: AsyncConnection) -> Any:
+            return (await conn.execute(query)).scalar()
+
+        # Inline: every worker asks after each batch that woke it (Database.read_inline).
+        value = await self._db.read_inline(read)
         return float(value) if value is not None else None
 
     async def claim_if_due(
@@ -355,5 +359,8 @@ class WorkQueue:
         """A read-only look: is anything claimable?"""
         query = self._claim_statements(where).any_due
         values = {**(where.values if where is not None else {}), "claim_stamp": now.timestamp()}
-        async with self._db.read() as conn:
+
+        async def read(conn: AsyncConnection) -> bool:
             return (await conn.execute(query, values)).first() is not None
+
+        return await self._db.read_inline(read)
