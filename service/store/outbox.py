@@ -141,7 +141,7 @@ class Outbox:
 
     async def next_due(self, now: datetime) -> float | None:
         """Now if anything can be claimed; else when a lease ahead of the rest ends."""
-        return await self.queue.next_due(self._not_behind_held(now.timestamp()))
+        return await self.queue.next_due(self._claimable, now)
 
     async def published(self, claims: Sequence[SentClaim]) -> int:
         """Remove what went out, in a transaction of its own (:meth:`remove_in`)."""

@@ -195,6 +195,11 @@ class PageJobs:
         self._due = self._first_pending(pagers, CLAIM_STAMP)
         self._due_skipping = self._due & page_jobs.c.incident_id.not_in(bindparam("skip", expanding=True))
         self._new = self._first_pending(pagers, CLAIM_STAMP, bindparam("incidents", expanding=True))
+        # next_due's: the first pending jobs, and the delayed ones still waiting for their time.
+        self._next = Narrowing(
+            self._first_pending(pagers, CLAIM_STAMP)
+            | (_waiting(CLAIM_STAMP) & page_jobs.c.integration.in_(pagers))
+        )
 
     @staticmethod
     def _first_pending(
@@ -318,10 +323,10 @@ class PageJobs:
         if not integrations:
             return None
         if now is None:
-            return await self.queue.next_due(self._first_pending(integrations))
-        stamp = now.timestamp()
-        waiting = _waiting(stamp) & page_jobs.c.integration.in_(integrations)
-        return await self.queue.next_due(self._first_pending(integrations, stamp) | waiting)
+            return await self.queue.next_due(Narrowing(self._first_pending(integrations)))
+        return await self.queue.next_due(
+            Narrowing(self._next.condition, {"pagers": sorted(integrations)}), now
+        )
 
     async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:
         """Is there a job for the same incident opening and pager with this action and

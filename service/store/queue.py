@@ -137,6 +137,7 @@ class WorkQueue:
         # Per narrowing condition (by identity; kept alive here): its claim's statements.
         self._statements: dict[int, tuple[ColumnElement[bool] | None, _ClaimStatements]] = {}
         self._finishes: dict[tuple[str, ...], Update] = {}
+        self._next_dues: dict[int, tuple[ColumnElement[bool] | None, Select[Any]]] = {}
         t = table
         # The ids alone too: SQLite finds the rows of a row-value IN only by a scan.
         self._delete = delete(t).where(
@@ -329,21 +330,37 @@ class WorkQueue:
         result = await conn.execute(self._delete, {"delete_ids": ids, "delete_held": list(held)})
         return int(result.rowcount)
 
-    async def next_due(self, where: ColumnElement[bool] | None = None) -> float | None:
+    async def next_due(self, where: Narrowing | None = None, now: datetime | None = None) -> float | None:
         """When the next row can be claimed (epoch seconds), a leased one from when its
-        lease ends; None when nothing is left to do."""
-        t = self.table
-        lease = func.coalesce(t.c.lease_until, 0.0)
-        due = self._due if self._due is not None else lease
-        runnable_at = case((lease > due, lease), else_=due)
-        query = select(func.min(runnable_at)).where(self._runnable, true() if where is None else where)
+        lease ends; None when nothing is left to do. ``now``: the time a narrowing's
+        CLAIM_STAMP stands for."""
+        query = self._next_due_statement(where)
+        values = {**(where.values if where is not None else {})}
+        if now is not None:
+            values["claim_stamp"] = now.timestamp()
 
         async def read(conn: AsyncConnection) -> Any:
-            return (await conn.execute(query)).scalar()
+            return (await conn.execute(query, values)).scalar()
 
         # Inline: every worker asks after each batch that woke it (Database.read_inline).
         value = await self._db.read_inline(read)
         return float(value) if value is not None else None
+
+    def _next_due_statement(self, where: Narrowing | None) -> Select[Any]:
+        # As a claim's: built once per narrowing (workers ask after every batch that wakes
+        # them, and building it cost more than the read).
+        condition = None if where is None else where.condition
+        known = self._next_dues.get(id(condition))
+        if known is not None:
+            return known[1]
+        t = self.table
+        lease = func.coalesce(t.c.lease_until, 0.0)
+        due = self._due if self._due is not None else lease
+        runnable_at = case((lease > due, lease), else_=due)
+        made = select(func.min(runnable_at)).where(self._runnable, true() if condition is None else condition)
+        if len(self._next_dues) < MAX_NARROWINGS:
+            self._next_dues[id(condition)] = (condition, made)
+        return made
 
     async def claim_if_due(
         self, now: datetime, limit: int, lease_seconds: float, where: Narrowing | None = None

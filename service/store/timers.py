@@ -107,4 +107,4 @@ class Timers:
         return max((int(n.removeprefix(REMINDER)) for n in names), default=0)
 
     async def next_due(self, *, triage: bool = False) -> float | None:
-        return await self.queue.next_due(self._named(triage))
+        return await self.queue.next_due(self._claimable[triage])
