@@ -70,3 +70,20 @@ async def test_a_finish_records_each_set_of_columns_only_while_the_lease_is_held
     assert (rows[first].status, rows[first].attempts, rows[first].lease_owner) == ("sent", 1, None)
     assert (rows[second].status, rows[second].attempts, rows[second].next_attempt_at) == ("pending", 2, 9.0)
     assert (rows[third].status, rows[third].attempts, rows[third].lease_until) == ("failed", 3, None)
+
+
+async def test_next_due_answers_for_the_pagers_asked_each_time_its_statement_is_reused(store: Store) -> None:
+    # One statement for every call (the pagers a bind parameter): each call's own pagers and
+    # time must decide the answer, a delayed job counting from when it is due.
+    inc = make_incident("inc-0", "DiskFull", "SEV-3")
+    later = T0 + timedelta(minutes=5)
+    pages = [
+        NewPage(inc.id, "console", PageAction.TRIGGER, inc.opening),
+        NewPage(inc.id, "slack", PageAction.TRIGGER, inc.opening, target="backup:first", due=later),
+    ]
+    assert await store.commit(Effects(incidents=[inc], pages=pages), T0)
+    for _ in range(2):
+        assert await store.pages.next_due({"console"}, T0) == T0.timestamp()
+        assert await store.pages.next_due({"slack"}, T0) == later.timestamp()
+        assert await store.pages.next_due({"opsgenie"}, T0) is None
+        assert await store.pages.next_due({"console", "slack"}, T0) == T0.timestamp()

@@ -38,12 +38,16 @@ ALLOWED = {
 
 
 @contextlib.contextmanager
-def statements() -> Iterator[list[tuple[str, Any]]]:
-    """Every SELECT, UPDATE and DELETE run meanwhile, with its (first) parameters."""
+def statements(db: Path) -> Iterator[list[tuple[str, Any]]]:
+    """Every SELECT, UPDATE and DELETE run meanwhile on ``db``, with its (first) parameters.
+    Only ``db``'s: a store another test left running in this process (its lease keeper, say)
+    may write to its own file meanwhile."""
     seen: list[tuple[str, Any]] = []
 
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+    def capture(conn: Any, _cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
         many = rest[-1]
+        if conn.engine.url.database != str(db):
+            return
         if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
             seen.append((statement, parameters[0] if many else parameters))
 
@@ -68,7 +72,7 @@ async def test_the_hot_paths_statements_find_rows_by_index(store: Store, tmp_pat
         OutboxRecord("events", b"inc-1", name.encode(), TimelineEntry("inc-1", "x", name))
         for name in ("opened", "updated")
     ]
-    with statements() as seen:
+    with statements(tmp_path / "state.db") as seen:
         assert await store.commit(Effects(incidents=[inc], pages=[page], events=events), T0)
         assert list(await store.incidents.load_current([inc.group_key])) == [inc.group_key]
         assert [i.id for i in await store.incidents.get_many([inc.id])] == [inc.id]
@@ -92,7 +96,7 @@ async def test_the_hot_paths_statements_find_rows_by_index(store: Store, tmp_pat
 async def test_the_current_incidents_are_found_through_the_partial_index(
     store: Store, tmp_path: Path
 ) -> None:
-    with statements() as seen:
+    with statements(tmp_path / "state.db") as seen:
         await store.incidents.load_current(["some group"])
     [(sql, parameters)] = seen
     with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as conn:

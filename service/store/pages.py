@@ -196,10 +196,8 @@ class PageJobs:
         self._due_skipping = self._due & page_jobs.c.incident_id.not_in(bindparam("skip", expanding=True))
         self._new = self._first_pending(pagers, CLAIM_STAMP, bindparam("incidents", expanding=True))
         # next_due's: the first pending jobs, and the delayed ones still waiting for their time.
-        self._next = Narrowing(
-            self._first_pending(pagers, CLAIM_STAMP)
-            | (_waiting(CLAIM_STAMP) & page_jobs.c.integration.in_(pagers))
-        )
+        waiting = _waiting(CLAIM_STAMP) & page_jobs.c.integration.in_(pagers)
+        self._next = self._first_pending(pagers, CLAIM_STAMP) | waiting
 
     @staticmethod
     def _first_pending(
@@ -324,9 +322,7 @@ class PageJobs:
             return None
         if now is None:
             return await self.queue.next_due(Narrowing(self._first_pending(integrations)))
-        return await self.queue.next_due(
-            Narrowing(self._next.condition, {"pagers": sorted(integrations)}), now
-        )
+        return await self.queue.next_due(Narrowing(self._next, {"pagers": sorted(integrations)}), now)
 
     async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:
         """Is there a job for the same incident opening and pager with this action and

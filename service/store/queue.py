@@ -335,7 +335,7 @@ class WorkQueue:
         lease ends; None when nothing is left to do. ``now``: the time a narrowing's
         CLAIM_STAMP stands for."""
         query = self._next_due_statement(where)
-        values = {**(where.values if where is not None else {})}
+        values = dict(where.values) if where is not None else {}
         if now is not None:
             values["claim_stamp"] = now.timestamp()
 
