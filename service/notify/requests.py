@@ -116,7 +116,8 @@ def backup_pages(contacts: ContactsFile, job: PageJob, now: datetime) -> list[Ne
 def build_request(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger) -> PageRequest:
     """The pager call for ``job``: for a trigger, ``sent`` is the job's own target and
     roles; for an ack or close, the trigger it answers."""
-    message, _, description = _text(rules, inc, job, sent).partition("\n")
+    snapshot = inc.snapshot()
+    message, _, description = _text(rules, inc, snapshot, job, sent).partition("\n")
     if job.action is PageAction.TRIGGER and is_backup(sent.target):
         after = min((rules.contacts.backup_after_for(r) for r in sent.roles), default=None)
         waited = f" for {format_duration(after)}" if after is not None else ""
@@ -124,7 +125,7 @@ def build_request(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger
         description = f"{description}\n{note}" if description else note
     return PageRequest(
         action=job.action,
-        incident=inc.snapshot(),
+        incident=snapshot,
         opening=job.opening,
         idempotency_key=idempotency_key(inc.id, job.opening, sent.target),
         message=message,
@@ -137,7 +138,7 @@ def build_request(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger
     )
 
 
-def _text(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger) -> str:
+def _text(rules: RuleSet, inc: Incident, snapshot: dict[str, Any], job: PageJob, sent: SentTrigger) -> str:
     if job.action is PageAction.UPDATE or job.message is not None:
         # Reminders, remediation hand-overs and approval requests carry their own text.
         return job.message or ""
@@ -146,7 +147,7 @@ def _text(rules: RuleSet, inc: Incident, job: PageJob, sent: SentTrigger) -> str
         return "\n".join([*lines, *role_lines(inc.roles)])
     templates = rules.templates
     template = templates.incident if job.action is PageAction.TRIGGER else templates.close_note
-    ctx = {**inc.snapshot(), "alert_count": len(inc.alerts), "paged_roles": list(sent.roles)}
+    ctx = {**snapshot, "alert_count": len(inc.alerts), "paged_roles": list(sent.roles)}
     try:
         return template.render(incident=ctx).strip()
     except Exception as exc:  # any error in a user's template, not only Jinja's own
