@@ -182,7 +182,7 @@ async def test_next_due_time_skips_jobs_queued_behind_their_trigger(store: Store
     w = worker(store, rules, Recorder([PageError("HTTP 503", retryable=True)]), clock)
     await tick(w)
     await store.commit(Effects(pages=[job("close")]), T0)  # due now, but behind the trigger
-    due = await store.pages.next_due({"rec"})
+    due = await store.pages.next_due({"rec"}, T0)
     assert due is not None and due > T0.timestamp() + 5  # the trigger's backoff, not "now"
 
 

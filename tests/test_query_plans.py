@@ -82,7 +82,7 @@ async def test_the_hot_paths_statements_find_rows_by_index(store: Store, tmp_pat
         assert await store.pages.queue.renew_held(T0, lease_seconds=60) == 1
         claim = await store.outbox.claim(T0, 10, 30)
         assert await store.outbox.published([claim.sent()]) == 2
-        await store.pages.next_due({"console"})
+        await store.pages.next_due({"console"}, T0)
         await store.timers.claim_due(T0 + timedelta(minutes=1), 10, 30)
         await store.timers.next_due()
     scans = {

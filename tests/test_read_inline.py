@@ -65,16 +65,23 @@ async def test_the_consumers_reads_do_not_give_up_the_loop(store: Store) -> None
     assert [i.id for i in listed] == ["inc-1"] and turned
 
 
+def ours(store: Store, conn: Any) -> bool:
+    return bool(conn.engine.url.database == store.db.engine.url.database)
+
+
 @contextlib.contextmanager
-def threads_at_work() -> Iterator[dict[str, set[str]]]:
-    """The threads that run SQL statements and the threads that COMMIT, meanwhile."""
+def threads_at_work(store: Store) -> Iterator[dict[str, set[str]]]:
+    """The threads that run SQL statements on ``store``'s database and the threads that
+    COMMIT there, meanwhile (not another test's store still running in this process)."""
     seen: dict[str, set[str]] = {"statements": set(), "commits": set()}
 
-    def statement(*_: Any) -> None:
-        seen["statements"].add(threading.current_thread().name)
+    def statement(conn: Any, *_: Any) -> None:
+        if ours(store, conn):
+            seen["statements"].add(threading.current_thread().name)
 
-    def commit(*_: Any) -> None:
-        seen["commits"].add(threading.current_thread().name)
+    def commit(conn: Any) -> None:
+        if ours(store, conn):
+            seen["commits"].add(threading.current_thread().name)
 
     event.listen(Engine, "before_cursor_execute", statement)
     event.listen(Engine, "commit", commit)
@@ -93,7 +100,7 @@ async def test_the_workers_claims_run_in_the_loop_and_commit_in_a_thread(store: 
     inc = make_incident("inc-2", "DiskFull", "SEV-3")
     event_row = OutboxRecord("events", b"inc-2", b"opened", TimelineEntry("inc-2", "x", "opened"))
     page = NewPage(inc.id, "console", PageAction.TRIGGER, inc.opening)
-    with threads_at_work() as seen:
+    with threads_at_work(store) as seen:
         assert await store.commit(Effects(incidents=[inc], pages=[page], events=[event_row]), T0)
         jobs = await store.pages.claim_due(T0, 1, 10, set(), {"console"})
         assert [j.incident_id for j in jobs] == ["inc-2"]
@@ -107,13 +114,13 @@ async def test_the_workers_claims_run_in_the_loop_and_commit_in_a_thread(store: 
 
 
 @contextlib.contextmanager
-def held_commit() -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Each inline COMMIT waits in its thread for the second event; the first is set once
-    one does."""
+def held_commit(store: Store) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Each inline COMMIT on ``store``'s database waits in its thread for the second event;
+    the first is set once one does."""
     entered, release = threading.Event(), threading.Event()
 
-    def hold(*_: Any) -> None:
-        if threading.current_thread().name.startswith("sqlite-commit"):
+    def hold(conn: Any) -> None:
+        if ours(store, conn) and threading.current_thread().name.startswith("sqlite-commit"):
             entered.set()
             release.wait(10)
 
@@ -126,7 +133,7 @@ def held_commit() -> Iterator[tuple[threading.Event, threading.Event]]:
 
 
 async def test_the_loop_reads_while_a_commit_is_written(store: Store) -> None:
-    with held_commit() as (entered, release):
+    with held_commit(store) as (entered, release):
         write = asyncio.create_task(store.commit(Effects(incidents=[make_incident("inc-5", "DiskFull")]), T0))
         assert await asyncio.to_thread(entered.wait, 10)
         # The commit is in its thread: the loop runs, and a WAL read does not wait for it.
@@ -145,7 +152,7 @@ def beat(name: str) -> Callable[[AsyncConnection], Awaitable[Any]]:
 async def test_a_writer_cancelled_during_its_commit_waits_for_it(store: Store) -> None:
     """The connection and the write lock are handed on only once the COMMIT is done; the
     cancelled write is committed all the same (the caller learns nothing of it)."""
-    with held_commit() as (entered, release):
+    with held_commit(store) as (entered, release):
         write = asyncio.create_task(store.db.write_inline(beat("cancelled")))
         assert await asyncio.to_thread(entered.wait, 10)
         write.cancel()

@@ -196,8 +196,7 @@ class PageJobs:
         self._due_skipping = self._due & page_jobs.c.incident_id.not_in(bindparam("skip", expanding=True))
         self._new = self._first_pending(pagers, CLAIM_STAMP, bindparam("incidents", expanding=True))
         # next_due's: the first pending jobs, and the delayed ones still waiting for their time.
-        waiting = _waiting(CLAIM_STAMP) & page_jobs.c.integration.in_(pagers)
-        self._next = self._first_pending(pagers, CLAIM_STAMP) | waiting
+        self._next = self._due | (_waiting(CLAIM_STAMP) & page_jobs.c.integration.in_(pagers))
 
     @staticmethod
     def _first_pending(
@@ -314,14 +313,12 @@ class PageJobs:
             values["next_attempt_at"] = outcome.next_attempt_at.timestamp()
         return await self.queue.finish(conn, job.id, job.lease, **values)
 
-    async def next_due(self, integrations: set[str], now: datetime | None = None) -> float | None:
+    async def next_due(self, integrations: set[str], now: datetime) -> float | None:
         """When the next claimable job can run. Only the first pending job of each
         incident counts, so a close queued behind a trigger in backoff does not make
         the worker spin; and each delayed job still waiting for its time (as of ``now``)."""
         if not integrations:
             return None
-        if now is None:
-            return await self.queue.next_due(Narrowing(self._first_pending(integrations)))
         return await self.queue.next_due(Narrowing(self._next, {"pagers": sorted(integrations)}), now)
 
     async def has_sibling(self, job: PageJob, action: PageAction, status: PageStatus) -> bool:

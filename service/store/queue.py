@@ -60,16 +60,16 @@ def _owner() -> str:
 
 # A claim's time (epoch seconds) in its statements and in the conditions that narrow it.
 CLAIM_STAMP = bindparam("claim_stamp", type_=Float)
-# The narrowing conditions a queue keeps statements for (the store's queues use up to three).
+# The narrowing conditions a queue keeps statements for (the store's queues use up to four).
 MAX_NARROWINGS = 16
 
 
 @dataclass(frozen=True, slots=True)
 class Narrowing:
-    """A condition a claim adds, built once (the claim's time as CLAIM_STAMP, other values
-    as bind parameters, given in ``values``): a claim's statements are then built once per
-    condition. Built per call, their construction and cache keys were most of a claim's
-    CPU, 1.0-1.7 ms, and a storm's slice makes two claims."""
+    """A condition a claim or a next-due read adds, built once (the claim's time as
+    CLAIM_STAMP, other values as bind parameters, given in ``values``): their statements are
+    then built once per condition. Built per call, their construction and cache keys were
+    most of a claim's CPU, 1.0-1.7 ms, and a storm's slice makes two claims."""
 
     condition: ColumnElement[bool]
     values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -80,6 +80,7 @@ class _ClaimStatements:
     pick: Select[Any]  # the ids, oldest first (params: claim_stamp, claim_limit)
     take: Update  # their leases (claim_stamp, claim_ids, claim_until, claim_owner)
     any_due: Select[Any]  # one claimable id (claim_stamp)
+    next_due: Select[Any]  # when the next row can be claimed (claim_stamp if the narrowing uses it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +135,10 @@ class WorkQueue:
         # writes, and on SQLite every write is an fsync, so an idle queue does not renew.
         self._claims = 0
         self._holding = False
-        # Per narrowing condition (by identity; kept alive here): its claim's statements.
+        # Per narrowing condition (by identity; kept alive here): its claim's and next-due's
+        # statements.
         self._statements: dict[int, tuple[ColumnElement[bool] | None, _ClaimStatements]] = {}
         self._finishes: dict[tuple[str, ...], Update] = {}
-        self._next_dues: dict[int, tuple[ColumnElement[bool] | None, Select[Any]]] = {}
         t = table
         # The ids alone too: SQLite finds the rows of a row-value IN only by a scan.
         self._delete = delete(t).where(
@@ -183,8 +184,8 @@ class WorkQueue:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._serialise})
         # The ids first, then the UPDATE: as one statement PostgreSQL may evaluate the LIMIT
         # subquery again for every row and so take more than ``limit`` rows (measured).
-        values = {**(where.values if where is not None else {}), "claim_stamp": stamp, "claim_limit": limit}
-        ids = list((await conn.execute(statements.pick, values)).scalars())
+        pick = _bound(where, claim_stamp=stamp, claim_limit=limit)
+        ids = list((await conn.execute(statements.pick, pick)).scalars())
         if not ids:
             return Claim(owner, [])
         # Status and lease are checked again in the UPDATE: a row another process finished
@@ -229,7 +230,13 @@ class WorkQueue:
             .values(lease_until=bindparam("claim_until"), lease_owner=bindparam("claim_owner"))
             .returning(*t.c)
         )
-        made = _ClaimStatements(pick, take, select(t.c.id).where(*narrowed).limit(1))
+        lease = func.coalesce(t.c.lease_until, 0.0)
+        due = self._due if self._due is not None else lease
+        runnable_at = case((lease > due, lease), else_=due)
+        next_due = select(func.min(runnable_at)).where(
+            self._runnable, true() if condition is None else condition
+        )
+        made = _ClaimStatements(pick, take, select(t.c.id).where(*narrowed).limit(1), next_due)
         # A caller that builds its condition per call gets statements built per call, as
         # before, rather than a cache that grows with every call.
         if len(self._statements) < MAX_NARROWINGS:
@@ -334,10 +341,8 @@ class WorkQueue:
         """When the next row can be claimed (epoch seconds), a leased one from when its
         lease ends; None when nothing is left to do. ``now``: the time a narrowing's
         CLAIM_STAMP stands for."""
-        query = self._next_due_statement(where)
-        values = dict(where.values) if where is not None else {}
-        if now is not None:
-            values["claim_stamp"] = now.timestamp()
+        query = self._claim_statements(where).next_due
+        values = _bound(where) if now is None else _bound(where, claim_stamp=now.timestamp())
 
         async def read(conn: AsyncConnection) -> Any:
             return (await conn.execute(query, values)).scalar()
@@ -345,22 +350,6 @@ class WorkQueue:
         # Inline: every worker asks after each batch that woke it (Database.read_inline).
         value = await self._db.read_inline(read)
         return float(value) if value is not None else None
-
-    def _next_due_statement(self, where: Narrowing | None) -> Select[Any]:
-        # As a claim's: built once per narrowing (workers ask after every batch that wakes
-        # them, and building it cost more than the read).
-        condition = None if where is None else where.condition
-        known = self._next_dues.get(id(condition))
-        if known is not None:
-            return known[1]
-        t = self.table
-        lease = func.coalesce(t.c.lease_until, 0.0)
-        due = self._due if self._due is not None else lease
-        runnable_at = case((lease > due, lease), else_=due)
-        made = select(func.min(runnable_at)).where(self._runnable, true() if condition is None else condition)
-        if len(self._next_dues) < MAX_NARROWINGS:
-            self._next_dues[id(condition)] = (condition, made)
-        return made
 
     async def claim_if_due(
         self, now: datetime, limit: int, lease_seconds: float, where: Narrowing | None = None
@@ -375,9 +364,14 @@ class WorkQueue:
     async def any_due(self, now: datetime, where: Narrowing | None = None) -> bool:
         """A read-only look: is anything claimable?"""
         query = self._claim_statements(where).any_due
-        values = {**(where.values if where is not None else {}), "claim_stamp": now.timestamp()}
+        values = _bound(where, claim_stamp=now.timestamp())
 
         async def read(conn: AsyncConnection) -> bool:
             return (await conn.execute(query, values)).first() is not None
 
         return await self._db.read_inline(read)
+
+
+def _bound(where: Narrowing | None, **values: Any) -> dict[str, Any]:
+    """A narrowing's values with the statement's own."""
+    return {**(where.values if where is not None else {}), **values}
