@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import Storm, create_topics, produce_all, uid
+from bench.common import ROOT, Setup, Storm, alert_storm, create_topics, produce_all, uid
 
 
 @dataclass(slots=True)
@@ -87,3 +88,44 @@ async def run_raw(
         join_seconds=started - joining,
         preload_seconds=produced.seconds,
     )
+
+
+async def run_raw_apart(setup: Setup, alerts: int, groups: int, timeout: float = 120.0) -> RawResult:
+    """:func:`run_raw` over ``alerts`` one-alert records in ``groups`` groups, in a process
+    of its own: its records never live in this process, whose memory (e) measures."""
+    args = {
+        "bootstrap": setup.bootstrap,
+        "alerts": alerts,
+        "groups": groups,
+        "group_by": list(setup.rules.grouping.group_by),
+        "partitions": setup.partitions,
+        "max_batch": setup.max_batch,
+        "timeout": timeout,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.raw", json.dumps(args), cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout * 2)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise OSError(f"the raw loop's process exited {proc.returncode}: {tail[0]}")
+    return RawResult(**json.loads(out))
+
+
+def main() -> None:
+    args = json.loads(sys.argv[1])
+    storm = alert_storm(args["alerts"], args["alerts"], args["groups"], args["group_by"])
+    result = asyncio.run(
+        run_raw(args["bootstrap"], storm, args["partitions"], args["max_batch"], args["timeout"])
+    )
+    print(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main()
