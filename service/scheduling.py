@@ -88,7 +88,10 @@ class DueWorker(abc.ABC):
                 await asyncio.sleep(self.pace)  # a wake meanwhile stays set: the next round is not lost
             self._sleeping_until = self._clock.now().timestamp() + delay
             try:
+                # Not asyncio.wait_for: on Python 3.11 a cancel that arrives as the wake-up is
+                # set is lost there (the wait returns), and the worker outlives its shutdown.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             finally:
                 self._sleeping_until = None

@@ -46,3 +46,16 @@ async def test_work_due_after_the_worker_looks_leaves_it_asleep_and_sooner_wakes
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_cancel_that_meets_a_wake_up_still_stops_the_worker() -> None:
+    """A job that ends as the service shuts down wakes its worker in the same step as the
+    cancel: the cancel must win."""
+    worker = Counting(ManualClock(T0), timedelta(seconds=20))
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.planned.wait(), 5)
+    worker.wake()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done == {task} and task.cancelled()
+    assert worker.rounds == 1
