@@ -4,7 +4,9 @@ transaction: a first page needs no claim and no read of its incident (issue #13)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,12 @@ from service.config import Settings
 from service.context import Context
 from service.emit.cloudevents import EventFactory
 from service.models import IncidentStatus, PageAction
-from service.notify.base import PageRequest
+from service.notify.base import PageError, PageRequest
 from service.notify.worker import PageWorker
 from service.observability.metrics import Metrics
 from service.persist.stage import PersistStage
 from service.ruleset import RuleSet
+from service.scheduling import IDLE_SECONDS
 from service.store.store import ConcurrentUpdate, Store
 from service.store.tables import page_jobs
 from tests.support.incidents import make_incident
@@ -200,3 +203,108 @@ async def test_a_page_recording_its_outcome_holds_no_pager_call_slot(store: Stor
     await replica.worker.drain()
     assert await _jobs(store, "inc-1") == [("trigger", "sent")]
     assert await _jobs(store, "inc-2") == [("trigger", "sent")]
+
+
+class Rounds:
+    """Counts the page worker's claim rounds; ``planned`` is set as a round reads its next
+    due time, after which the worker goes to sleep without another await."""
+
+    def __init__(self, store: Store) -> None:
+        self.claims = 0
+        self.planned = asyncio.Event()
+        claim_due, next_due = store.pages.claim_due, store.pages.next_due
+
+        async def counted_claim(*args: Any, **kw: Any) -> Any:
+            self.claims += 1
+            return await claim_due(*args, **kw)
+
+        async def noted_next_due(*args: Any, **kw: Any) -> Any:
+            due = await next_due(*args, **kw)
+            self.planned.set()
+            return due
+
+        store.pages.claim_due = counted_claim  # type: ignore[method-assign]
+        store.pages.next_due = noted_next_due  # type: ignore[method-assign]
+
+    async def next_sleep(self) -> None:
+        self.planned.clear()
+        await asyncio.wait_for(self.planned.wait(), 10)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: PageWorker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.drain()
+
+
+async def test_handed_pages_that_leave_nothing_in_the_store_start_no_claim_round(
+    store: Store, rules: RuleSet
+) -> None:
+    """A storm's pages are handed and done one by one: none of them may cost a claim's
+    transaction and a next-due read that find nothing."""
+    pager = GatedPager()
+    replica = Replica(store, rules, pager)
+    rounds = Rounds(store)
+    async with running(replica.worker):
+        await rounds.next_sleep()  # the first round found nothing: asleep until IDLE_SECONDS
+        asleep_until = replica.worker.sleeping_until
+        for i in range(3):
+            await replica.store_opening(f"inc-{i}")
+        await replica.worker.drain()
+        assert len(pager.sent) == 3
+        assert replica.worker.sleeping_until == asleep_until  # never woken
+        assert rounds.claims == 1
+
+
+async def test_a_job_queued_behind_one_in_flight_is_claimed_as_soon_as_that_one_ends(
+    store: Store, rules: RuleSet
+) -> None:
+    pager = GatedPager()
+    pager.gate.clear()
+    replica = Replica(store, rules, pager)
+    rounds = Rounds(store)
+    async with running(replica.worker):
+        await rounds.next_sleep()
+        await replica.store_opening("inc-1")
+        await pager.waiting.wait()  # the trigger's call is in flight
+        inc = make_incident("inc-1")
+        inc.version, inc.status = 1, IncidentStatus.RESOLVED
+        resolved = await replica.persist(
+            Batch([], T0, changed={inc.id: inc}, pages=[PageIntent(inc.id, PageAction.CLOSE, 1)])
+        )
+        # Not handed behind the trigger: left to a claim, which the stored batch asks for (the
+        # runtime wakes the worker for it). That round skips inc-1: its trigger is in flight.
+        assert page_jobs.name in resolved.stored.queues
+        replica.worker.wake()
+        await rounds.next_sleep()
+        assert await _jobs(store, "inc-1") == [("trigger", "pending"), ("close", "pending")]
+        pager.gate.set()
+        # Nobody wakes the worker now: the trigger's end alone starts the round for the close.
+        await rounds.next_sleep()
+        await replica.worker.drain()
+        assert [r.action for r in pager.sent] == ["trigger", "close"]
+        assert await _jobs(store, "inc-1") == [("trigger", "sent"), ("close", "sent")]
+
+
+class FailingPager(GatedPager):
+    async def send(self, request: PageRequest) -> str | None:
+        raise PageError("503 from the pager", retryable=True)
+
+
+async def test_a_page_to_retry_wakes_the_worker_for_its_retry_time(store: Store, rules: RuleSet) -> None:
+    replica = Replica(store, rules, FailingPager(), page_backoff_initial_seconds=2.0)
+    rounds = Rounds(store)
+    async with running(replica.worker):
+        await rounds.next_sleep()
+        assert replica.worker.sleeping_until == (T0 + timedelta(seconds=IDLE_SECONDS)).timestamp()
+        await replica.store_opening("inc-1")
+        await rounds.next_sleep()  # woken by the retry it stored
+        assert await _jobs(store, "inc-1") == [("trigger", "pending")]
+        # Asleep until the retry (2 s, jittered by up to a fifth), not until IDLE_SECONDS.
+        until = replica.worker.sleeping_until
+        assert until is not None and until <= (T0 + timedelta(seconds=2.4)).timestamp()

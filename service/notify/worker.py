@@ -107,6 +107,12 @@ class PageWorker(DueWorker):
         # for their incident's job in flight; and the slots kept for jobs about to be handed.
         self._handed: list[HandedPage] = []
         self._reserved = 0
+        # What the last round may have left in the store: jobs due now (no free slot), and
+        # those of the incidents its claim skipped (a job of theirs in flight). Only for these
+        # does a job that ends start a round: in a storm every page was handed, and a round
+        # after each cost a claim's transaction and a next-due read that found nothing.
+        self._left_due = True
+        self._skipped: set[str] = set()
 
     def _free(self) -> int:
         return self._settings.page_concurrency - self._calling - self._reserved - len(self._handed)
@@ -142,18 +148,29 @@ class PageWorker(DueWorker):
         task.add_done_callback(self._tasks.discard)
 
     async def next_due(self) -> float | None:
-        return await self._jobs.next_due(set(self._notifiers), self._clock.now())
+        now = self._clock.now()
+        due = await self._jobs.next_due(set(self._notifiers), now)
+        self._left_due = due is not None and due <= now.timestamp()
+        return due
+
+    def _slot_freed(self, incident_id: str | None = None) -> None:
+        """A pager call or a job ended: start what waits in memory, and a round if the last
+        one may have left something in the store for this slot or this incident."""
+        self._start_handed()
+        if self._left_due or incident_id in self._skipped:
+            self._wake.set()
 
     async def run_once(self) -> int:
         """Start every due job; return how many were started."""
         self._start_handed()
         # Claim only what can start now: a claimed job waiting for a free slot would
         # hold work another replica could do meanwhile.
+        self._skipped = set(self._in_flight) | {h.job.incident_id for h in self._handed}
         jobs = await self._jobs.claim_due(
             self._clock.now(),
             limit=self._free(),
             lease_seconds=LEASE_SECONDS,
-            skip_incidents=set(self._in_flight) | {h.job.incident_id for h in self._handed},
+            skip_incidents=self._skipped,
             integrations=set(self._notifiers),
         )
         # Their incidents in one read, not one each (a backlog is claimed eight at a time).
@@ -185,8 +202,7 @@ class PageWorker(DueWorker):
             self._call_ended()
             _CALLING.reset(calling)
             self._in_flight.discard(job.incident_id)
-            self._start_handed()
-            self._wake.set()
+            self._slot_freed(job.incident_id)
 
     def _call_ended(self) -> None:
         """This task's pager call is over (or never came): its slot is free for the next."""
@@ -194,8 +210,7 @@ class PageWorker(DueWorker):
         if flag and flag[0]:
             flag[0] = False
             self._calling -= 1
-            self._start_handed()
-            self._wake.set()
+            self._slot_freed()
 
     async def _process(self, job: PageJob, inc: Incident | None, handed: bool) -> None:
         """``inc``: as read with the claim or stored with the job (``handed``); None: read now."""
@@ -336,6 +351,9 @@ class PageWorker(DueWorker):
             return await self._jobs.finish(conn, job, outcome, now)
 
         recorded = await self._store.commit(Effects(events=events or [], pages=pages), now, guard=finish)
+        if recorded and (pages or outcome.status is PageStatus.PENDING):
+            # A retry or new pages (failover, backups): due at times the worker must look by.
+            self.wake()
         if not recorded:
             log.warning(
                 "page job %s: lease lost before its outcome (%s) was recorded", job.id, outcome.status
