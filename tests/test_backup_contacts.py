@@ -26,6 +26,7 @@ from service.store.pages import NewPage
 from service.store.store import Effects, Store
 from tests.support.checks import assert_valid_event
 from tests.support.incidents import make_incident
+from tests.support.page_rounds import Rounds, running
 from tests.support.pagerduty_api import FakePagerDuty
 from tests.support.recorder import Recorder
 from tests.support.time import T0
@@ -250,3 +251,22 @@ async def test_the_pagerduty_backup_goes_to_the_backup_key_and_the_close_reaches
         ("BACKUP-KEY", "resolve", backup),
     ]
     assert fake.open == {}
+
+
+async def test_a_backup_due_in_minutes_leaves_the_worker_asleep(store: Store, rules: RuleSet) -> None:
+    """A sent trigger stores its backup page, due in 10 minutes: the worker need not look
+    before it planned to."""
+    pager = stand_in()
+    r = rig(store, rules, {"opsgenie": pager})
+    rounds = Rounds(store)
+    async with running(r.worker):
+        await rounds.next_sleep()
+        await store.commit(Effects(incidents=[make_incident()], pages=[trigger()]), T0)
+        r.worker.wake()  # as the runtime does for a stored page job
+        await rounds.next_sleep()  # the round that claimed the trigger
+        asleep_until = r.worker.sleeping_until
+        await r.worker.drain()
+        assert len(pager.sent) == 1
+        assert await r.jobs() == [("trigger", "first", "sent"), ("trigger", "backup:first", "pending")]
+        assert asleep_until is not None and r.worker.sleeping_until == asleep_until
+        assert rounds.claims == 2

@@ -4,7 +4,6 @@ transaction: a first page needs no claim and no read of its incident (issue #13)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from service.scheduling import IDLE_SECONDS
 from service.store.store import ConcurrentUpdate, Store
 from service.store.tables import page_jobs
 from tests.support.incidents import make_incident
+from tests.support.page_rounds import Rounds, running
 from tests.support.time import T0
 
 
@@ -203,43 +203,6 @@ async def test_a_page_recording_its_outcome_holds_no_pager_call_slot(store: Stor
     await replica.worker.drain()
     assert await _jobs(store, "inc-1") == [("trigger", "sent")]
     assert await _jobs(store, "inc-2") == [("trigger", "sent")]
-
-
-class Rounds:
-    """Counts the page worker's claim rounds; ``planned`` is set as a round reads its next
-    due time, after which the worker goes to sleep without another await."""
-
-    def __init__(self, store: Store) -> None:
-        self.claims = 0
-        self.planned = asyncio.Event()
-        claim_due, next_due = store.pages.claim_due, store.pages.next_due
-
-        async def counted_claim(*args: Any, **kw: Any) -> Any:
-            self.claims += 1
-            return await claim_due(*args, **kw)
-
-        async def noted_next_due(*args: Any, **kw: Any) -> Any:
-            due = await next_due(*args, **kw)
-            self.planned.set()
-            return due
-
-        store.pages.claim_due = counted_claim  # type: ignore[method-assign]
-        store.pages.next_due = noted_next_due  # type: ignore[method-assign]
-
-    async def next_sleep(self) -> None:
-        self.planned.clear()
-        await asyncio.wait_for(self.planned.wait(), 10)
-
-
-@contextlib.asynccontextmanager
-async def running(worker: PageWorker) -> AsyncIterator[None]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.drain()
 
 
 async def test_handed_pages_that_leave_nothing_in_the_store_start_no_claim_round(

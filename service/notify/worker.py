@@ -351,9 +351,12 @@ class PageWorker(DueWorker):
             return await self._jobs.finish(conn, job, outcome, now)
 
         recorded = await self._store.commit(Effects(events=events or [], pages=pages), now, guard=finish)
-        if recorded and (pages or outcome.status is PageStatus.PENDING):
-            # A retry or new pages (failover, backups): due at times the worker must look by.
-            self.wake()
+        due = [p.due or now for p in pages]
+        if outcome.status is PageStatus.PENDING:
+            due.append(outcome.next_attempt_at or now)
+        if recorded and due:
+            # A retry, a failover page now, a backup in minutes: looked for by their time.
+            self.wake_by(min(due).timestamp())
         if not recorded:
             log.warning(
                 "page job %s: lease lost before its outcome (%s) was recorded", job.id, outcome.status
