@@ -4,6 +4,7 @@ serves it (``/jsm/ops/integration/v2/alerts``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -101,7 +102,6 @@ async def test_failures_name_jsm_and_keep_opsgenie_retry_rules(fake: FakeOpsgeni
 
 
 def test_settings_need_the_key_and_read_it_from_a_file(tmp_path: Path) -> None:
-    assert NOTIFIERS["jsm"] == JsmNotifier.from_settings
     with pytest.raises(
         ValueError, match="pager 'jsm' needs INCIDENTD_JSM_API_KEY or INCIDENTD_JSM_API_KEY_FILE"
     ):
@@ -110,6 +110,9 @@ def test_settings_need_the_key_and_read_it_from_a_file(tmp_path: Path) -> None:
     settings = Settings(pagers=["jsm"], jsm_api_key_file=tmp_path / "key")  # type: ignore[call-arg]
     assert settings.jsm_api_key is not None and settings.jsm_api_key.get_secret_value() == KEY
     assert settings.jsm_api_url == "https://api.atlassian.com/jsm/ops/integration"
+    built = NOTIFIERS["jsm"](settings)  # the registry's builder, which imports the SDK late
+    assert isinstance(built, JsmNotifier)
+    asyncio.run(built.aclose())
 
 
 def jsm_responder(contacts: dict[str, object]) -> dict[str, str] | None:

@@ -8,18 +8,31 @@ from service.config import Settings
 from service.notify.base import Notifier
 from service.notify.console import ConsoleNotifier
 from service.notify.jira import JiraNotifier
-from service.notify.jsm import JsmNotifier
-from service.notify.opsgenie import OpsgenieNotifier
 from service.notify.pagerduty import PagerDutyNotifier
 from service.notify.slack import SlackNotifier
 from service.notify.statuspage import StatuspageNotifier
 from service.ruleset.models import FOLLOW_UP_NAMES, PAGER_NAMES, ContactsFile
 
+
+# Opsgenie's SDK (with urllib3) was a twentieth of every start-up's imports: the two pagers
+# on it are imported only where INCIDENTD_PAGERS or a fallback names them.
+def _opsgenie(settings: Settings) -> Notifier:
+    from service.notify.opsgenie import OpsgenieNotifier
+
+    return OpsgenieNotifier.from_settings(settings)
+
+
+def _jsm(settings: Settings) -> Notifier:
+    from service.notify.jsm import JsmNotifier
+
+    return JsmNotifier.from_settings(settings)
+
+
 NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
     "console": ConsoleNotifier.from_settings,
     "jira": JiraNotifier.from_settings,
-    "jsm": JsmNotifier.from_settings,
-    "opsgenie": OpsgenieNotifier.from_settings,
+    "jsm": _jsm,
+    "opsgenie": _opsgenie,
     "pagerduty": PagerDutyNotifier.from_settings,
     "slack": SlackNotifier.from_settings,
     "statuspage": StatuspageNotifier.from_settings,

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -43,6 +42,10 @@ class WorkListener:
         self._on_work({q for q in payload.split(",") if q})
 
     async def run(self) -> None:
+        # Imported here: only PostgreSQL deployments listen, and asyncpg was a twentieth of
+        # every start-up's imports.
+        import asyncpg
+
         while True:
             try:
                 await self._listen()
@@ -52,6 +55,8 @@ class WorkListener:
 
     async def _listen(self) -> None:
         """Until the connection is lost."""
+        import asyncpg
+
         conn = await asyncpg.connect(self._dsn)
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from service.triage.findings import Finding, redact
 from service.triage.probes.base import ProbeFailed, Stopwatch, read_secret, secret_source
 
@@ -15,6 +13,10 @@ class PostgresProbe:
     name = "postgres"
 
     async def run(self, target: dict[str, Any]) -> Finding:
+        # Imported here: only a rule that probes PostgreSQL needs it, and every start paid
+        # for it.
+        import asyncpg
+
         dsn = read_secret(target)
         where = secret_source(target)
         clock = Stopwatch()
