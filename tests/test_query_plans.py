@@ -34,6 +34,8 @@ ALLOWED = {
     # The outbox holds only unpublished events (published ones are removed within 0.1 s): its
     # claim takes the first unleased rows in id order and stops at its LIMIT.
     "SELECT outbox.id FROM outbox WHERE (outbox.lease_until IS NULL",
+    # The same few rows, given back at a stop.
+    "UPDATE outbox SET lease_until=?, lease_owner=? WHERE outbox.lease_until IS NOT NULL",
 }
 
 
@@ -102,3 +104,18 @@ async def test_the_current_incidents_are_found_through_the_partial_index(
     with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as conn:
         plan = [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)]
     assert plan == ["SEARCH incidents USING INDEX uq_incidents_current_group (group_key=?)"]
+
+
+async def test_a_stop_gives_back_its_leases_without_reading_the_history(store: Store, tmp_path: Path) -> None:
+    # Shutdown's release (Leases.release_all) of every queue this process leases from.
+    queues = [store.pages.queue, store.timers.queue, store.remediations.queue, store.outbox.queue]
+    with statements(tmp_path / "state.db") as seen:
+        for queue in queues:
+            await queue.release_held()
+    assert len(seen) == len(queues)
+    scans = {
+        " ".join(sql.split()): steps
+        for sql, parameters in seen
+        if (steps := full_scans(tmp_path / "state.db", sql, parameters))
+    }
+    assert {sql: steps for sql, steps in scans.items() if not sql.startswith(tuple(ALLOWED))} == {}

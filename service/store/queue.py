@@ -319,8 +319,11 @@ class WorkQueue:
         """Give back every row this process holds (at shutdown, once its work stopped)."""
 
         async def release(conn: AsyncConnection) -> int:
+            # "Leased at all" first: the partial index of the leased rows (tables.leased_index)
+            # answers it, where the owner's LIKE alone read every row the table ever held.
+            held = self.table.c.lease_until.is_not(None)
             result = await conn.execute(
-                update(self.table).where(self._ours()).values(lease_until=None, lease_owner=None)
+                update(self.table).where(held, self._ours()).values(lease_until=None, lease_owner=None)
             )
             if result.rowcount:
                 await self._released(conn)
