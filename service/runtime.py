@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
@@ -31,6 +31,7 @@ from service.ingest.intake import AlertIntake, kafka_publisher
 from service.ingest.kafka_security import explained, kafka_security
 from service.ingest.records import Routing, no_lane
 from service.ingest.topics import ensure_topics
+from service.lifecycle import cancel_all, quietly, start_client, stop_client
 from service.notify.base import Notifier
 from service.notify.registry import build_fallbacks, build_notifiers
 from service.notify.worker import PageWorker
@@ -297,7 +298,7 @@ class Runtime:
             async with explained(self.settings, self.kafka_security):
                 if self.settings.kafka_create_topics or self.settings.kafka_assignment == "manual":
                     await ensure_topics(self.settings, self.kafka_security)
-                await _start_broker(self.broker)
+                await start_client(self.broker)
             if self.settings.kafka_assignment == "manual":
                 topics = [c.subscription(self.settings)[0] for c in self.consumers]
                 log.info(
@@ -310,7 +311,7 @@ class Runtime:
             # A signal or a failure while the consumers join their groups: stop the clients
             # already made, or they outlive the start (and the embedded broker), retrying
             # fetches until the process exits and reports them unclosed.
-            await _quietly("stop the Kafka client", self.broker.stop())
+            await quietly("stop the Kafka client", stop_client(self.broker))
             await self.store.close()
             raise
         workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges, self.noise]
@@ -338,24 +339,24 @@ class Runtime:
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
                 for consumer in self.consumers:
-                    await _quietly(f"stop consuming {consumer.lane}", consumer.subscriber.stop())
-                await _quietly("stop consuming commands", self.command_consumer.subscriber.stop())
-                await _cancel(tasks)
+                    await quietly(f"stop consuming {consumer.lane}", consumer.subscriber.stop())
+                await quietly("stop consuming commands", self.command_consumer.subscriber.stop())
+                await cancel_all(tasks)
                 await self.pages.drain()
-                await _quietly("publish the outbox", self.relay.flush())
+                await quietly("publish the outbox", self.relay.flush())
         except TimeoutError:
             log.warning(
                 "shutdown took over %ss; stopping what is left", self.settings.shutdown_timeout_seconds
             )
-        await _cancel(tasks)
+        await cancel_all(tasks)
         await self.pages.cancel()
-        await _cancel([keeper])
-        await _quietly("give back leases", self.leases.release_all())
-        await _quietly("stop the Kafka client", self.broker.stop())
+        await cancel_all([keeper])
+        await quietly("give back leases", self.leases.release_all())
+        await quietly("stop the Kafka client", stop_client(self.broker))
         for notifier in [*self.notifiers.values(), *self.fallbacks.values()]:
-            await _quietly(f"close the {notifier.name} pager", notifier.aclose())
+            await quietly(f"close the {notifier.name} pager", notifier.aclose())
         if self.kube is not None:
-            await _quietly("close the Kubernetes client", self.kube.close())
+            await quietly("close the Kubernetes client", self.kube.close())
         await self.store.close()
 
 
@@ -366,28 +367,3 @@ def _inbound_secrets(s: Settings) -> InboundSecrets:
     return InboundSecrets(
         raw(s.slack_signing_secret), raw(s.pagerduty_webhook_secret), raw(s.opsgenie_webhook_secret)
     )
-
-
-async def _start_broker(broker: KafkaBroker) -> None:
-    """``broker.start()``, with the subscribers started side by side: each one's start waits
-    for its group's first assignment, which some brokers hold for seconds (Tansu: half the
-    rebalance timeout), so one after another the start-up was the sum of the three groups."""
-    await broker.connect()
-    await asyncio.gather(*(sub.start() for sub in broker.subscribers))
-    for pub in broker.publishers:
-        await pub.start()
-    broker.running = True
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _quietly(what: str, step: Awaitable[object]) -> None:
-    """One shutdown step; a failure is logged and the next step still runs."""
-    try:
-        await step
-    except Exception as exc:
-        log.warning("shutdown: cannot %s: %s: %s", what, exc.__class__.__name__, exc)
