@@ -31,7 +31,7 @@ from service.ingest.intake import AlertIntake, kafka_publisher
 from service.ingest.kafka_security import explained, kafka_security
 from service.ingest.records import Routing, no_lane
 from service.ingest.topics import ensure_topics
-from service.lifecycle import cancel_all, quietly, start_client, stop_client
+from service.lifecycle import CLIENT_STOP_SECONDS, cancel_all, quietly, start_client, stop_client
 from service.notify.base import Notifier
 from service.notify.registry import build_fallbacks, build_notifiers
 from service.notify.worker import PageWorker
@@ -311,7 +311,8 @@ class Runtime:
             # A signal or a failure while the consumers join their groups: stop the clients
             # already made, or they outlive the start (and the embedded broker), retrying
             # fetches until the process exits and reports them unclosed.
-            await quietly("stop the Kafka client", stop_client(self.broker))
+            stopping = stop_client(self.broker, self.settings.shutdown_timeout_seconds)
+            await quietly("stop the Kafka client", stopping)
             await self.store.close()
             raise
         workers: list[DueWorker] = [self.relay, self.pages, self.timers, self.triage, self.gauges, self.noise]
@@ -336,8 +337,10 @@ class Runtime:
         then close; bounded by ``INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS``."""
         for consumer in self.consumers:
             consumer.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_seconds
         try:
-            async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
+            async with asyncio.timeout_at(deadline):
                 for consumer in self.consumers:
                     await quietly(f"stop consuming {consumer.lane}", consumer.subscriber.stop())
                 await quietly("stop consuming commands", self.command_consumer.subscriber.stop())
@@ -352,7 +355,10 @@ class Runtime:
         await self.pages.cancel()
         await cancel_all([keeper])
         await quietly("give back leases", self.leases.release_all())
-        await quietly("stop the Kafka client", stop_client(self.broker))
+        # What is left of the bound, a second at least: with Kafka away, the producer would
+        # wait out its request timeout (40 s) for records the outbox still holds anyway.
+        within = max(deadline - loop.time(), CLIENT_STOP_SECONDS)
+        await quietly("stop the Kafka client", stop_client(self.broker, within))
         for notifier in [*self.notifiers.values(), *self.fallbacks.values()]:
             await quietly(f"close the {notifier.name} pager", notifier.aclose())
         if self.kube is not None:

@@ -6,11 +6,13 @@ import asyncio
 import os
 import re
 import signal
+import threading
 from pathlib import Path
 
 import aiosqlite
 import httpx
 
+from tests.support.pagerduty_api import FakePagerDuty, Reply
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import free_port, spawn_run
 
@@ -41,11 +43,25 @@ class Proc:
 
         return await asyncio.wait_for(_read(), timeout)
 
+    async def rest_of_stderr(self, timeout: float = 60) -> list[str]:
+        """Every line to the end of the stream (the process's end), read as it comes: an
+        unread pipe that fills would stop the process."""
+        assert self.proc.stderr is not None
 
-async def start(tmp: Path, kafka_port: int, http_port: int) -> Proc:
+        async def _read() -> None:
+            assert self.proc.stderr is not None
+            while raw := await self.proc.stderr.readline():
+                self.err.append(raw.decode())
+
+        await asyncio.wait_for(_read(), timeout)
+        return self.err
+
+
+async def start(tmp: Path, kafka_port: int, http_port: int, **env: str) -> Proc:
     env = {
         "INCIDENTD_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "INCIDENTD_HTTP_PORT": str(http_port),
+        **env,
     }
     proc = await spawn_run(tmp, env)
     return Proc(proc)
@@ -122,9 +138,9 @@ def port_free(port: int) -> bool:
     return True
 
 
-async def _started(tmp: Path) -> tuple[Proc, int, int, int]:
+async def _started(tmp: Path, **env: str) -> tuple[Proc, int, int, int]:
     kafka_port, http_port = free_port(), free_port()
-    proc = await start(tmp, kafka_port, http_port)
+    proc = await start(tmp, kafka_port, http_port, **env)
     await proc.read_until("out", r"incidentd is running \(embedded")
     m = await proc.read_until("err", r"embedded broker \(tansu\) listening on .*, pid (\d+)")
     return proc, int(m.group(1)), kafka_port, http_port
@@ -147,17 +163,62 @@ async def test_sigterm_with_a_page_in_hand_stops_everything_and_frees_the_ports(
         leftovers = [line for line in proc.err if "Traceback" in line or "ERROR" in line]
         assert leftovers == []
         # Nothing it held is left leased: a replica (or the next start) takes it at once.
-        db = tmp_path / "var" / f"incidentd-{http_port}.db"
-        leased = 0
-        async with aiosqlite.connect(db) as conn:
-            for table in ("page_jobs", "timers", "outbox", "remediations"):
-                cursor = await conn.execute(f"SELECT count(*) FROM {table} WHERE lease_owner IS NOT NULL")
-                leased += (await cursor.fetchone() or (0,))[0]
-        assert leased == 0
+        assert await _leased(tmp_path / "var" / f"incidentd-{http_port}.db") == 0
     finally:
         if proc.proc.returncode is None:
             proc.proc.kill()
             await proc.proc.wait()
+
+
+async def test_sigterm_after_kafka_died_stops_within_its_bound_and_gives_back_the_page_in_flight(
+    tmp_path: Path,
+) -> None:
+    # A PagerDuty that holds its answer: the trigger is in flight, its job leased, at SIGTERM.
+    hold = threading.Event()
+    async with FakePagerDuty() as pagerduty:
+        pagerduty.script(Reply(hold=hold))
+        proc, broker, _, http_port = await _started(
+            tmp_path,
+            INCIDENTD_PAGERS="pagerduty",
+            INCIDENTD_PAGERDUTY_API_URL=pagerduty.url,
+            INCIDENTD_PAGERDUTY_ROUTING_KEY="R0UTING",
+            INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS="3",
+            INCIDENTD_KAFKA_PUBLISH_TIMEOUT_SECONDS="1",
+        )
+        url = f"http://127.0.0.1:{http_port}/api/v1/alerts/alertmanager"
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                resp = await client.post(url, content=body(webhook(alert("ApiDown", namespace="aragora"))))
+                assert resp.status_code == 202
+                await pagerduty.wait_for(lambda: len(pagerduty.events) == 1, 30)
+                os.kill(broker, signal.SIGKILL)
+                # Its record stays in the producer, unsent, which aiokafka's stop would wait
+                # out for its request timeout (40 s).
+                resp = await client.post(url, content=body(webhook(alert("DiskFull", namespace="aragora"))))
+                assert resp.status_code == 503
+            proc.proc.send_signal(signal.SIGTERM)
+            # Within its bound (3 s for the stop, a second more for the Kafka client), not 40 s.
+            err = await proc.rest_of_stderr(timeout=20)
+            assert await proc.proc.wait() == 0
+            assert not [line for line in err if "Traceback" in line]
+            # The stop went on past the consumers Kafka's loss broke, to the release of the
+            # page job it was sending.
+            assert [line for line in err if "shutdown: cannot stop consuming" in line]
+            assert await _leased(tmp_path / "var" / f"incidentd-{http_port}.db") == 0
+        finally:
+            hold.set()
+            if proc.proc.returncode is None:
+                proc.proc.kill()
+                await proc.proc.wait()
+
+
+async def _leased(db: Path) -> int:
+    leased = 0
+    async with aiosqlite.connect(db) as conn:
+        for table in ("page_jobs", "timers", "outbox", "remediations"):
+            cursor = await conn.execute(f"SELECT count(*) FROM {table} WHERE lease_owner IS NOT NULL")
+            leased += (await cursor.fetchone() or (0,))[0]
+    return leased
 
 
 async def test_a_killed_service_takes_its_embedded_broker_with_it(tmp_path: Path) -> None:
