@@ -46,11 +46,11 @@ class Proc:
     async def rest_of_stderr(self, timeout: float = 60) -> list[str]:
         """Every line to the end of the stream (the process's end), read as it comes: an
         unread pipe that fills would stop the process."""
-        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+        assert stderr is not None
 
         async def _read() -> None:
-            assert self.proc.stderr is not None
-            while raw := await self.proc.stderr.readline():
+            while raw := await stderr.readline():
                 self.err.append(raw.decode())
 
         await asyncio.wait_for(_read(), timeout)
