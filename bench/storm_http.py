@@ -60,10 +60,10 @@ from bench.common import (
 )
 from bench.load import (
     HEADERS,
-    PROBE_CLUSTER,
     WEBHOOK,
     failures,
     post_all,
+    probe_cluster,
     repeat_bodies,
     sev1_body,
     storm_shape,
@@ -284,15 +284,15 @@ class StoredClock:
 
     async def enter(self, batch: Batch) -> Batch:
         for r in batch.records:
-            if r.value and (m := PROBE_CLUSTER.search(r.value)):
-                self.probe_polled.setdefault(m.group(1).decode(), time.perf_counter())
+            if r.value and (cluster := probe_cluster(r.value)):
+                self.probe_polled.setdefault(cluster, time.perf_counter())
         return batch
 
     async def leave(self, batch: Batch) -> Batch:
         self.batches += 1
         for r in batch.records:
-            if r.value and (m := PROBE_CLUSTER.search(r.value)):
-                self.probe_stored.setdefault(m.group(1).decode(), time.perf_counter())
+            if r.value and (cluster := probe_cluster(r.value)):
+                self.probe_stored.setdefault(cluster, time.perf_counter())
         self.records += sum(1 for r in batch.records if r.value and self.prefix in r.value)
         if self.target and self.records >= self.target and not self.done.is_set():
             self.done_at = time.perf_counter()
