@@ -198,6 +198,41 @@ def test_chart_refuses_a_pager_without_its_secret_and_bad_values(
     assert not docs, "nothing renders from refused values"
 
 
+def _grace(seconds: int, **env: float) -> dict[str, Any]:
+    extra = [{"name": f"INCIDENTD_{name.upper()}", "value": str(value)} for name, value in env.items()]
+    return {"terminationGracePeriodSeconds": seconds, "extraEnv": extra}
+
+
+@helm_timeout
+def test_chart_refuses_a_grace_period_shorter_than_a_stop(helm_venv: Path, tmp_path: Path) -> None:
+    """A stop may take the publish timeout (a webhook in flight), the shutdown timeout and a
+    second for the Kafka client: the chart's defaults for the first two are the service's."""
+    defaults = Settings(kafka_bootstrap_servers="kafka:9092")
+    longest = defaults.kafka_publish_timeout_seconds + defaults.shutdown_timeout_seconds + 1
+    assert (
+        float(yaml.safe_load((CHART / "values.yaml").read_text())["terminationGracePeriodSeconds"]) >= longest
+    )
+    cases = [
+        (_grace(int(longest)), 0),
+        (_grace(int(longest) - 1), 1),
+        (_grace(70, shutdown_timeout_seconds=60), 0),
+        (_grace(70, shutdown_timeout_seconds=60, kafka_publish_timeout_seconds=10), 1),
+        (_grace(30, shutdown_timeout_seconds=45), 1),
+    ]
+    for i, (values, code) in enumerate(cases):
+        out = tmp_path / str(i)
+        out.mkdir()
+        result, docs, _ = _helm(out, values=values)
+        assert result.returncode == code, f"{values}:\n{result.stderr}"
+        if code:
+            assert "terminationGracePeriodSeconds is" in result.stderr and not docs
+        else:
+            assert (
+                _one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                == (values["terminationGracePeriodSeconds"])
+            )
+
+
 @helm_timeout
 def test_extra_volumes_and_mounts(helm_venv: Path, tmp_path: Path) -> None:
     values = {

@@ -78,6 +78,7 @@ and mounted back at a/b.yaml through the volume's items (see deployment.yaml).
 {{- if not (.Files.Glob "rules/**") }}
 {{- fail "the chart has no rules/ files: copy the repository's rules/ into the chart" }}
 {{- end }}
+{{- include "incidentd.validateGrace" . }}
 {{- end }}
 
 {{/*
@@ -251,4 +252,25 @@ has a glob; verbs that ignore resourceNames (list, watch, create, deletecollecti
 {{- define "incidentd.automountToken" -}}
 {{- $triage := and .Values.triage.rbac.create .Values.triage.rbac.namespaces }}
 {{- if or .Values.serviceAccount.automountToken (include "incidentd.remediation.rbacEnabled" .) $triage }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/*
+A pod's stop, at the longest: a webhook in flight waits for Kafka (INCIDENTD_KAFKA_PUBLISH_TIMEOUT_SECONDS),
+then the service drains (INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS), then the Kafka client gets a second
+to stop. A grace period shorter than that kills the pod mid-drain: its page leases are held until
+they expire, and another replica waits them out. The defaults are the service's (a test holds them).
+*/}}
+{{- define "incidentd.validateGrace" -}}
+{{- $env := dict }}
+{{- range .Values.extraEnv }}
+{{- if hasKey . "value" }}
+{{- $_ := set $env .name (toString .value) }}
+{{- end }}
+{{- end }}
+{{- $publish := get $env "INCIDENTD_KAFKA_PUBLISH_TIMEOUT_SECONDS" | default "5" | float64 }}
+{{- $shutdown := get $env "INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS" | default "20" | float64 }}
+{{- $stop := addf $publish $shutdown 1 }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) $stop }}
+{{- fail (printf "terminationGracePeriodSeconds is %v, shorter than a stop may take: %v s (INCIDENTD_KAFKA_PUBLISH_TIMEOUT_SECONDS %v + INCIDENTD_SHUTDOWN_TIMEOUT_SECONDS %v + 1 for the Kafka client); Kubernetes would kill the pod mid-drain, its leases held until they expire" .Values.terminationGracePeriodSeconds $stop $publish $shutdown) }}
+{{- end }}
 {{- end }}
