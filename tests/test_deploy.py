@@ -124,6 +124,10 @@ def test_compose_stack_is_wired_together() -> None:
     assert env["INCIDENTD_DATABASE_URL"].startswith("postgresql+asyncpg://")
     assert "@postgres:5432/" in env["INCIDENTD_DATABASE_URL"]
     assert env["INCIDENTD_PAGERS"] == "console"
+    # SIGKILL only after the longest stop: a webhook's publish, the drain, the Kafka client's second.
+    settings = Settings(**{k.removeprefix("INCIDENTD_").lower(): v for k, v in env.items() if "TIMEOUT" in k})
+    longest = settings.kafka_publish_timeout_seconds + settings.shutdown_timeout_seconds + 1
+    assert app["stop_grace_period"].endswith("s") and float(app["stop_grace_period"][:-1]) >= longest
 
     # Start-up order rests on health, not on container start.
     for name, dependency in [
