@@ -20,7 +20,17 @@ import yaml
 
 from service.config import Settings
 from service.notify.registry import NOTIFIERS, build_notifiers
-from tests.test_deploy import CHART, HELM_LINT, HELM_VENV, _container, _helm, _mount_of, _one, _run
+from tests.test_deploy import (
+    CHART,
+    HELM_LINT,
+    HELM_VENV,
+    _container,
+    _helm,
+    _mount_of,
+    _one,
+    _run,
+    longest_stop,
+)
 
 PROMETHEUS_RULES = CHART.parents[2] / "deploy" / "prometheus" / "incidentd-rules.yaml"
 helm_timeout = pytest.mark.timeout(900)
@@ -205,10 +215,9 @@ def _grace(seconds: int, **env: float) -> dict[str, Any]:
 
 @helm_timeout
 def test_chart_refuses_a_grace_period_shorter_than_a_stop(helm_venv: Path, tmp_path: Path) -> None:
-    """A stop may take the publish timeout (a webhook in flight), the shutdown timeout and a
-    second for the Kafka client: the chart's defaults for the first two are the service's."""
-    defaults = Settings(kafka_bootstrap_servers="kafka:9092")
-    longest = defaults.kafka_publish_timeout_seconds + defaults.shutdown_timeout_seconds + 1
+    """The chart's defaults for the two timeouts are the service's: the bound of a render with
+    neither set is the service's longest stop."""
+    longest = longest_stop(Settings())
     assert (
         float(yaml.safe_load((CHART / "values.yaml").read_text())["terminationGracePeriodSeconds"]) >= longest
     )
@@ -227,10 +236,8 @@ def test_chart_refuses_a_grace_period_shorter_than_a_stop(helm_venv: Path, tmp_p
         if code:
             assert "terminationGracePeriodSeconds is" in result.stderr and not docs
         else:
-            assert (
-                _one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-                == (values["terminationGracePeriodSeconds"])
-            )
+            pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+            assert pod["terminationGracePeriodSeconds"] == values["terminationGracePeriodSeconds"]
 
 
 @helm_timeout

@@ -106,6 +106,12 @@ def test_compose_schema_check_rejects_a_broken_file(tmp_path: Path, breakage: An
     assert expected in result.stdout + result.stderr
 
 
+def longest_stop(settings: Settings) -> float:
+    """A stop at the longest, in seconds: a webhook in flight waits out its Kafka publish, the
+    service drains, and the Kafka client gets a second (service/lifecycle.py)."""
+    return settings.kafka_publish_timeout_seconds + settings.shutdown_timeout_seconds + 1
+
+
 def test_compose_stack_is_wired_together() -> None:
     compose = _yaml(COMPOSE)
     services = compose["services"]
@@ -124,10 +130,10 @@ def test_compose_stack_is_wired_together() -> None:
     assert env["INCIDENTD_DATABASE_URL"].startswith("postgresql+asyncpg://")
     assert "@postgres:5432/" in env["INCIDENTD_DATABASE_URL"]
     assert env["INCIDENTD_PAGERS"] == "console"
-    # SIGKILL only after the longest stop: a webhook's publish, the drain, the Kafka client's second.
+    # SIGKILL only after the longest stop.
     settings = Settings(**{k.removeprefix("INCIDENTD_").lower(): v for k, v in env.items() if "TIMEOUT" in k})
-    longest = settings.kafka_publish_timeout_seconds + settings.shutdown_timeout_seconds + 1
-    assert app["stop_grace_period"].endswith("s") and float(app["stop_grace_period"][:-1]) >= longest
+    grace = app["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) >= longest_stop(settings)
 
     # Start-up order rests on health, not on container start.
     for name, dependency in [
