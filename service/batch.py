@@ -29,6 +29,8 @@ class Record:
     partition: int
     offset: int
     timestamp_ms: int | None = None
+    # The intake's seal header (``ingest/seal.py``), if the record has one.
+    seal: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from service.correlate.correlator import Correlator
 from service.correlate.stage import CorrelateStage
 from service.escalate.policy import EscalationPolicy
 from service.escalate.stage import EscalateStage
+from service.ingest.seal import Seal
 from service.ingest.stage import ParseStage
 from service.persist.stage import DeadLetterSink, PageHandoff, PersistStage
 from service.quiet.heartbeats import HeartbeatStage
@@ -41,14 +42,19 @@ class Paging:
 
 
 def build_pipeline(
-    ctx: Context, paging: Paging, dead_letters: DeadLetterSink, remediation_mode: Mode = "dry-run"
+    ctx: Context,
+    paging: Paging,
+    dead_letters: DeadLetterSink,
+    remediation_mode: Mode = "dry-run",
+    seal: Seal | None = None,
 ) -> Pipeline:
     """``remediation_mode``: the ceiling over remediation.yaml's modes ("off" without a
-    Kubernetes API)."""
+    Kubernetes API). ``seal``: the intake's, whose records are read without a second
+    validation."""
     rules, store, classifier = ctx.rules, ctx.store, Classifier(ctx.rules)
     return Pipeline(
         [
-            ParseStage(),
+            ParseStage(seal),
             ClassifyStage(classifier),
             HeartbeatStage(rules.noise, store.heartbeats),
             CorrelateStage(store.incidents, Correlator(rules, describe=classifier.describe), rules),

@@ -30,6 +30,7 @@ from service.ingest.deadletter import DeadLetterPublisher
 from service.ingest.intake import AlertIntake, kafka_publisher
 from service.ingest.kafka_security import explained, kafka_security
 from service.ingest.records import Routing, no_lane
+from service.ingest.seal import KEY_NAME, Seal
 from service.ingest.topics import ensure_topics
 from service.lifecycle import CLIENT_STOP_SECONDS, cancel_all, quietly, start_client, stop_client
 from service.notify.base import Notifier
@@ -154,8 +155,10 @@ class Runtime:
         self.dead_letters = DeadLetterPublisher(self.broker, settings.kafka_dlq_topic, self.metrics)
         # No API server, no remediation: planning actions that can only be skipped is noise.
         remediation_mode = settings.remediation_mode if kube is not None else "off"
+        # Keyed at start, once the store is open: records are written only after that.
+        self.seal = Seal()
         self.intake = AlertIntake(
-            kafka_publisher(self.broker, settings.kafka_alerts_topic, settings.urgent_topic),
+            kafka_publisher(self.broker, settings.kafka_alerts_topic, settings.urgent_topic, self.seal),
             Routing(rules.grouping.group_by, urgent_lane(rules) if settings.urgent_topic else no_lane),
             self.clock,
             self.metrics,
@@ -163,7 +166,7 @@ class Runtime:
         )
         paging = Paging(pagers, list(self.fallbacks), handoff=self.pages)
         self.noise = NoiseWorker(ctx, build_lift_pipeline(ctx, paging, remediation_mode), self.intake.accept)
-        self.pipeline: Pipeline = build_pipeline(ctx, paging, self.dead_letters, remediation_mode)
+        self.pipeline: Pipeline = build_pipeline(ctx, paging, self.dead_letters, remediation_mode, self.seal)
         self.progress = Progress()
         self.heap = HeapTrimmer()
         # Acks and closes also reach the fallback pagers, in case a page went out through them.
@@ -294,6 +297,7 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         await self.store.start(migrate=self.settings.database_migrate)
+        self.seal.use(await self.store.keys.shared(KEY_NAME))
         try:
             async with explained(self.settings, self.kafka_security):
                 if self.settings.kafka_create_topics or self.settings.kafka_assignment == "manual":

@@ -166,7 +166,7 @@ async def test_the_other_lane_starts_no_slice_while_an_urgent_batch_is_in_hand(
     runtime.pipeline.stages = [note]
 
     def polled(topic: str) -> list[SimpleNamespace]:
-        return [SimpleNamespace(value=b"{}", topic=topic, partition=0, offset=0, timestamp=0)]
+        return [SimpleNamespace(value=b"{}", topic=topic, partition=0, offset=0, timestamp=0, headers=())]
 
     held = asyncio.create_task(urgent.handle(polled("urgent")))
     await asyncio.sleep(0)  # one turn: the urgent batch is in the pipeline, held
@@ -223,7 +223,7 @@ async def test_the_backlog_lane_leaves_the_webhooks_more_turns_than_the_urgent_l
         return batch
 
     runtime.pipeline.stages = [first, second]
-    record = SimpleNamespace(value=b"{}", topic="alerts", partition=0, offset=0, timestamp=0)
+    record = SimpleNamespace(value=b"{}", topic="alerts", partition=0, offset=0, timestamp=0, headers=())
     await bulk.handle([record])
     assert ran[:3] == ["webhook of 1 turns", "webhook of 4 turns", "stage 2"]
     await asyncio.sleep(0.01)  # the last one done

@@ -22,6 +22,7 @@ from service.batch import DeadLetter, Pipeline, Record, Stored
 from service.config import Settings
 from service.context import Context
 from service.ingest.deadletter import DeadLetterPublisher
+from service.ingest.seal import seal_of
 from service.store.incidents import ConcurrentUpdate
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,9 @@ class AlertConsumer:
         self._yields_to = other
 
     async def handle(self, body: Any) -> None:
-        records = [Record(r.value, r.topic, r.partition, r.offset, r.timestamp) for r in body]
+        records = [
+            Record(r.value, r.topic, r.partition, r.offset, r.timestamp, seal_of(r.headers)) for r in body
+        ]
         if not records:
             return
         self.idle.clear()

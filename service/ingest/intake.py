@@ -26,6 +26,7 @@ from service.ingest.parse import (
 )
 from service.ingest.payloads import LeanAlertIn
 from service.ingest.records import OutRecord, Routing, split_by_group
+from service.ingest.seal import Seal
 from service.models import Alert
 from service.observability.metrics import Metrics
 
@@ -138,14 +139,19 @@ def _labels(alerts: Sequence[Alert] | Sequence[LeanAlertIn]) -> list[dict[str, s
     return [a.labels for a in alerts]
 
 
-def kafka_publisher(broker: KafkaBroker, topic: str, urgent_topic: str) -> Publish:
+def kafka_publisher(broker: KafkaBroker, topic: str, urgent_topic: str, seal: Seal) -> Publish:
     """Unconfirmed sends of every record, then one wait for all acknowledgements.
-    ``urgent_topic``: where the urgent records go (empty: the alerts topic too)."""
+    ``urgent_topic``: where the urgent records go (empty: the alerts topic too). Each record
+    is sealed: the intake validated it (``seal.py``)."""
 
     async def publish(records: list[OutRecord]) -> None:
         futures = [
             await broker.publish(
-                r.value, (urgent_topic or topic) if r.urgent else topic, key=r.key, no_confirm=True
+                r.value,
+                (urgent_topic or topic) if r.urgent else topic,
+                key=r.key,
+                headers=seal.headers(r.value),
+                no_confirm=True,
             )
             for r in records
         ]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from service.clock import iso
 from service.correlate.fingerprint import fingerprint, valid_fingerprint
@@ -23,6 +23,7 @@ from service.ingest.payloads import (
     WebhookIn,
     encodes,
 )
+from service.jsonfast import loads
 from service.models import Alert, AlertStatus
 
 _STATUS = {s.value: s for s in AlertStatus}
@@ -43,6 +44,10 @@ _STEP[ord("]")] = _STEP[ord("}")] = -1
 # Text is decoded strictly, so only a \uD800-\uDFFF escape can put a lone surrogate in
 # a decoded string.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# The alerts' own time type (``payloads._AlertTimes``), for the sealed records' times.
+_DATETIME: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
+_TIMES_KEPT = 4096
+_times: dict[str, datetime | None] = {}
 
 
 class PayloadError(Exception):
@@ -284,25 +289,77 @@ def parse(raw: bytes, now: datetime) -> list[Alert]:
 
 
 def normalise(a: AlertIn | LeanAlertIn, now: datetime) -> Alert:
-    given = _utc(a.starts_at)
-    ends_at = _utc(a.ends_at)
-    if a.status is not None:
-        status = _STATUS[a.status]
+    times = _utc(a.starts_at), _utc(a.ends_at)
+    return _alert(a.status, *times, a.fingerprint, a.labels, a.annotations, a.generator_url, now)
+
+
+def read_sealed(raw: bytes, now: datetime) -> list[Alert]:
+    """The alerts of a webhook the intake validated before it sealed it (``seal.py``), as
+    :func:`parse` gives them, without validating it again: orjson's parse, and each
+    distinct time text parsed once by pydantic's own datetime parser.
+
+    Raises ValueError, TypeError or KeyError when ``raw`` does not read as a webhook; the
+    caller then takes it through :func:`parse`, which says what is wrong with it.
+    """
+    return [
+        _alert(
+            a.get("status"),
+            _time(a.get("startsAt")),
+            _time(a.get("endsAt")),
+            a.get("fingerprint", ""),
+            a["labels"],
+            a.get("annotations", {}),
+            a.get("generatorURL", ""),
+            now,
+        )
+        for a in loads(raw)["alerts"]
+    ]
+
+
+# An alert's fields as its two readers have them (normalise, read_sealed): one place
+# decides its status, fingerprint and start from them.
+def _alert(  # noqa: PLR0913
+    status_text: str | None,
+    given: datetime | None,
+    ends_at: datetime | None,
+    fp: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    generator_url: str,
+    now: datetime,
+) -> Alert:
+    if status_text is not None:
+        status = _STATUS[status_text]
     else:
         # A single alert without status follows Alertmanager's own rule: ended means resolved.
         status = AlertStatus.RESOLVED if ends_at and ends_at <= now else AlertStatus.FIRING
-    fp = a.fingerprint if valid_fingerprint(a.fingerprint) else fingerprint(a.labels)
     return Alert(
-        fingerprint=fp,
+        fingerprint=fp if valid_fingerprint(fp) else fingerprint(labels),
         status=status,
-        labels=a.labels,
-        annotations=a.annotations,
+        labels=labels,
+        annotations=annotations,
         starts_at=given or now,
         ends_at=ends_at,
-        generator_url=a.generator_url,
+        generator_url=generator_url,
         received_at=now,
         starts_at_given=given is not None,
     )
+
+
+def _time(value: object) -> datetime | None:
+    """A sealed alert's time as pydantic read it for the intake. A storm's alerts share a
+    few time texts: each is parsed once (the cache is cleared when it grows past a bound)."""
+    if type(value) is not str:
+        return _utc(_DATETIME.validate_python(value))
+    try:
+        return _times[value]
+    except KeyError:
+        pass
+    when = _utc(_DATETIME.validate_python(value))
+    if len(_times) >= _TIMES_KEPT:
+        _times.clear()
+    _times[value] = when
+    return when
 
 
 def _utc(value: datetime | None) -> datetime | None:

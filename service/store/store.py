@@ -23,6 +23,7 @@ from service.store.database import Database
 from service.store.group_commit import GroupCommit, Rider
 from service.store.heartbeats import Heartbeats
 from service.store.incidents import ConcurrentUpdate, Incidents
+from service.store.keys import Keys
 from service.store.listener import notify
 from service.store.outbox import Outbox, OutboxRecord
 from service.store.pages import NewPage, PageJobs
@@ -71,6 +72,7 @@ class Store:
         self.commands = CommandIds(self.db)
         self.silences = Silences(self.db)
         self.heartbeats = Heartbeats(self.db)
+        self.keys = Keys(self.db)
         self._group = GroupCommit[Effects](self.db, self._apply_some, rides=lambda e: bool(e.events))
         self._committed: list[Callable[[Effects], None]] = []
 

@@ -251,3 +251,12 @@ heartbeats = Table(
     Column("last_seen", Float, nullable=False),
     Column("missing_since", Float, nullable=True),
 )
+
+# Secrets every replica shares, each made by the first replica that asks for it
+# (``store/keys.py``): the intake's seal key (``ingest/seal.py``). Hex text.
+service_keys = Table(
+    "service_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+)
