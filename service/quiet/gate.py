@@ -77,10 +77,8 @@ class SourceIndex:
         for inc in incidents:
             self._remove(inc.id)
             self.versions[inc.id] = inc.version if stored else inc.version + 1
-            if inc.status is not IncidentStatus.OPEN:
+            if not self.takes(inc):
                 continue
-            if inc.hold is not None and inc.hold.kind is HoldKind.PENDING:
-                continue  # not an incident yet: it explains nothing
             # An incident's alerts mostly differ in labels no rule reads (a storm's hundred
             # instances of one alert): each distinct projection is added once.
             added: set[tuple[str, ...]] = set()
@@ -90,6 +88,13 @@ class SourceIndex:
                     if read not in added:
                         added.add(read)
                         self._add(inc, a.labels)
+
+    @staticmethod
+    def takes(inc: Incident) -> bool:
+        """Can ``inc`` inhibit? Only an open incident; a pending one is not an incident yet
+        and explains nothing."""
+        pending = inc.hold is not None and inc.hold.kind is HoldKind.PENDING
+        return inc.status is IncidentStatus.OPEN and not pending
 
     def forget(self, ids: Iterable[str]) -> None:
         for incident_id in ids:

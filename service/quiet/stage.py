@@ -78,6 +78,8 @@ class QuietStage:
         candidates = {i.id for i in batch.changed.values() if i.is_current and _judged(i, firsts)}
         silences = await self._silences.active(batch.now) if candidates else []
         sources: SourceIndex | None = None
+        # Whether each of the batch's incidents was a source when they went into the index.
+        taken: dict[str, bool] | None = None
         held: set[tuple[str, int]] = set()
         for inc in batch.changed.values():
             opening = (inc.id, inc.opening)
@@ -87,6 +89,7 @@ class QuietStage:
             if inc.id in candidates:
                 if sources is None and self._gate.inhibits and self._gate.may_be_inhibited(inc):
                     sources = await self._sources(batch)
+                    taken = {i.id: SourceIndex.takes(i) for i in batch.changed.values()}
                 hold = self._gate.decide(inc, batch.now, silences, sources or [], _opened_with(inc, batch))
                 if hold is not None:
                     if (event := start_hold(inc, hold)) is not None:
@@ -97,10 +100,10 @@ class QuietStage:
             if opening in firsts and opening not in held:
                 inc.paged = inc.opening
         batch.pages = [p for p in batch.pages if not _withheld(p, held, firsts, paged_before, batch)]
-        self._finish(batch)
+        self._finish(batch, taken)
         return batch
 
-    def _finish(self, batch: Batch) -> None:
+    def _finish(self, batch: Batch, taken: dict[str, bool] | None) -> None:
         """After the holds: who to wake, the flapping timers, the sources cache."""
         if self._gate.inhibits and any(
             e.type == "incident.resolved" and self._gate.may_inhibit(batch.changed[e.incident["id"]])
@@ -113,7 +116,13 @@ class QuietStage:
             if (timer := flap_quiet_timer(inc)) is not None:
                 batch.timers.append(timer)
         if self._sources_index is not None:
-            self._sources_index.update(batch.changed.values())
+            # Taken before the holds were decided (``_sources``), an incident is taken again
+            # only if a hold or a lift changed whether it is a source: the holds change no
+            # alert. Taking a storm's incidents twice was 1% of its processing.
+            again = [
+                i for i in batch.changed.values() if taken is None or taken.get(i.id) != SourceIndex.takes(i)
+            ]
+            self._sources_index.update(again)
 
     async def _sources(self, batch: Batch) -> SourceIndex:
         """The inhibition sources: the open incidents, this batch's copies included."""
