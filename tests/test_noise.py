@@ -530,3 +530,31 @@ def test_a_lift_escalates_the_conditions_its_alerts_matched_while_held(rules: Ru
     [page] = lifted.pages
     assert {"Security", "Legal"} <= set(page.roles)
     assert [e.type for e in lifted.events] == ["incident.escalated", "incident.unsuppressed"]
+
+
+PENDING_SOURCE = """
+inhibit_rules:
+  - name: db-explains-api
+    source_matchers: ['alertname="DatabaseUnavailable"']
+    target_matchers: ['alertname="ApiDown"']
+    equal: [cluster]
+thresholds:
+  - name: db-must-last
+    matchers: ['alertname="DatabaseUnavailable"']
+    firing_for: 10m
+"""
+
+
+async def test_a_source_held_pending_in_its_own_batch_stops_inhibiting(tmp_path: Path) -> None:
+    """The stage takes a batch's incidents into the inhibition index before their holds are
+    decided; one the holds made pending is taken again after, and inhibits nothing more."""
+    h = QuietHarness(load_rules(noise_rules(tmp_path, PENDING_SOURCE)))
+    starts = MONDAY.isoformat()
+    first_api = alert("ApiDown", starts_at=starts, cluster="eu", namespace="web")
+    db = alert("DatabaseUnavailable", starts_at=starts, cluster="eu", namespace="db")
+    # The target comes first, so the index is read while the database incident has no hold.
+    await h.pages(webhook(first_api, db), at=MONDAY)
+    [held_db] = [i for i in h.incidents if i.group_labels["alertname"] == "DatabaseUnavailable"]
+    assert held_db.hold is not None and held_db.hold.kind is HoldKind.PENDING
+    later_api = alert("ApiDown", starts_at=starts, cluster="eu", namespace="checkout")
+    assert await h.pages(webhook(later_api), at=MONDAY + timedelta(minutes=1)) == [("trigger", 1, "first")]
