@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # empty: one lane for all.
     kafka_urgent_topic: str | None = None
     kafka_events_topic: str = "incidents.events"
+    # Pages before events: while the alert consumers work through a backlog, incident events
+    # wait at most this long before they are published (service/backlog.py); 0: never wait.
+    events_max_delay_seconds: float = Field(default=5.0, ge=0)
     kafka_dlq_topic: str = "alerts.dlq"
     kafka_commands_topic: str = "incidents.commands"
     kafka_group_id: str = "incidentd"

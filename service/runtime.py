@@ -12,6 +12,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
 
 from service.allocator import HeapTrimmer
+from service.backlog import AlertBacklog
 from service.batch import Pipeline, Stored
 from service.classify.lane import urgent_lane
 from service.clock import Clock, SystemClock
@@ -131,7 +132,10 @@ class Runtime:
             self._wake_all,
             self.wake_noise,
         )
+        # Wall time, as the relay's leases: a backlog is about this process's consumers.
+        self.backlog = AlertBacklog(SystemClock())
         self.relay = OutboxRelay(self.store.outbox, self.broker, self.metrics)
+        self.relay.wait_for(self.backlog.active, settings.events_max_delay_seconds)
         # On SQLite the relay claims the events in the transactions that store them: see
         # Store.ride_with for why not on PostgreSQL.
         self.store.ride_with(self.relay.ride)
@@ -190,6 +194,8 @@ class Runtime:
             )
             self.consumer.yield_to(urgent)
             self.consumers.append(urgent)
+        for c in self.consumers:
+            c.report_to(self.backlog)
         groups = [ConsumerGroup(c.subscription(settings)[1], c.subscriber) for c in self.consumers]
         groups.append(ConsumerGroup(f"{settings.kafka_group_id}.commands", self.command_consumer.subscriber))
         self.metrics.on_scrape(ScrapeGauges(self.store, self.metrics, self.clock, groups).refresh)

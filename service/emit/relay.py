@@ -10,6 +10,11 @@ relay along (:meth:`OutboxRelay.ride`, ``Store.ride_with``): it removes what was
 published since and claims what can go next. What was published waits for such a
 transaction, or ``REMOVE_WITHIN`` seconds at most, then goes in a transaction of the
 relay's own that claims as well.
+
+Pages before events: while the alert consumers work through a backlog (``service/backlog.py``)
+the relay claims nothing, up to ``max_delay`` seconds; then everything waiting goes out, and
+once the backlog ends. Only the order changes: every event is stored with its cause and
+published, in order per incident.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ CLAIM_AT_ONCE = 100
 # The longest published rows wait for a ride before the relay removes them itself. They
 # stay leased meanwhile: another replica's events of the same incident wait that long.
 REMOVE_WITHIN = 0.1
+# While events wait for a backlog, how often the relay looks whether it ended.
+WAIT_POLL = 0.05
 
 
 class OutboxRelay(DueWorker):
@@ -69,18 +76,47 @@ class OutboxRelay(DueWorker):
         # or claimed a whole batch): told of new events, the relay looks. No ride yet, the
         # same (on PostgreSQL nothing rides).
         self._behind = True
+        self._backlog: Callable[[], bool] = lambda: False
+        self._max_delay = 0.0
+        # Since when events wait for the backlog (epoch); None while they do not.
+        self._waiting_since: float | None = None
+
+    def wait_for(self, backlog: Callable[[], bool], max_delay: float) -> None:
+        """While ``backlog()`` says the alert consumers work through one, events wait, at
+        most ``max_delay`` seconds (0: never)."""
+        self._backlog, self._max_delay = backlog, max_delay
 
     def wake(self) -> None:
         self._wanted = True
         super().wake()
 
     async def run_once(self) -> int:
+        if self._waits():
+            return 0
         wanted, self._wanted = self._wanted, False
         if not wanted and self._published and self._clock.now().timestamp() < self._removal_due():
             return 0
-        return await self.flush(remove=False)
+        sent = await self.flush(remove=False)
+        if self._waiting_since is not None:
+            # They waited their longest: the next wait, if the backlog goes on, starts now.
+            self._waiting_since = self._clock.now().timestamp()
+        return sent
+
+    def _waits(self) -> bool:
+        """Do events wait for a backlog now? Not once they waited ``max_delay``."""
+        if self._max_delay <= 0 or not self._backlog():
+            self._waiting_since = None
+            return False
+        now = self._clock.now().timestamp()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self._max_delay
 
     async def next_due(self) -> float | None:
+        if self._waiting_since is not None:
+            # Waiting for the backlog: look again soon whether it ended.
+            soon = self._clock.now().timestamp() + WAIT_POLL
+            return min(soon, self._waiting_since + self._max_delay)
         if self._published:
             # The removal's transaction claims too.
             return self._removal_due()
@@ -128,14 +164,16 @@ class OutboxRelay(DueWorker):
         much as the events handed over before and not yet sent leave room for. The answer
         is told whether the transaction committed."""
         done = self._claims_published()
-        room = self._batch - self._handed
+        waits = self._waits()
+        room = 0 if waits else self._batch - self._handed
         claim = await self._outbox.claim_in(conn, self._clock.now(), room, LEASE_SECONDS, published=done)
-        return lambda committed: self._settle(done, claim if committed else None)
+        return lambda committed: self._settle(done, claim if committed else None, waits)
 
-    def _settle(self, removed: tuple[SentClaim, ...], claim: OutboxClaim | None) -> None:
+    def _settle(self, removed: tuple[SentClaim, ...], claim: OutboxClaim | None, waited: bool) -> None:
         """After a ride's transaction (``claim`` None: it failed, and nothing it did holds).
-        Its claim is sent in turn with the relay's own."""
-        self._behind = claim is None or len(claim.records) == self._batch
+        Its claim is sent in turn with the relay's own. Events left waiting for a backlog
+        are the relay's to claim once it ends."""
+        self._behind = claim is None or waited or len(claim.records) == self._batch
         if claim is None:
             return
         self._forget(removed)

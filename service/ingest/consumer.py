@@ -18,6 +18,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from service.backlog import AlertBacklog
 from service.batch import DeadLetter, Pipeline, Record, Stored
 from service.config import Settings
 from service.context import Context
@@ -106,6 +107,7 @@ class AlertConsumer:
         self._clock = ctx.clock
         self._metrics = ctx.metrics
         self._after_batch = after_batch
+        self._backlog = AlertBacklog(ctx.clock)
         self._failures: dict[tuple[tuple[str, int, int], ...], int] = {}
         self._backoff = 0.2
         self._stopping = asyncio.Event()
@@ -129,6 +131,10 @@ class AlertConsumer:
             decoder=_raw_records,
         )
         self.subscriber(self.handle)
+
+    def report_to(self, backlog: AlertBacklog) -> None:
+        """Tell ``backlog`` of each poll's slices (the relay lets events wait for a backlog)."""
+        self._backlog = backlog
 
     def yield_to(self, other: AlertConsumer) -> None:
         """Start no slice while ``other`` has a batch in hand (the urgent lane)."""
@@ -154,12 +160,14 @@ class AlertConsumer:
                 await self._isolate(records)
                 await self._after_batch(len(records), None)
             else:
-                for part in slices(records, self._slice_bytes):
-                    if self._yields_to is not None:
-                        await self._yields_to.idle.wait()
-                    stored = (await self._pipeline.process(part, self._clock.now(), self.turns)).stored
-                    # Each slice's pages go out as soon as it is stored, not after the poll.
-                    await self._after_batch(len(part), stored)
+                parts = slices(records, self._slice_bytes)
+                with self._backlog.poll(len(parts)):
+                    for part in parts:
+                        if self._yields_to is not None:
+                            await self._yields_to.idle.wait()
+                        stored = (await self._pipeline.process(part, self._clock.now(), self.turns)).stored
+                        # Each slice's pages go out as soon as it is stored, not after the poll.
+                        await self._after_batch(len(part), stored)
         except Exception as exc:
             # It may have failed after its store transaction: wake every worker for what it
             # stored (its re-read will be duplicates, which wake nobody).
