@@ -76,6 +76,7 @@ from service.batch import Batch, Pipeline
 from service.http.app import create_app
 from service.ingest.topics import ensure_topics
 from service.runtime import Runtime
+from service.store.outbox import Outbox
 
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
 INCIDENTD_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "incidentd"
@@ -107,6 +108,7 @@ class StormHttpResult:
     accept_seconds: float = 0.0  # first POST -> last 202
     paged_seconds: float = 0.0  # first POST -> last group's first page
     stored_seconds: float = 0.0  # first POST -> last storm record stored (offsets then committed)
+    events_seconds: float = 0.0  # first POST -> every event stored by then published
     # the raw loop run just before (1) and again just after: the machine's speed drifts
     # within a run (seen: the same loop at 14k and at 23k msg/s), so (1) is set against both
     raw_before: RawResult | None = None
@@ -300,6 +302,12 @@ class StoredClock:
         return batch
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    outbox: Outbox  # the storm's events are published when it holds none of them
+
+
 @contextlib.asynccontextmanager
 async def serving(setup: Setup, pager: RecordingNotifier, clock: StoredClock) -> Any:
     settings = bench_settings(
@@ -325,10 +333,27 @@ async def serving(setup: Setup, pager: RecordingNotifier, clock: StoredClock) ->
             await asyncio.sleep(0.02)
         # As `incidentd run` does once it serves.
         allocator.freeze_started()
-        yield f"http://{settings.http_host}:{settings.http_port}{WEBHOOK}"
+        yield Served(f"http://{settings.http_host}:{settings.http_port}{WEBHOOK}", runtime.store.outbox)
     finally:
         server.should_exit = True
         await task
+
+
+async def _published(outbox: Outbox, cutoff: float, timeout: float, problems: list[str]) -> float:
+    """When the outbox held no event stored before ``cutoff`` (epoch): every one published
+    (and removed, at most REMOVE_WITHIN later); perf_counter time."""
+
+    async def done() -> bool:
+        left = await outbox.backlog()
+        return left.count == 0 or (left.oldest is not None and left.oldest > cutoff)
+
+    deadline = time.perf_counter() + timeout
+    while not await done():
+        if time.perf_counter() > deadline:
+            problems.append("(e1) storm events: not all published within --storm-timeout")
+            break
+        await asyncio.sleep(0.02)
+    return time.perf_counter()
 
 
 async def _wait(what: str, done: Callable[[], bool], timeout: float, problems: list[str]) -> bool:
@@ -343,7 +368,7 @@ async def _wait(what: str, done: Callable[[], bool], timeout: float, problems: l
 
 
 async def storm_phase(
-    url: str, pager: RecordingNotifier, clock: StoredClock, p: StormHttpParams, result: StormHttpResult
+    served: Served, pager: RecordingNotifier, clock: StoredClock, p: StormHttpParams, result: StormHttpResult
 ) -> bool:
     """(1), (3) and (5) together; whether the storm was drained in time."""
     clusters, result.bodies = storm_shape(p.alerts, p.groups, p.batch)
@@ -360,7 +385,7 @@ async def storm_phase(
     loop_cpu = time.thread_time()
     storm = {"alerts": p.alerts, "groups": p.groups, "batch": p.batch, "inflight": p.inflight}
     plan = {
-        "url": url,
+        "url": served.url,
         "closed": {**storm, "deadline_s": p.timeout},
         "open": [{"name": "sev1", "interval": p.sev1_interval, "duration": None}],
     }
@@ -391,6 +416,10 @@ async def storm_phase(
                 f"POST (--storm-timeout): {clock.records} of {total} records stored, "
                 f"{len(first_pages(pager, 'storm-'))} of {len(clusters)} groups paged"
             )
+        if stored:
+            left = posted.first_sent + p.timeout - time.perf_counter()
+            published = await _published(served.outbox, time.time(), left, result.problems)
+            result.events_seconds = published - posted.first_sent
         sev1 = (await load.finish())["sev1"]
     result.rss_peak_mib = await sampler.stop()
     collector.stop()
@@ -490,15 +519,15 @@ async def service_phases(setup: Setup, p: StormHttpParams, result: StormHttpResu
     result.raw_before = await _raw_anchor(setup, p, result)
     pager = RecordingNotifier()
     clock = StoredClock(b'"cluster":"storm-')
-    async with serving(setup, pager, clock) as url:
-        await _warm_up(url, pager, result)
-        await storm_phase(url, pager, clock, p, result)
+    async with serving(setup, pager, clock) as served:
+        await _warm_up(served.url, pager, result)
+        await storm_phase(served, pager, clock, p, result)
     result.raw_after = await _raw_anchor(setup, p, result)
     pager = RecordingNotifier()
     clock = StoredClock(b"-")
-    async with serving(setup, pager, clock) as url:
-        await _warm_up(url, pager, result)
-        await repeats_phase(url, pager, clock, p, result)
+    async with serving(setup, pager, clock) as served:
+        await _warm_up(served.url, pager, result)
+        await repeats_phase(served.url, pager, clock, p, result)
 
 
 async def _raw_anchor(setup: Setup, p: StormHttpParams, result: StormHttpResult) -> RawResult | None:
