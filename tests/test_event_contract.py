@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from service.emit.asyncapi import ASYNCAPI_PATH, document, render
 from service.emit.schema import SCHEMA_PATH, json_schema
+from service.ingest.seal import HEADER as SEAL_HEADER
 from tests.support.kafka import TopicReader, produce
 from tests.support.payloads import alert, body, webhook
 from tests.support.service import RunningService, run_service, test_settings
@@ -157,8 +158,11 @@ async def test_every_topic_is_in_the_asyncapi_document_and_its_records_fit(
     assert generated["channels"].keys() == doc["channels"].keys()
     assert generated["components"] == doc["components"]
     webhook_in = payload_validator(doc, "alertmanagerWebhook")
+    sealed = jsonschema.Draft7Validator(doc["components"]["messages"]["alertmanagerWebhook"]["headers"])
     for rec in readers["alerts"].records:
         assert messages(webhook_in, json.loads(rec.value)) == []
+        headers = {k: v.decode() for k, v in rec.headers}
+        assert SEAL_HEADER in headers and messages(sealed, headers) == []
     command = payload_validator(doc, "incidentCommand")
     fits = {r.value: messages(command, json.loads(r.value)) == [] for r in readers["commands"].records}
     assert fits == {json.dumps(ack).encode(): True, json.dumps(bad).encode(): False}

@@ -25,6 +25,7 @@ from service.escalate.command_models import KafkaCommand
 from service.ingest.consumer import AlertConsumer, UrgentAlertConsumer
 from service.ingest.payloads import AlertIn, WebhookIn
 from service.ingest.records import dead_letter_headers
+from service.ingest.seal import HEADER as SEAL_HEADER
 
 ASYNCAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 KAFKA_BINDING = "0.5.0"
@@ -72,9 +73,22 @@ WEBHOOK = Message(
     "alertmanagerWebhook",
     "Alertmanager webhook",
     "An Alertmanager webhook body (version 4), as posted to the HTTP API or produced by anyone; "
-    "incidentd splits a body by incident group and lane before writing it.",
+    "incidentd splits a body by incident group and lane before writing it, and seals what it wrote "
+    "(`incidentd-seal`): a record whose seal holds is not validated again.",
     _ref(WebhookIn),
     ALERT_KEY,
+    headers={
+        "type": "object",
+        "properties": {
+            SEAL_HEADER: {
+                "type": "string",
+                "pattern": "^v1=[0-9a-f]{64}$",
+                "description": "incidentd's own records only: HMAC-SHA256 of the value under the "
+                "deployment's key (kept in its store). Other producers leave it out; their records "
+                "are validated.",
+            }
+        },
+    },
 )
 SINGLE_ALERT = Message(
     "alert",
