@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -46,8 +47,6 @@ _STEP[ord("]")] = _STEP[ord("}")] = -1
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # The alerts' own time type (``payloads._AlertTimes``), for the sealed records' times.
 _DATETIME: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
-_TIMES_KEPT = 4096
-_times: dict[str, datetime | None] = {}
 
 
 class PayloadError(Exception):
@@ -346,20 +345,13 @@ def _alert(  # noqa: PLR0913
     )
 
 
+# Untyped: values that compare equal (1 and 1.0 epoch seconds) are the same time to pydantic;
+# true, equal to 1, is refused by the webhook and so never sealed.
+@functools.lru_cache(maxsize=4096)
 def _time(value: object) -> datetime | None:
     """A sealed alert's time as pydantic read it for the intake. A storm's alerts share a
-    few time texts: each is parsed once (the cache is cleared when it grows past a bound)."""
-    if type(value) is not str:
-        return _utc(_DATETIME.validate_python(value))
-    try:
-        return _times[value]
-    except KeyError:
-        pass
-    when = _utc(_DATETIME.validate_python(value))
-    if len(_times) >= _TIMES_KEPT:
-        _times.clear()
-    _times[value] = when
-    return when
+    few time texts: each is parsed once."""
+    return _utc(_DATETIME.validate_python(value))
 
 
 def _utc(value: datetime | None) -> datetime | None:

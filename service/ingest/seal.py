@@ -37,14 +37,17 @@ class Seal:
         """The header that seals ``value``; None while unkeyed."""
         if self._key is None:
             return None
-        return {HEADER: _SCHEME + hmac.digest(self._key, value, hashlib.sha256).hex()}
+        return {HEADER: _mac(self._key, value)}
 
     def holds(self, value: bytes, seal: bytes | None) -> bool:
         """Did this deployment's intake write ``value``, as ``seal`` (the header's value) says?"""
         if seal is None or self._key is None:
             return False
-        expected = _SCHEME + hmac.digest(self._key, value, hashlib.sha256).hex()
-        return hmac.compare_digest(seal, expected.encode())
+        return hmac.compare_digest(seal, _mac(self._key, value).encode())
+
+
+def _mac(key: bytes, value: bytes) -> str:
+    return _SCHEME + hmac.digest(key, value, hashlib.sha256).hex()
 
 
 def seal_of(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
